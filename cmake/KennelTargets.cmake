@@ -1,0 +1,37 @@
+# Shared compile settings for Kennel's own targets.
+set(KENNEL_WARNINGS -Wall -Wextra -Wno-unused-parameter)
+set(KENNEL_SANITIZER_FLAGS "")
+if(KENNEL_ASAN)
+  set(KENNEL_SANITIZER_FLAGS -fsanitize=address,undefined -fno-omit-frame-pointer)
+elseif(KENNEL_TSAN)
+  set(KENNEL_SANITIZER_FLAGS -fsanitize=thread -fno-omit-frame-pointer)
+endif()
+
+# kennel_target_defaults(target): warnings and sanitizers for a Kennel target.
+function(kennel_target_defaults target)
+  target_compile_options(${target} PRIVATE ${KENNEL_WARNINGS} ${KENNEL_SANITIZER_FLAGS})
+  if(KENNEL_SANITIZER_FLAGS)
+    target_link_options(${target} PRIVATE ${KENNEL_SANITIZER_FLAGS})
+  endif()
+endfunction()
+
+# Torch headers are slow to parse (~15-20 s a TU on 2 cores): targets whose sources include
+# them reuse kennel_core's precompiled <torch/torch.h>.
+function(kennel_use_torch_pch target)
+  target_precompile_headers(${target} REUSE_FROM kennel_core)
+endfunction()
+
+# kennel_test(name SOURCES... [LIBS ...]): a GoogleTest binary registered with ctest.
+function(kennel_test name)
+  cmake_parse_arguments(ARG "TORCH" "" "SOURCES;LIBS;LABELS" ${ARGN})
+  add_executable(${name} ${ARG_SOURCES})
+  target_link_libraries(${name} PRIVATE ${ARG_LIBS} GTest::gtest GTest::gtest_main)
+  kennel_target_defaults(${name})
+  if(ARG_TORCH)
+    kennel_use_torch_pch(${name})
+  endif()
+  gtest_discover_tests(${name}
+    WORKING_DIRECTORY ${PROJECT_BINARY_DIR}
+    PROPERTIES LABELS "${ARG_LABELS}" ENVIRONMENT "OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1"
+    DISCOVERY_TIMEOUT 60)
+endfunction()

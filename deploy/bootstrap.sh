@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Kennel's one-command entry points on a fresh Debian bookworm machine (run as root):
+#   deploy/bootstrap.sh demo [flags]                install, build, run Kennel's main job
+#   deploy/bootstrap.sh test                        install, build, run every test (ctest)
+#   deploy/bootstrap.sh deps [--test]               only install what is missing
+#   deploy/bootstrap.sh build                       only configure and build
+# Environment: BUILD_DIR (default build), BUILD_TYPE (default Release), JOBS (default nproc).
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build_dir=${BUILD_DIR:-$repo/build}
+build_type=${BUILD_TYPE:-Release}
+jobs=${JOBS:-$(nproc)}
+
+# What Kennel needs at build and run time (the README says why each is here).
+runtime_packages=(
+  build-essential cmake ninja-build pkg-config ccache
+  libtorch-dev libopenblas0-pthread
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev
+  libgloo-dev libopencv-dev libabsl-dev libgoogle-glog-dev libgflags-dev
+  nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libssl-dev zlib1g-dev libsqlite3-dev
+  dataset-fashion-mnist
+)
+# Only the tests and benchmarks need these.
+test_packages=(
+  googletest libgtest-dev
+  python3-torch python3-torchvision python3-pil python3-grpcio python3-protobuf
+)
+
+log() { printf '\033[1m[kennel]\033[0m %s\n' "$*" >&2; }
+
+install_deps() {
+  local wanted=("${runtime_packages[@]}")
+  [[ ${1:-} == --test ]] && wanted+=("${test_packages[@]}")
+  local missing=()
+  for p in "${wanted[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]} == 0)); then
+    log "all ${#wanted[@]} Debian packages already installed"
+    return
+  fi
+  if [[ $(id -u) != 0 ]]; then
+    log "missing packages: ${missing[*]}; run as root (or install them with apt-get) and retry"
+    exit 1
+  fi
+  log "installing ${#missing[@]} missing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+build() {
+  log "configuring ($build_type) in $build_dir"
+  cmake -S "$repo" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE="$build_type" ${CMAKE_ARGS:-}
+  log "building with $jobs jobs"
+  cmake --build "$build_dir" -j "$jobs"
+}
+
+cmd=${1:-}
+[[ $# -gt 0 ]] && shift
+case "$cmd" in
+  deps) install_deps "$@" ;;
+  build) install_deps; build ;;
+  test)
+    install_deps --test
+    build
+    log "running tests"
+    # Two torch threads per test process and no competing OpenBLAS pool (BENCHMARKS.md).
+    export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1
+    ctest --test-dir "$build_dir" --output-on-failure -j "$jobs" --timeout 900
+    ;;
+  demo)
+    install_deps
+    build
+    export OPENBLAS_NUM_THREADS=1
+    # Until training and serving land: index Fashion-MNIST as the coordinator will.
+    exec "$build_dir/cli/kennelctl" dataset "$@"
+    ;;
+  *)
+    sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+    ;;
+esac
