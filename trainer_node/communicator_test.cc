@@ -1,0 +1,121 @@
+#include "trainer_node/communicator.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <thread>
+
+#include "trainer_node/communicator_internal.h"
+
+namespace kennel::trainer {
+namespace {
+
+// Runs fn(rank, communicator) on `world` threads after forming one Gloo group.
+void RunGroup(int world, KeyValueStore* store, absl::Duration timeout,
+              const std::function<void(int, Communicator&)>& fn) {
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r) {
+    threads.emplace_back([&, r] {
+      auto comm = CreateGlooCommunicator(
+          {.rank = r, .world_size = world, .store = store, .timeout = timeout});
+      ASSERT_TRUE(comm.ok()) << comm.status();
+      fn(r, **comm);
+    });
+  }
+  for (auto& t : threads) t.join();
+}
+
+// Irregular floats (the global torch RNG is shared between threads, so no randn here); an
+// odd size gives uneven ring chunks.
+torch::Tensor Values(int rank) {
+  return torch::sin(torch::arange(100'003, torch::kFloat32) * (0.37f * (rank + 1))) * 1000;
+}
+
+TEST(GlooCommunicatorTest, AllReduceSumsAndEveryRankGetsIdenticalBits) {
+  InMemoryKeyValueStore store;
+  constexpr int kWorld = 3;
+  std::vector<torch::Tensor> results(kWorld);
+  RunGroup(kWorld, &store, absl::Seconds(30), [&](int rank, Communicator& comm) {
+    torch::Tensor t = Values(rank);
+    ASSERT_TRUE(comm.AllReduceSum(t).ok());
+    results[rank] = t;
+  });
+  torch::Tensor expected = torch::zeros({100'003});
+  for (int r = 0; r < kWorld; ++r) expected += Values(r);
+  EXPECT_TRUE(torch::allclose(results[0], expected, 1e-5, 1e-5));
+  EXPECT_TRUE(torch::equal(results[0], results[1]));
+  EXPECT_TRUE(torch::equal(results[0], results[2]));
+}
+
+TEST(GlooCommunicatorTest, DoublesAndBroadcast) {
+  InMemoryKeyValueStore store;
+  std::vector<double> sums(2);
+  std::vector<float> received(2);
+  RunGroup(2, &store, absl::Seconds(30), [&](int rank, Communicator& comm) {
+    torch::Tensor counts = torch::tensor({rank + 1.0, 10.0 * rank}, torch::kFloat64);
+    ASSERT_TRUE(comm.AllReduceSum(counts).ok());
+    sums[rank] = counts[0].item<double>() + counts[1].item<double>();
+    torch::Tensor value = torch::full({4}, static_cast<float>(rank == 1 ? 7 : -1));
+    ASSERT_TRUE(comm.Broadcast(value, 1).ok());
+    received[rank] = value[3].item<float>();
+    EXPECT_TRUE(comm.Barrier().ok());
+  });
+  EXPECT_EQ(sums[0], 13.0);
+  EXPECT_EQ(sums[1], 13.0);
+  EXPECT_EQ(received[0], 7.0f);
+  EXPECT_EQ(received[1], 7.0f);
+}
+
+TEST(GlooCommunicatorTest, TimeoutNamesTheMissingRankAndBreaksTheGroup) {
+  InMemoryKeyValueStore store;
+  std::vector<absl::Status> statuses(3);
+  RunGroup(3, &store, absl::Seconds(2), [&](int rank, Communicator& comm) {
+    torch::Tensor t = torch::ones({1000});
+    ASSERT_TRUE(comm.AllReduceSum(t).ok());  // Everyone takes part once.
+    if (rank == 2) return;                   // Then rank 2 goes silent.
+    statuses[rank] = comm.AllReduceSum(t);
+    EXPECT_FALSE(comm.AllReduceSum(t).ok());  // Broken for good.
+  });
+  for (int r : {0, 1}) {
+    EXPECT_EQ(statuses[r].code(), absl::StatusCode::kDeadlineExceeded) << statuses[r];
+    EXPECT_NE(statuses[r].message().find("waiting for rank 2"), std::string::npos) << statuses[r];
+    EXPECT_EQ(MissingRankFromMessage(statuses[r].message()), 2);
+  }
+}
+
+TEST(GlooCommunicatorTest, GroupsWithDifferentPrefixesNeverMeet) {
+  // Two generations of one job share the store; each forms its own group of two.
+  InMemoryKeyValueStore shared;
+  PrefixedKeyValueStore gen1("job/a/gen/1/", &shared), gen2("job/a/gen/2/", &shared);
+  std::vector<float> sums(4);
+  std::thread first([&] {
+    RunGroup(2, &gen1, absl::Seconds(30), [&](int rank, Communicator& comm) {
+      torch::Tensor t = torch::full({8}, 1.0f);
+      ASSERT_TRUE(comm.AllReduceSum(t).ok());
+      sums[rank] = t[0].item<float>();
+    });
+  });
+  std::thread second([&] {
+    RunGroup(2, &gen2, absl::Seconds(30), [&](int rank, Communicator& comm) {
+      torch::Tensor t = torch::full({8}, 100.0f);
+      ASSERT_TRUE(comm.AllReduceSum(t).ok());
+      sums[2 + rank] = t[0].item<float>();
+    });
+  });
+  first.join();
+  second.join();
+  EXPECT_EQ(sums, (std::vector<float>{2, 2, 200, 200}));
+}
+
+TEST(GlooCommunicatorTest, BadArgumentsAreRejected) {
+  InMemoryKeyValueStore store;
+  EXPECT_FALSE(CreateGlooCommunicator({.rank = 2, .world_size = 2, .store = &store}).ok());
+  EXPECT_FALSE(CreateGlooCommunicator({.rank = 0, .world_size = 1, .store = nullptr}).ok());
+  auto solo = CreateGlooCommunicator({.rank = 0, .world_size = 1, .store = &store});
+  ASSERT_TRUE(solo.ok());
+  torch::Tensor ints = torch::ones({3}, torch::kInt64);
+  EXPECT_EQ((*solo)->AllReduceSum(ints).code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace kennel::trainer
