@@ -1,0 +1,58 @@
+// Training checkpoints: model parameters and buffers, optimizer state, position in the run
+// and the torch RNG state, in one self-checking blob:
+//   "KNLCKPT1" | SHA-256 of payload (32 bytes) | payload length (u64 LE) | payload
+// where the payload is a torch serialize archive. A torn, truncated or corrupt checkpoint is
+// refused with DATA_LOSS. Where checkpoints live is a CheckpointStore's business (a local
+// folder, or the coordinator's artifact store).
+#ifndef KENNEL_TRAINER_NODE_CHECKPOINT_H_
+#define KENNEL_TRAINER_NODE_CHECKPOINT_H_
+
+#include <torch/optim/optimizer.h>
+
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "core/models.h"
+
+namespace kennel::trainer {
+
+struct TrainingPosition {
+  int64_t epoch = 0;          // Epoch to continue.
+  int64_t step_in_epoch = 0;  // Optimizer steps of that epoch already done.
+  int64_t global_step = 0;
+};
+
+absl::StatusOr<std::string> SerializeCheckpoint(core::Classifier& model,
+                                                torch::optim::Optimizer& optimizer,
+                                                const TrainingPosition& position);
+
+// Restores into an already built model and optimizer (same spec). DATA_LOSS when the blob
+// is damaged, INVALID_ARGUMENT when it belongs to a different model.
+absl::Status RestoreCheckpoint(const std::string& blob, core::Classifier& model,
+                               torch::optim::Optimizer& optimizer, TrainingPosition* position);
+
+// Where a job's checkpoints are kept. Implementations are thread-safe.
+class CheckpointStore {
+ public:
+  virtual ~CheckpointStore() = default;
+  // Replaces the job's newest checkpoint (atomically: a crash keeps the previous one).
+  virtual absl::Status Save(const std::string& blob, const TrainingPosition& position) = 0;
+  // The newest checkpoint, or nullopt when the job has none.
+  virtual absl::StatusOr<std::optional<std::string>> LoadLatest() = 0;
+};
+
+// Keeps checkpoints in a local folder (tests, single-machine runs).
+class LocalCheckpointStore : public CheckpointStore {
+ public:
+  explicit LocalCheckpointStore(std::string dir) : dir_(std::move(dir)) {}
+  absl::Status Save(const std::string& blob, const TrainingPosition& position) override;
+  absl::StatusOr<std::optional<std::string>> LoadLatest() override;
+
+ private:
+  std::string dir_;
+};
+
+}  // namespace kennel::trainer
+
+#endif  // KENNEL_TRAINER_NODE_CHECKPOINT_H_

@@ -1,0 +1,268 @@
+#include "trainer_node/trainer.h"
+
+#include <glog/logging.h>
+#include <torch/torch.h>
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "core/dataset.h"
+#include "core/files.h"
+#include "core/job_spec.h"
+#include "core/shard_plan.h"
+#include "core/status_macros.h"
+#include "core/torch_errors.h"
+#include "core/weights.h"
+#include "trainer_node/batch_loader.h"
+#include "trainer_node/grad_sync.h"
+
+namespace kennel::trainer {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+std::vector<torch::Tensor> FloatBuffers(const torch::nn::Module& m) {
+  std::vector<torch::Tensor> out;
+  for (const auto& b : m.buffers()) {
+    if (b.is_floating_point()) out.push_back(b);
+  }
+  return out;
+}
+
+// Overwrites `tensors` on every rank with rank 0's values, in one flattened broadcast.
+absl::Status BroadcastFromRankZero(Communicator& comm, const std::vector<torch::Tensor>& tensors) {
+  if (tensors.empty() || comm.world_size() == 1) return absl::OkStatus();
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> flat_parts;
+  for (const auto& t : tensors) flat_parts.push_back(t.detach().reshape({-1}).to(torch::kFloat32));
+  torch::Tensor flat = torch::cat(flat_parts);
+  RETURN_IF_ERROR(comm.Broadcast(flat, 0));
+  int64_t offset = 0;
+  for (const auto& t : tensors) {
+    t.detach().copy_(flat.narrow(0, offset, t.numel()).view(t.sizes()));
+    offset += t.numel();
+  }
+  return absl::OkStatus();
+}
+
+std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const v1::TrainingSpec& t,
+                                                       const std::vector<torch::Tensor>& params) {
+  if (t.optimizer() == v1::ADAMW) {
+    return std::make_unique<torch::optim::AdamW>(
+        params, torch::optim::AdamWOptions(t.learning_rate()).weight_decay(t.weight_decay()));
+  }
+  return std::make_unique<torch::optim::SGD>(
+      params,
+      torch::optim::SGDOptions(t.learning_rate()).momentum(t.momentum()).weight_decay(t.weight_decay()));
+}
+
+void SetLearningRate(torch::optim::Optimizer& optimizer, double lr) {
+  for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
+}
+
+// Evaluates on this rank's share of the evaluation set; sums are combined over ranks, so the
+// result counts every sample exactly once.
+absl::StatusOr<v1::EpochMetrics> Evaluate(const TrainingRun& run, core::Classifier& model,
+                                          const core::DatasetReader& reader) {
+  model.eval();
+  torch::NoGradGuard no_grad;
+  BatchLoader loader({.reader = &reader,
+                      .preprocess = run.spec.preprocess(),
+                      .batch_size = std::max(run.spec.training().batch_size(), 256),
+                      .workers = run.spec.training().data_workers()},
+                     core::EvalShardIndices(reader.size(), run.rank, run.world_size));
+  double loss_sum = 0, correct = 0, count = 0;
+  for (int64_t b = 0; b < loader.num_batches(); ++b) {
+    ASSIGN_OR_RETURN(Batch batch, loader.Next());
+    torch::Tensor logits = model.forward(batch.images);
+    loss_sum += torch::nn::functional::cross_entropy(
+                    logits, batch.labels,
+                    torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                    .item<double>();
+    correct += logits.argmax(1).eq(batch.labels).sum().item<double>();
+    count += static_cast<double>(batch.labels.size(0));
+  }
+  torch::Tensor sums = torch::tensor({loss_sum, correct, count}, torch::kFloat64);
+  RETURN_IF_ERROR(run.comm->AllReduceSum(sums));
+  v1::EpochMetrics m;
+  const double total = sums[2].item<double>();
+  m.set_eval_count(static_cast<int64_t>(total));
+  m.set_eval_loss(total > 0 ? sums[0].item<double>() / total : 0);
+  m.set_eval_accuracy(total > 0 ? sums[1].item<double>() / total : 0);
+  model.train();
+  return m;
+}
+
+absl::StatusOr<TrainingResult> TrainImpl(const TrainingRun& run) {
+  const v1::JobSpec& spec = run.spec;
+  const v1::TrainingSpec& t = spec.training();
+  torch::set_num_threads(t.torch_threads());
+  torch::manual_seed(t.seed());
+
+  ASSIGN_OR_RETURN(auto train_reader, core::DatasetReader::Create(*run.train, run.dataset_root));
+  ASSIGN_OR_RETURN(auto eval_reader, core::DatasetReader::Create(*run.eval, run.dataset_root));
+  if (run.train->class_names_size() != spec.model().num_classes()) {
+    return absl::InvalidArgumentError(absl::StrCat("the dataset has ", run.train->class_names_size(),
+                                                   " classes, the model ", spec.model().num_classes()));
+  }
+
+  ASSIGN_OR_RETURN(std::shared_ptr<core::Classifier> model, core::CreateModel(spec.model()));
+  if (!t.init_weights().empty()) {
+    ASSIGN_OR_RETURN(core::StateDict weights, core::ReadWeightsFile(t.init_weights()));
+    RETURN_IF_ERROR(core::LoadStateDict(*model, weights, {.strict = false}));
+    LOG(INFO) << "rank " << run.rank << ": initial weights from " << t.init_weights();
+  }
+  if (t.freeze_backbone()) model->FreezeBackbone();
+  model->train();
+
+  std::vector<torch::Tensor> trainable;
+  for (const auto& p : model->parameters()) {
+    if (p.requires_grad()) trainable.push_back(p);
+  }
+  auto optimizer = MakeOptimizer(t, trainable);
+
+  TrainingPosition position;
+  if (run.resume) {
+    ASSIGN_OR_RETURN(std::optional<std::string> blob, run.checkpoints->LoadLatest());
+    if (blob.has_value()) {
+      RETURN_IF_ERROR(RestoreCheckpoint(*blob, *model, *optimizer, &position));
+      LOG(INFO) << "rank " << run.rank << ": resumed at epoch " << position.epoch << " step "
+                << position.step_in_epoch;
+    }
+  }
+  // Every rank starts from rank 0's parameters and buffers.
+  std::vector<torch::Tensor> state = model->parameters();
+  for (const auto& b : FloatBuffers(*model)) state.push_back(b);
+  RETURN_IF_ERROR(BroadcastFromRankZero(*run.comm, state));
+  const std::vector<torch::Tensor> buffers = FloatBuffers(*model);
+
+  ASSIGN_OR_RETURN(auto sync, GradientSynchronizer::Create(model->parameters(), run.comm,
+                                                           t.bucket_cap_bytes()));
+  const int64_t steps_per_epoch =
+      (core::ShardSize(train_reader->size(), run.world_size) + t.batch_size() - 1) / t.batch_size();
+  TrainingResult result;
+  double total_images = 0, total_seconds = 0;
+
+  for (int64_t epoch = position.epoch; epoch < t.epochs(); ++epoch) {
+    ASSIGN_OR_RETURN(std::vector<int64_t> indices,
+                     core::ShardIndices({.seed = t.seed(), .epoch = epoch, .rank = run.rank,
+                                         .world_size = run.world_size,
+                                         .dataset_size = train_reader->size()}));
+    const int64_t first_step = epoch == position.epoch ? position.step_in_epoch : 0;
+    BatchLoader loader({.reader = train_reader.get(),
+                        .preprocess = spec.preprocess(),
+                        .augment = t.augment(),
+                        .seed = t.seed(),
+                        .epoch = epoch,
+                        .batch_size = t.batch_size(),
+                        .workers = t.data_workers()},
+                       std::move(indices), first_step);
+    const auto epoch_start = Clock::now();
+    auto window_start = epoch_start;
+    int64_t window_images = 0, epoch_images = 0;
+    double loss_sum = 0, loss_count = 0;
+    for (int64_t step = first_step; step < steps_per_epoch; ++step) {
+      if (run.cancelled != nullptr && run.cancelled->load()) {
+        return absl::CancelledError("training cancelled");
+      }
+      ASSIGN_OR_RETURN(Batch batch, loader.Next());
+      const int64_t global_step = epoch * steps_per_epoch + step;
+      const double lr = core::LearningRateAt(t, global_step, steps_per_epoch);
+      SetLearningRate(*optimizer, lr);
+      RETURN_IF_ERROR(BroadcastFromRankZero(*run.comm, buffers));  // As DDP's broadcast_buffers.
+      optimizer->zero_grad();
+      sync->BeginStep();
+      torch::Tensor loss =
+          torch::nn::functional::cross_entropy(model->forward(batch.images), batch.labels);
+      loss.backward();
+      RETURN_IF_ERROR(sync->FinishStep());
+      optimizer->step();
+
+      const int64_t n = batch.labels.size(0);
+      loss_sum += loss.item<double>() * static_cast<double>(n);
+      loss_count += static_cast<double>(n);
+      window_images += n * run.world_size;
+      epoch_images += n * run.world_size;
+      const auto now = Clock::now();
+      const bool last = step + 1 == steps_per_epoch;
+      if (run.after_step) run.after_step(global_step + 1, *model);
+      if (run.on_step &&
+          (last || now - window_start >= absl::ToChronoNanoseconds(run.report_interval))) {
+        v1::StepMetrics m;
+        m.set_epoch(epoch);
+        m.set_step(step + 1);
+        m.set_steps_per_epoch(steps_per_epoch);
+        m.set_global_step(global_step + 1);
+        m.set_loss(loss.item<double>());
+        m.set_images_per_second(static_cast<double>(window_images) / Seconds(now - window_start));
+        m.set_learning_rate(lr);
+        run.on_step(m);
+        window_start = now;
+        window_images = 0;
+      }
+      if (run.rank == 0 && run.checkpoints != nullptr && t.checkpoint_every_steps() > 0 && !last &&
+          (global_step + 1) % t.checkpoint_every_steps() == 0) {
+        auto blob = SerializeCheckpoint(*model, *optimizer, {epoch, step + 1, global_step + 1});
+        absl::Status saved = blob.ok() ? run.checkpoints->Save(*blob, {epoch, step + 1, global_step + 1})
+                                       : blob.status();
+        if (!saved.ok()) LOG(ERROR) << "checkpoint at step " << global_step + 1 << " failed: " << saved;
+      }
+    }
+    const double epoch_seconds = Seconds(Clock::now() - epoch_start);
+    torch::Tensor train_sums = torch::tensor({loss_sum, loss_count}, torch::kFloat64);
+    RETURN_IF_ERROR(run.comm->AllReduceSum(train_sums));
+    ASSIGN_OR_RETURN(v1::EpochMetrics metrics, Evaluate(run, *model, *eval_reader));
+    metrics.set_epoch(epoch);
+    metrics.set_train_loss(train_sums[1].item<double>() > 0
+                               ? train_sums[0].item<double>() / train_sums[1].item<double>() : 0);
+    metrics.set_images_per_second(static_cast<double>(epoch_images) / epoch_seconds);
+    metrics.set_seconds(epoch_seconds);
+    total_images += static_cast<double>(epoch_images);
+    total_seconds += epoch_seconds;
+    if (run.on_epoch) run.on_epoch(metrics);
+    result.metrics.set_epochs(static_cast<int32_t>(epoch + 1));
+    result.metrics.set_train_loss(metrics.train_loss());
+    result.metrics.set_validation_loss(metrics.eval_loss());
+    result.metrics.set_validation_accuracy(metrics.eval_accuracy());
+    if (run.rank == 0 && run.checkpoints != nullptr) {
+      const TrainingPosition next{epoch + 1, 0, (epoch + 1) * steps_per_epoch};
+      auto blob = SerializeCheckpoint(*model, *optimizer, next);
+      absl::Status saved = blob.ok() ? run.checkpoints->Save(*blob, next) : blob.status();
+      if (!saved.ok()) LOG(ERROR) << "checkpoint at the end of epoch " << epoch << " failed: " << saved;
+    }
+  }
+  result.metrics.set_images_per_second(total_seconds > 0 ? total_images / total_seconds : 0);
+  model->eval();
+  result.param_digest = ParamDigest(*model);
+  result.model = std::move(model);
+  return result;
+}
+
+}  // namespace
+
+std::string ParamDigest(const torch::nn::Module& module) {
+  std::string bytes;
+  for (const auto& [name, tensor] : core::GetStateDict(module)) {
+    torch::Tensor t = tensor.contiguous().cpu();
+    bytes += name;
+    bytes.append(static_cast<const char*>(t.data_ptr()), t.numel() * t.element_size());
+  }
+  return core::Sha256Hex(bytes);
+}
+
+absl::StatusOr<TrainingResult> Train(const TrainingRun& run) {
+  if (run.comm == nullptr || run.train == nullptr || run.eval == nullptr) {
+    return absl::InvalidArgumentError("training run needs a communicator and datasets");
+  }
+  if (run.resume && run.checkpoints == nullptr) {
+    return absl::InvalidArgumentError("resuming needs a checkpoint store");
+  }
+  // LibTorch throws on shape errors and the like; none may escape this library.
+  auto result = core::CallTorch("training", [&] { return TrainImpl(run); });
+  if (!result.ok()) return result.status();
+  return *std::move(result);
+}
+
+}  // namespace kennel::trainer

@@ -1,0 +1,188 @@
+#include "trainer_node/trainer.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "core/dataset.h"
+#include "core/files.h"
+#include "core/job_spec.h"
+#include "trainer_node/grad_sync.h"
+
+namespace kennel::trainer {
+namespace {
+
+// The first n samples of a Fashion-MNIST split.
+v1::DatasetIndex Subset(const std::string& split, int n) {
+  v1::DatasetIndex index = *core::IndexFashionMnist(core::kDebianFashionMnistRoot, split);
+  index.mutable_samples()->DeleteSubrange(n, index.samples_size() - n);
+  return index;
+}
+
+v1::JobSpec SmallCnnSpec(int world, int epochs) {
+  v1::JobSpec spec;
+  spec.set_name("test");
+  spec.set_world_size(world);
+  spec.mutable_model()->set_architecture(v1::SMALL_CNN);
+  spec.mutable_model()->set_num_classes(10);
+  spec.mutable_model()->set_in_channels(1);
+  spec.mutable_preprocess()->set_height(28);
+  spec.mutable_preprocess()->set_width(28);
+  spec.mutable_preprocess()->add_mean(0.2860f);
+  spec.mutable_preprocess()->add_std(0.3530f);
+  spec.mutable_dataset()->set_format(v1::DatasetIndex::IDX);
+  spec.mutable_dataset()->set_root(core::kDebianFashionMnistRoot);
+  spec.mutable_training()->set_epochs(epochs);
+  spec.mutable_training()->set_batch_size(32);
+  spec.mutable_training()->set_seed(11);
+  spec.mutable_training()->set_data_workers(1);
+  spec.mutable_training()->set_collective_timeout_s(60);
+  return *core::NormalizeJobSpec(spec);
+}
+
+TEST(TrainerTest, TwoRanksHoldBitIdenticalParametersAfterEveryStepAndLearn) {
+  const v1::DatasetIndex train = Subset("train", 4000), eval = Subset("test", 1000);
+  InMemoryKeyValueStore store;
+  std::vector<std::vector<std::string>> digests(2);
+  std::vector<absl::StatusOr<TrainingResult>> results(2, absl::UnknownError("not run"));
+  std::vector<v1::EpochMetrics> epochs;
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < 2; ++r) {
+    ranks.emplace_back([&, r] {
+      auto comm = CreateGlooCommunicator({.rank = r, .world_size = 2, .store = &store});
+      ASSERT_TRUE(comm.ok()) << comm.status();
+      TrainingRun run{.spec = SmallCnnSpec(2, 2), .rank = r, .world_size = 2, .train = &train,
+                      .eval = &eval, .dataset_root = core::kDebianFashionMnistRoot,
+                      .comm = comm->get()};
+      run.after_step = [&, r](int64_t, const core::Classifier& model) {
+        digests[r].push_back(ParamDigest(model));
+      };
+      if (r == 0) run.on_epoch = [&](const v1::EpochMetrics& m) { epochs.push_back(m); };
+      results[r] = Train(run);
+    });
+  }
+  for (auto& t : ranks) t.join();
+  ASSERT_TRUE(results[0].ok()) << results[0].status();
+  ASSERT_TRUE(results[1].ok()) << results[1].status();
+  // 4000 samples / 2 ranks / batch 32 = 63 steps per epoch.
+  ASSERT_EQ(digests[0].size(), 126u);
+  EXPECT_EQ(digests[0], digests[1]);
+  EXPECT_NE(digests[0].front(), digests[0].back());  // The parameters did change.
+  EXPECT_EQ(results[0]->param_digest, results[1]->param_digest);
+  ASSERT_EQ(epochs.size(), 2u);
+  EXPECT_EQ(epochs[1].eval_count(), 1000);  // Every evaluation sample counted once.
+  EXPECT_GT(epochs[1].eval_accuracy(), 0.6);  // Chance is 0.1.
+  EXPECT_LT(epochs[1].train_loss(), epochs[0].train_loss());
+}
+
+TEST(TrainerTest, ResumedRunEndsExactlyLikeAnUninterruptedOne) {
+  const v1::DatasetIndex train = Subset("train", 1500), eval = Subset("test", 500);
+  const std::string dir = ::testing::TempDir() + "/resume_test";
+  std::filesystem::remove_all(dir);
+  InMemoryKeyValueStore store;
+  auto comm = *CreateGlooCommunicator({.rank = 0, .world_size = 1, .store = &store});
+  TrainingRun run{.spec = SmallCnnSpec(1, 3), .train = &train, .eval = &eval,
+                  .dataset_root = core::kDebianFashionMnistRoot, .comm = comm.get()};
+  run.spec.mutable_training()->set_checkpoint_every_steps(10);
+  auto uninterrupted = Train(run);
+  ASSERT_TRUE(uninterrupted.ok()) << uninterrupted.status();
+
+  // Stopped during the second epoch, after a mid-epoch checkpoint, then resumed.
+  LocalCheckpointStore checkpoints(dir);
+  std::atomic<bool> cancelled{false};
+  run.checkpoints = &checkpoints;
+  run.cancelled = &cancelled;
+  run.after_step = [&](int64_t step, const core::Classifier&) { if (step == 65) cancelled = true; };
+  EXPECT_EQ(Train(run).status().code(), absl::StatusCode::kCancelled);
+  cancelled = false;
+  run.after_step = nullptr;
+  run.resume = true;
+  std::vector<int64_t> resumed_steps;
+  run.on_step = [&](const v1::StepMetrics& m) { resumed_steps.push_back(m.global_step()); };
+  run.report_interval = absl::ZeroDuration();
+  auto resumed = Train(run);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  ASSERT_FALSE(resumed_steps.empty());
+  EXPECT_EQ(resumed_steps.front(), 61);  // Newest checkpoint: after step 60.
+  EXPECT_EQ(resumed->param_digest, uninterrupted->param_digest);
+  EXPECT_EQ(resumed->metrics.validation_accuracy(), uninterrupted->metrics.validation_accuracy());
+}
+
+TEST(TrainerTest, CorruptOrTruncatedCheckpointIsRefused) {
+  const v1::JobSpec spec = SmallCnnSpec(1, 1);
+  auto model = *core::CreateModel(spec.model());
+  torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  std::string blob = *SerializeCheckpoint(*model, optimizer, {2, 5, 77});
+  TrainingPosition position;
+  ASSERT_TRUE(RestoreCheckpoint(blob, *model, optimizer, &position).ok());
+  EXPECT_EQ(position.epoch, 2);
+  EXPECT_EQ(position.step_in_epoch, 5);
+  EXPECT_EQ(position.global_step, 77);
+
+  std::string flipped = blob;
+  flipped[flipped.size() / 2] ^= 0x01;
+  auto status = RestoreCheckpoint(flipped, *model, optimizer, &position);
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(status.message().find("checksum"), std::string::npos);
+  status = RestoreCheckpoint(blob.substr(0, blob.size() - 100), *model, optimizer, &position);
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(status.message().find("truncated"), std::string::npos);
+  EXPECT_EQ(RestoreCheckpoint("junk", *model, optimizer, &position).code(), absl::StatusCode::kDataLoss);
+  // A checkpoint of another architecture does not fit.
+  v1::ModelSpec other = spec.model();
+  other.set_num_classes(5);
+  auto small = *core::CreateModel(other);
+  torch::optim::SGD other_opt(small->parameters(), torch::optim::SGDOptions(0.1));
+  EXPECT_EQ(RestoreCheckpoint(blob, *small, other_opt, &position).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(GradientSynchronizerTest, AveragesGradientsOverRanksInSeveralBuckets) {
+  InMemoryKeyValueStore store;
+  std::vector<std::vector<torch::Tensor>> grads(2);
+  std::vector<int> buckets(2);
+  auto make_model = [] {
+    // 600x600 layers of 1.4 MB: the 1 MiB first bucket closes after the last two layers,
+    // then each layer fills a 100 kB-capped bucket of its own.
+    torch::nn::Sequential m(torch::nn::Linear(600, 600), torch::nn::ReLU(), torch::nn::Linear(600, 600),
+                            torch::nn::ReLU(), torch::nn::Linear(600, 600), torch::nn::Linear(600, 4));
+    for (auto& p : m->parameters()) p.detach().fill_(0.01);
+    return m;
+  };
+  auto input = [](int rank) { return torch::full({2, 600}, rank + 1.0f); };
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < 2; ++r) {
+    ranks.emplace_back([&, r] {
+      auto comm = *CreateGlooCommunicator({.rank = r, .world_size = 2, .store = &store});
+      auto model = make_model();
+      auto sync = *GradientSynchronizer::Create(model->parameters(), comm.get(), 100'000);
+      buckets[r] = sync->num_buckets();
+      sync->BeginStep();
+      model->forward(input(r)).sum().backward();
+      ASSERT_TRUE(sync->FinishStep().ok());
+      for (auto& p : model->parameters()) grads[r].push_back(p.grad().clone());
+    });
+  }
+  for (auto& t : ranks) t.join();
+  EXPECT_EQ(buckets[0], 3);
+  // Expected: the mean of each rank's own gradient.
+  std::vector<torch::Tensor> expected;
+  for (int r = 0; r < 2; ++r) {
+    auto model = make_model();
+    model->forward(input(r)).sum().backward();
+    auto params = model->parameters();
+    for (size_t i = 0; i < params.size(); ++i) {
+      if (r == 0) expected.push_back(params[i].grad() / 2);
+      else expected[i] += params[i].grad() / 2;
+    }
+  }
+  for (size_t i = 0; i < expected.size(); ++i) {
+    EXPECT_TRUE(torch::allclose(grads[0][i], expected[i], 1e-5, 1e-6)) << i;
+    EXPECT_TRUE(torch::equal(grads[0][i], grads[1][i])) << i;
+  }
+}
+
+}  // namespace
+}  // namespace kennel::trainer
