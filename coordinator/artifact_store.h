@@ -1,0 +1,51 @@
+// The coordinator's artifact store on local disk:
+//   <root>/models/<name>/<version>/{manifest.json, weights.safetensors}
+//   <root>/checkpoints/<job id>/checkpoint.bin        (the newest checkpoint of a job)
+//   <root>/staging/                                    (uploads in flight)
+// Uploads land in staging and are verified before an atomic rename makes them visible;
+// model versions are registered in the StateStore. Thread-safe.
+#ifndef KENNEL_COORDINATOR_ARTIFACT_STORE_H_
+#define KENNEL_COORDINATOR_ARTIFACT_STORE_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "coordinator/state_store.h"
+#include "core/artifact_transfer.h"
+#include "kennel/v1/admin.pb.h"
+#include "kennel/v1/artifact.pb.h"
+
+namespace kennel::coordinator {
+
+class ArtifactStore {
+ public:
+  static absl::StatusOr<std::unique_ptr<ArtifactStore>> Create(std::string root, StateStore* state);
+
+  // A receiver writing into a fresh staging folder.
+  std::unique_ptr<core::FolderReceiver> NewReceiver(int64_t max_bytes);
+
+  // Verifies a received model (a loadable artifact), assigns the next version of its name,
+  // records `job_id` and makes it visible. Removes the staging folder either way.
+  absl::StatusOr<kennel::v1::ModelVersion> CommitModel(const std::string& staging_dir,
+                                                       const std::string& job_id);
+  // Makes a received checkpoint (checkpoint.bin) the job's newest, atomically.
+  absl::Status CommitCheckpoint(const std::string& staging_dir, const std::string& job_id);
+  void Discard(const std::string& staging_dir);
+
+  bool HasCheckpoint(const std::string& job_id) const;
+
+  // The folder and file names behind a reference (model version 0: the newest).
+  absl::StatusOr<std::pair<std::string, std::vector<std::string>>> Resolve(
+      const kennel::v1::ArtifactRef& ref);
+
+ private:
+  ArtifactStore(std::string root, StateStore* state) : root_(std::move(root)), state_(state) {}
+  std::string root_;
+  StateStore* state_;
+};
+
+}  // namespace kennel::coordinator
+
+#endif  // KENNEL_COORDINATOR_ARTIFACT_STORE_H_

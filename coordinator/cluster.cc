@@ -1,0 +1,466 @@
+#include "coordinator/cluster.h"
+
+#include <glog/logging.h>
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "coordinator/job_datasets.h"
+#include "core/status_macros.h"
+
+namespace kennel::coordinator {
+
+using v1::JobState;
+
+absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Create(ClusterOptions options, StateStore* state,
+                                                         ArtifactStore* artifacts) {
+  std::unique_ptr<Cluster> cluster(new Cluster(std::move(options), state, artifacts));
+  ASSIGN_OR_RETURN(auto nodes, state->LoadNodes());
+  ASSIGN_OR_RETURN(auto jobs, state->LoadJobs());
+  {
+    absl::MutexLock lock(&cluster->mu_);
+    for (auto& status : nodes) {
+      // Until a node reconnects it is unknown: shown as dead.
+      status.set_state(v1::DEAD);
+      status.clear_job_id();
+      cluster->nodes_[status.name()].status = std::move(status);
+    }
+    for (auto& stored : jobs) {
+      const std::string id = stored.status.id();
+      Job& job = cluster->jobs_[id];
+      job.data = std::move(stored);
+      cluster->job_order_.push_back(id);
+      cluster->next_job_number_++;
+      const JobState s = job.data.status.state();
+      if (s == v1::RUNNING || s == v1::RECOVERING) {
+        job.data.status.set_state(v1::RECOVERING);
+        job.data.status.set_generation(job.data.status.generation() + 1);
+        job.data.status.set_message("coordinator restarted; resuming from the newest checkpoint");
+        cluster->Persist(job, "coordinator restarted");
+      }
+    }
+  }
+  cluster->scheduler_ = std::thread([c = cluster.get()] { c->SchedulerLoop(); });
+  return cluster;
+}
+
+Cluster::~Cluster() {
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+  }
+  scheduler_.join();
+}
+
+void Cluster::SchedulerLoop() {
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop_; };
+      if (mu_.AwaitWithTimeout(absl::Condition(&stopping), options_.tick)) return;
+    }
+    Tick();
+  }
+}
+
+bool Cluster::Ended(const Job& job) {
+  const JobState s = job.data.status.state();
+  return s == v1::SUCCEEDED || s == v1::FAILED || s == v1::CANCELLED;
+}
+
+void Cluster::Touch(Job& job) {
+  job.changes++;
+  job.data.status.set_updated_unix_ms(absl::ToUnixMillis(options_.now()));
+}
+
+void Cluster::Persist(Job& job, const std::string& event) {
+  Touch(job);
+  if (!event.empty()) LOG(INFO) << "job " << job.data.status.id() << ": " << event;
+  absl::Status s = state_->UpdateJob(job.data.status, event);
+  if (!s.ok()) LOG(ERROR) << "persisting job " << job.data.status.id() << ": " << s;
+}
+
+void Cluster::AbortRanks(Job& job, int64_t generation, const std::string& reason,
+                         const std::string& except_node) {
+  v1::CoordinatorMessage abort;
+  abort.mutable_abort()->set_job_id(job.data.status.id());
+  abort.mutable_abort()->set_generation(generation);
+  abort.mutable_abort()->set_reason(reason);
+  for (const auto& name : job.data.status.nodes()) {
+    auto it = nodes_.find(name);
+    if (name != except_node && it != nodes_.end() && it->second.channel) it->second.channel->Send(abort);
+  }
+}
+
+Cluster::Job* Cluster::FindCurrent(const std::string& job_id, int64_t generation) {
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end() || it->second.data.status.generation() != generation ||
+      it->second.data.status.state() != v1::RUNNING) {
+    return nullptr;
+  }
+  return &it->second;
+}
+
+void Cluster::NodeLost(Node& node, const std::string& why) {
+  const std::string name = node.status.name();
+  LOG(WARNING) << "trainer " << name << " lost: " << why;
+  node.status.set_state(v1::DEAD);
+  node.channel.reset();
+  (void)state_->SaveNode(node.status);
+  Job* job = node.status.job_id().empty() ? nullptr
+                                           : FindCurrent(node.status.job_id(), node.status.generation());
+  node.status.clear_job_id();
+  if (job == nullptr) return;
+  auto& status = job->data.status;
+  const int64_t old_generation = status.generation();
+  const std::string what = absl::StrCat("trainer ", name, " (rank ", node.status.rank(),
+                                        ") lost at generation ", old_generation, ": ", why);
+  if (job->recoveries >= options_.max_recoveries) {
+    status.set_state(v1::FAILED);
+    status.set_message(absl::StrCat(what, "; gave up after ", job->recoveries, " recoveries"));
+    AbortRanks(*job, old_generation, status.message(), name);
+    job->kv.clear();
+    Persist(*job, status.message());
+    return;
+  }
+  job->recoveries++;
+  status.set_state(v1::RECOVERING);
+  status.set_generation(old_generation + 1);
+  status.set_message(absl::StrCat(what, "; re-forming the group from the newest checkpoint"));
+  AbortRanks(*job, old_generation, "a peer was lost; the group is being re-formed", name);
+  job->kv.clear();
+  job->finished.clear();
+  Persist(*job, status.message());
+}
+
+void Cluster::Tick() {
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = options_.now();
+  for (auto& [name, node] : nodes_) {
+    if (node.channel && now - node.last_heartbeat > options_.heartbeat_timeout) {
+      NodeLost(node, absl::StrCat("no heartbeat for ", absl::FormatDuration(now - node.last_heartbeat)));
+    }
+  }
+  Schedule();
+}
+
+void Cluster::Schedule() {
+  for (const auto& id : job_order_) {
+    Job& job = jobs_[id];
+    auto& status = job.data.status;
+    if (status.state() != v1::PENDING && status.state() != v1::RECOVERING) continue;
+    const v1::JobSpec& spec = status.spec();
+    const bool gpu = spec.backend() == "nccl";
+    std::vector<Node*> free;
+    int connected = 0;
+    for (auto& [name, node] : nodes_) {
+      if (!node.channel || node.status.role() != v1::TRAINER) continue;
+      ++connected;
+      if (node.status.state() == v1::IDLE && (!gpu || node.status.resources().gpus() > 0)) {
+        free.push_back(&node);
+      }
+    }
+    if (static_cast<int>(free.size()) < spec.world_size()) {
+      const std::string waiting = absl::StrCat(
+          status.state() == v1::RECOVERING ? "recovering: " : "", "waiting for ", spec.world_size(),
+          " free ", gpu ? "GPU " : "", "trainers (", free.size(), " free, ", connected, " connected)");
+      if (status.message().find("lost") == std::string::npos || status.state() == v1::PENDING) {
+        if (status.message() != waiting) {
+          status.set_message(waiting);
+          Touch(job);
+        }
+      }
+      continue;  // Later jobs may fit; FIFO among those that can start.
+    }
+    if (status.generation() == 0) status.set_generation(1);
+    const bool resume = artifacts_->HasCheckpoint(id);
+    status.clear_nodes();
+    job.digests.assign(static_cast<size_t>(spec.world_size()), "");
+    job.finished.clear();
+    job.kv.clear();
+    for (int rank = 0; rank < spec.world_size(); ++rank) {
+      Node& node = *free[static_cast<size_t>(rank)];
+      status.add_nodes(node.status.name());
+      node.status.set_state(v1::BUSY);
+      node.status.set_job_id(id);
+      node.status.set_rank(rank);
+      node.status.set_generation(status.generation());
+      v1::CoordinatorMessage message;
+      auto* assign = message.mutable_assign();
+      assign->set_job_id(id);
+      assign->set_generation(status.generation());
+      assign->set_rank(rank);
+      assign->set_world_size(spec.world_size());
+      *assign->mutable_spec() = spec;
+      *assign->mutable_train() = job.data.train;
+      *assign->mutable_eval() = job.data.eval;
+      assign->set_resume(resume);
+      node.channel->Send(message);
+    }
+    status.set_state(v1::RUNNING);
+    status.clear_message();
+    Persist(job, absl::StrCat("running generation ", status.generation(), " on ",
+                              absl::StrJoin(status.nodes(), ", "), resume ? " (resuming)" : ""));
+  }
+}
+
+absl::StatusOr<v1::RegisterAck> Cluster::RegisterTrainer(const v1::Register& request,
+                                                         std::shared_ptr<TrainerChannel> channel) {
+  if (request.name().empty() || request.name().size() > 128) {
+    return absl::InvalidArgumentError("a trainer registers with a name of 1 to 128 characters");
+  }
+  absl::MutexLock lock(&mu_);
+  Node& node = nodes_[request.name()];
+  if (node.channel) {
+    // A second stream under the same name: the node restarted or reconnected; the old
+    // stream is stale, and so is whatever it was running.
+    NodeLost(node, "re-registered");
+  }
+  node.status.set_name(request.name());
+  node.status.set_role(v1::TRAINER);
+  *node.status.mutable_resources() = request.resources();
+  node.status.set_state(v1::IDLE);
+  node.status.clear_job_id();
+  node.channel = std::move(channel);
+  node.last_heartbeat = options_.now();
+  node.status.set_last_heartbeat_unix_ms(absl::ToUnixMillis(node.last_heartbeat));
+  if (!request.job_id().empty()) {
+    // Still working on something from before a reconnect: busy until it reports idle, and
+    // fenced off unless that generation is still the job's current one.
+    node.status.set_state(v1::BUSY);
+    node.status.set_job_id(request.job_id());
+    node.status.set_generation(request.generation());
+    if (Job* job = FindCurrent(request.job_id(), request.generation()); job != nullptr) {
+      const auto& ranks = job->data.status.nodes();
+      node.status.set_rank(static_cast<int32_t>(std::find(ranks.begin(), ranks.end(), request.name()) - ranks.begin()));
+    } else {
+      v1::CoordinatorMessage abort;
+      abort.mutable_abort()->set_job_id(request.job_id());
+      abort.mutable_abort()->set_generation(request.generation());
+      abort.mutable_abort()->set_reason("this generation is no longer current");
+      node.channel->Send(abort);
+    }
+  }
+  (void)state_->SaveNode(node.status);
+  LOG(INFO) << "trainer " << request.name() << " registered (" << request.resources().cpu_cores()
+            << " cores, " << request.resources().gpus() << " GPUs)";
+  v1::RegisterAck ack;
+  ack.set_heartbeat_interval_ms(static_cast<int32_t>(absl::ToInt64Milliseconds(options_.heartbeat_interval)));
+  return ack;
+}
+
+void Cluster::OnTrainerDisconnected(const std::string& name, const TrainerChannel* channel) {
+  absl::MutexLock lock(&mu_);
+  auto it = nodes_.find(name);
+  if (it == nodes_.end() || it->second.channel.get() != channel) return;
+  NodeLost(it->second, "control stream closed");
+}
+
+void Cluster::OnTrainerMessage(const std::string& name, const v1::TrainerMessage& message) {
+  absl::MutexLock lock(&mu_);
+  auto node_it = nodes_.find(name);
+  if (node_it == nodes_.end()) return;
+  Node& node = node_it->second;
+  node.last_heartbeat = options_.now();
+  node.status.set_last_heartbeat_unix_ms(absl::ToUnixMillis(node.last_heartbeat));
+  switch (message.message_case()) {
+    case v1::TrainerMessage::kStep: {
+      const auto& m = message.step();
+      Job* job = FindCurrent(m.job_id(), m.generation());
+      if (job != nullptr && m.rank() == 0) {
+        *job->data.status.mutable_last_step() = m.metrics();
+        Touch(*job);
+      }
+      break;
+    }
+    case v1::TrainerMessage::kEpoch: {
+      const auto& m = message.epoch();
+      Job* job = FindCurrent(m.job_id(), m.generation());
+      if (job == nullptr || m.rank() != 0) break;
+      auto* epochs = job->data.status.mutable_epochs();
+      // A resumed run may repeat an epoch: keep the newest record of each.
+      while (!epochs->empty() && epochs->rbegin()->epoch() >= m.metrics().epoch()) epochs->RemoveLast();
+      *epochs->Add() = m.metrics();
+      Persist(*job, absl::StrCat("epoch ", m.metrics().epoch() + 1, ": eval accuracy ",
+                                 m.metrics().eval_accuracy(), ", ",
+                                 static_cast<int64_t>(m.metrics().images_per_second()), " images/s"));
+      break;
+    }
+    case v1::TrainerMessage::kFinished: {
+      const auto& m = message.finished();
+      Job* job = FindCurrent(m.job_id(), m.generation());
+      if (job == nullptr || m.rank() < 0 || m.rank() >= job->data.status.spec().world_size()) break;
+      job->digests[static_cast<size_t>(m.rank())] = m.param_digest();
+      job->finished.insert(m.rank());
+      auto& status = job->data.status;
+      if (m.rank() == 0 && m.has_model()) {
+        status.set_model_name(m.model().name());
+        status.set_model_version(m.model().version());
+      }
+      if (static_cast<int>(job->finished.size()) == status.spec().world_size()) {
+        status.set_state(v1::SUCCEEDED);
+        status.clear_message();
+        *status.mutable_rank_param_digests() = {job->digests.begin(), job->digests.end()};
+        job->kv.clear();
+        Persist(*job, absl::StrCat("succeeded: model ", status.model_name(), " version ",
+                                   status.model_version()));
+      } else {
+        Touch(*job);
+      }
+      break;
+    }
+    case v1::TrainerMessage::kFailed: {
+      const auto& m = message.failed();
+      Job* job = FindCurrent(m.job_id(), m.generation());
+      if (job == nullptr) break;  // Stale generation or already handled.
+      auto& status = job->data.status;
+      std::string culprit;
+      if (m.missing_rank() >= 0 && m.missing_rank() < status.nodes_size()) {
+        culprit = absl::StrCat(" [rank ", m.missing_rank(), " is trainer ", status.nodes(m.missing_rank()), "]");
+      }
+      status.set_state(v1::FAILED);
+      status.set_message(absl::StrCat("rank ", m.rank(), " on ", name, ": ", m.error(), culprit));
+      AbortRanks(*job, status.generation(), "another rank failed", name);
+      job->kv.clear();
+      Persist(*job, status.message());
+      break;
+    }
+    case v1::TrainerMessage::kIdle: {
+      if (node.status.job_id() == message.idle().job_id() &&
+          node.status.generation() == message.idle().generation()) {
+        node.status.set_state(v1::IDLE);
+        node.status.clear_job_id();
+        node.status.set_rank(0);
+        node.status.set_generation(0);
+        Schedule();
+      }
+      break;
+    }
+    default:
+      break;  // Heartbeat: recorded above.
+  }
+}
+
+absl::Status Cluster::CheckCurrentGeneration(const std::string& job_id, int64_t generation) {
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job ", job_id));
+  const auto& status = it->second.data.status;
+  if (status.generation() != generation || status.state() != v1::RUNNING) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "generation ", generation, " of job ", job_id, " is not current (generation ",
+        status.generation(), ", ", v1::JobState_Name(status.state()), ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Cluster::StoreSet(const std::string& job_id, int64_t generation, const std::string& key,
+                               const std::string& value) {
+  RETURN_IF_ERROR(CheckCurrentGeneration(job_id, generation));
+  if (key.empty() || key.size() > 1024 || value.size() > (1 << 20)) {
+    return absl::InvalidArgumentError("store keys are 1..1024 bytes, values at most 1 MiB");
+  }
+  absl::MutexLock lock(&mu_);
+  Job* job = FindCurrent(job_id, generation);
+  if (job == nullptr) return absl::FailedPreconditionError("generation ended");
+  job->kv[key] = value;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> Cluster::StoreGet(const std::string& job_id, int64_t generation,
+                                                           const std::vector<std::string>& keys) {
+  RETURN_IF_ERROR(CheckCurrentGeneration(job_id, generation));
+  absl::MutexLock lock(&mu_);
+  Job* job = FindCurrent(job_id, generation);
+  if (job == nullptr) return absl::FailedPreconditionError("generation ended");
+  std::vector<std::string> out;
+  for (const auto& k : keys) {
+    auto it = job->kv.find(k);
+    if (it == job->kv.end()) return absl::NotFoundError(absl::StrCat("key ", k, " not set"));
+    out.push_back(it->second);
+  }
+  return out;
+}
+
+absl::StatusOr<v1::JobStatus> Cluster::SubmitJob(v1::JobSpec spec) {
+  ASSIGN_OR_RETURN(StoredJob stored, PrepareJob(std::move(spec)));  // Slow: outside the lock.
+  absl::MutexLock lock(&mu_);
+  std::string id;
+  do {
+    id = absl::StrCat("job-", next_job_number_++);
+  } while (jobs_.contains(id));
+  stored.status.set_id(id);
+  stored.status.set_state(v1::PENDING);
+  stored.status.set_created_unix_ms(absl::ToUnixMillis(options_.now()));
+  stored.status.set_updated_unix_ms(stored.status.created_unix_ms());
+  RETURN_IF_ERROR(state_->CreateJob(stored));
+  Job& job = jobs_[id];
+  job.data = std::move(stored);
+  job_order_.push_back(id);
+  LOG(INFO) << "job " << id << " submitted: " << job.data.status.spec().name() << ", world size "
+            << job.data.status.spec().world_size() << ", " << job.data.train.samples_size()
+            << " training samples";
+  Schedule();
+  return job.data.status;
+}
+
+absl::StatusOr<v1::JobStatus> Cluster::CancelJob(const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job ", job_id));
+  Job& job = it->second;
+  if (Ended(job)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job ", job_id, " already ended (", v1::JobState_Name(job.data.status.state()), ")"));
+  }
+  const bool running = job.data.status.state() == v1::RUNNING;
+  job.data.status.set_state(v1::CANCELLED);
+  job.data.status.set_message("cancelled by an administrator");
+  if (running) AbortRanks(job, job.data.status.generation(), "job cancelled", "");
+  job.kv.clear();
+  Persist(job, "cancelled");
+  return job.data.status;
+}
+
+absl::StatusOr<v1::JobStatus> Cluster::GetJob(const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job ", job_id));
+  return it->second.data.status;
+}
+
+std::vector<v1::JobStatus> Cluster::ListJobs(int limit) {
+  absl::MutexLock lock(&mu_);
+  std::vector<v1::JobStatus> out;
+  for (auto it = job_order_.rbegin(); it != job_order_.rend() && static_cast<int>(out.size()) < limit; ++it) {
+    out.push_back(jobs_[*it].data.status);
+  }
+  return out;
+}
+
+v1::ClusterStatus Cluster::Status() {
+  absl::MutexLock lock(&mu_);
+  v1::ClusterStatus out;
+  for (const auto& [name, node] : nodes_) *out.add_nodes() = node.status;
+  for (const auto& id : job_order_) {
+    if (!Ended(jobs_[id])) *out.add_active_jobs() = jobs_[id].data.status;
+  }
+  return out;
+}
+
+absl::StatusOr<std::pair<v1::JobStatus, int64_t>> Cluster::WaitForJobChange(const std::string& job_id,
+                                                                            int64_t seen,
+                                                                            absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job ", job_id));
+  Job* job = &it->second;
+  auto changed = [job, seen, this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return stop_ || job->changes != seen;
+  };
+  mu_.AwaitWithTimeout(absl::Condition(&changed), timeout);
+  return std::make_pair(job->data.status, job->changes);
+}
+
+}  // namespace kennel::coordinator

@@ -1,0 +1,130 @@
+// The coordinator's logic, free of gRPC: membership (registration, heartbeats, dead-node
+// detection), training jobs as durable state machines, scheduling onto free trainers,
+// recovery from lost trainers (generation fencing, resume from checkpoint), the rendezvous
+// key-value store, and the views kennelctl shows.
+//
+// Job states: PENDING -> RUNNING -> SUCCEEDED | FAILED | CANCELLED, and RUNNING ->
+// RECOVERING -> RUNNING when a trainer is lost (generation + 1, survivors aborted).
+//
+// Thread-safe. Owns a scheduler thread (dead-node detection and scheduling every
+// `tick`); the destructor stops it. Messages to trainers go through TrainerChannel.
+#ifndef KENNEL_COORDINATOR_CLUSTER_H_
+#define KENNEL_COORDINATOR_CLUSTER_H_
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "coordinator/artifact_store.h"
+#include "coordinator/state_store.h"
+#include "kennel/v1/admin.pb.h"
+#include "kennel/v1/coordinator.pb.h"
+
+namespace kennel::coordinator {
+
+// The way to one connected trainer (its control stream). Send never blocks.
+class TrainerChannel {
+ public:
+  virtual ~TrainerChannel() = default;
+  virtual void Send(const kennel::v1::CoordinatorMessage& message) = 0;
+};
+
+struct ClusterOptions {
+  absl::Duration heartbeat_interval = absl::Seconds(1);
+  // A trainer silent this long is dead.
+  absl::Duration heartbeat_timeout = absl::Seconds(10);
+  absl::Duration tick = absl::Milliseconds(200);
+  // Lost-trainer recoveries per job before it fails.
+  int max_recoveries = 3;
+  std::function<absl::Time()> now = [] { return absl::Now(); };
+};
+
+class Cluster {
+ public:
+  // Loads persisted state; jobs that were running are set to recover at the next generation.
+  static absl::StatusOr<std::unique_ptr<Cluster>> Create(ClusterOptions options, StateStore* state,
+                                                         ArtifactStore* artifacts);
+  ~Cluster();
+
+  // --- trainers (control stream) ---
+  absl::StatusOr<kennel::v1::RegisterAck> RegisterTrainer(const kennel::v1::Register& request,
+                                                          std::shared_ptr<TrainerChannel> channel);
+  void OnTrainerMessage(const std::string& name, const kennel::v1::TrainerMessage& message);
+  // The stream of `channel` closed: the node is dead (if that is still its channel).
+  void OnTrainerDisconnected(const std::string& name, const TrainerChannel* channel);
+
+  // --- rendezvous store, scoped by job and generation ---
+  absl::Status CheckCurrentGeneration(const std::string& job_id, int64_t generation);
+  absl::Status StoreSet(const std::string& job_id, int64_t generation, const std::string& key,
+                        const std::string& value);
+  // NOT_FOUND naming the first missing key.
+  absl::StatusOr<std::vector<std::string>> StoreGet(const std::string& job_id, int64_t generation,
+                                                    const std::vector<std::string>& keys);
+
+  // --- admin ---
+  // Validates the spec, indexes the dataset, persists the job: INVALID_ARGUMENT for a bad
+  // spec or dataset.
+  absl::StatusOr<kennel::v1::JobStatus> SubmitJob(kennel::v1::JobSpec spec);
+  absl::StatusOr<kennel::v1::JobStatus> CancelJob(const std::string& job_id);
+  absl::StatusOr<kennel::v1::JobStatus> GetJob(const std::string& job_id);
+  std::vector<kennel::v1::JobStatus> ListJobs(int limit);
+  kennel::v1::ClusterStatus Status();
+  // Blocks until the job changed after `seen` (a change counter) or `timeout` passed.
+  absl::StatusOr<std::pair<kennel::v1::JobStatus, int64_t>> WaitForJobChange(
+      const std::string& job_id, int64_t seen, absl::Duration timeout);
+
+  // One scheduling pass (the scheduler thread calls it; tests may too).
+  void Tick();
+
+ private:
+  struct Node {
+    kennel::v1::NodeStatus status;
+    std::shared_ptr<TrainerChannel> channel;  // Null when disconnected.
+    absl::Time last_heartbeat;
+  };
+  struct Job {
+    StoredJob data;
+    std::vector<std::string> digests;
+    std::set<int> finished;
+    int recoveries = 0;
+    int64_t changes = 0;
+    std::map<std::string, std::string> kv;  // Current generation's rendezvous keys.
+  };
+
+  Cluster(ClusterOptions options, StateStore* state, ArtifactStore* artifacts)
+      : options_(std::move(options)), state_(state), artifacts_(artifacts) {}
+
+  static bool Ended(const Job& job);
+  void Persist(Job& job, const std::string& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Touch(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AbortRanks(Job& job, int64_t generation, const std::string& reason,
+                  const std::string& except_node) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void NodeLost(Node& node, const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Schedule() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Job* FindCurrent(const std::string& job_id, int64_t generation) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SchedulerLoop();
+
+  const ClusterOptions options_;
+  StateStore* const state_;
+  ArtifactStore* const artifacts_;
+
+  absl::Mutex mu_;
+  std::map<std::string, Node> nodes_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Job> jobs_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> job_order_ ABSL_GUARDED_BY(mu_);  // Submission order.
+  int64_t next_job_number_ ABSL_GUARDED_BY(mu_) = 1;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread scheduler_;
+};
+
+}  // namespace kennel::coordinator
+
+#endif  // KENNEL_COORDINATOR_CLUSTER_H_

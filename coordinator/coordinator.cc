@@ -1,0 +1,47 @@
+#include "coordinator/coordinator.h"
+
+#include <grpcpp/server_builder.h>
+
+#include <chrono>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
+
+namespace kennel::coordinator {
+
+absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOptions options) {
+  std::unique_ptr<Coordinator> c(new Coordinator());
+  std::error_code ec;
+  std::filesystem::create_directories(options.data_dir, ec);
+  if (ec) return absl::InvalidArgumentError(absl::StrCat("cannot create --data_dir ", options.data_dir, ": ", ec.message()));
+  ASSIGN_OR_RETURN(c->state_, StateStore::Open(options.data_dir + "/state.db"));
+  ASSIGN_OR_RETURN(c->artifacts_, ArtifactStore::Create(options.data_dir + "/artifacts", c->state_.get()));
+  ASSIGN_OR_RETURN(c->cluster_, Cluster::Create(options.cluster, c->state_.get(), c->artifacts_.get()));
+  c->coordinator_service_ = std::make_unique<CoordinatorService>(c->cluster_.get(), c->artifacts_.get(),
+                                                                  options.max_artifact_bytes);
+  c->admin_service_ = std::make_unique<AdminService>(c->cluster_.get(), c->state_.get());
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen_address, grpc::InsecureServerCredentials(), &c->port_);
+  builder.RegisterService(c->coordinator_service_.get());
+  builder.RegisterService(c->admin_service_.get());
+  builder.SetMaxReceiveMessageSize(64 << 20);
+  builder.SetMaxSendMessageSize(256 << 20);  // Assignments carry dataset indexes.
+  c->server_ = builder.BuildAndStart();
+  if (c->server_ == nullptr || c->port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen_address));
+  }
+  return c;
+}
+
+void Coordinator::Shutdown(absl::Duration deadline) {
+  if (server_) server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(deadline));
+}
+
+Coordinator::~Coordinator() {
+  Shutdown();
+  server_.reset();
+  cluster_.reset();
+}
+
+}  // namespace kennel::coordinator

@@ -1,0 +1,52 @@
+// A whole coordinator process: state database, artifact store, cluster logic and the gRPC
+// server (Coordinator + Admin services on one port). Create() starts serving; Shutdown()
+// stops within its deadline.
+#ifndef KENNEL_COORDINATOR_COORDINATOR_H_
+#define KENNEL_COORDINATOR_COORDINATOR_H_
+
+#include <grpcpp/server.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "coordinator/artifact_store.h"
+#include "coordinator/cluster.h"
+#include "coordinator/coordinator_service.h"
+#include "coordinator/state_store.h"
+
+namespace kennel::coordinator {
+
+struct CoordinatorOptions {
+  // host:port; port 0 picks a free one (see Coordinator::port()).
+  std::string listen_address = "127.0.0.1:7070";
+  std::string data_dir = "kennel-data";
+  ClusterOptions cluster;
+  int64_t max_artifact_bytes = int64_t{8} << 30;
+};
+
+class Coordinator {
+ public:
+  static absl::StatusOr<std::unique_ptr<Coordinator>> Create(CoordinatorOptions options);
+  ~Coordinator();
+
+  int port() const { return port_; }
+  Cluster& cluster() { return *cluster_; }
+  // Blocks until Shutdown.
+  void Wait() { server_->Wait(); }
+  void Shutdown(absl::Duration deadline = absl::Seconds(5));
+
+ private:
+  Coordinator() = default;
+  std::unique_ptr<StateStore> state_;
+  std::unique_ptr<ArtifactStore> artifacts_;
+  std::unique_ptr<Cluster> cluster_;
+  std::unique_ptr<CoordinatorService> coordinator_service_;
+  std::unique_ptr<AdminService> admin_service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+};
+
+}  // namespace kennel::coordinator
+
+#endif  // KENNEL_COORDINATOR_COORDINATOR_H_

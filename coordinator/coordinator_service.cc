@@ -1,0 +1,236 @@
+#include "coordinator/coordinator_service.h"
+
+#include <glog/logging.h>
+
+#include <deque>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "core/grpc_status.h"
+
+namespace kennel::coordinator {
+namespace {
+
+using core::ToGrpcStatus;
+
+class ControlReactor;
+
+// The Cluster's handle on one control stream. Outlives the reactor (the Cluster may hold
+// it after the stream ended); Send then drops messages.
+class StreamChannel : public TrainerChannel {
+ public:
+  explicit StreamChannel(ControlReactor* reactor) : reactor_(reactor) {}
+  void Send(const v1::CoordinatorMessage& message) override;
+  // From the reactor: the write in flight completed.
+  void WriteDone(bool ok);
+  void Detach() {
+    absl::MutexLock lock(&mu_);
+    reactor_ = nullptr;
+  }
+
+ private:
+  absl::Mutex mu_;
+  ControlReactor* reactor_ ABSL_GUARDED_BY(mu_);
+  std::deque<v1::CoordinatorMessage> queue_ ABSL_GUARDED_BY(mu_);  // Front is being written.
+};
+
+class ControlReactor
+    : public grpc::ServerBidiReactor<v1::TrainerMessage, v1::CoordinatorMessage> {
+ public:
+  explicit ControlReactor(Cluster* cluster)
+      : cluster_(cluster), channel_(std::make_shared<StreamChannel>(this)) {
+    StartRead(&in_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {  // The trainer closed its side or the connection broke.
+      FinishOnce(grpc::Status::OK);
+      return;
+    }
+    if (name_.empty()) {
+      if (!in_.has_register_()) {
+        FinishOnce(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                "the first message on a control stream must be Register"));
+        return;
+      }
+      auto ack = cluster_->RegisterTrainer(in_.register_(), channel_);
+      if (!ack.ok()) {
+        FinishOnce(ToGrpcStatus(ack.status()));
+        return;
+      }
+      name_ = in_.register_().name();
+      v1::CoordinatorMessage message;
+      *message.mutable_ack() = *ack;
+      channel_->Send(message);
+    } else {
+      cluster_->OnTrainerMessage(name_, in_);
+    }
+    StartRead(&in_);
+  }
+
+  void OnWriteDone(bool ok) override { channel_->WriteDone(ok); }
+
+  void OnDone() override {
+    channel_->Detach();
+    if (!name_.empty()) cluster_->OnTrainerDisconnected(name_, channel_.get());
+    delete this;
+  }
+
+  void FinishOnce(const grpc::Status& status) {
+    if (finished_.exchange(true)) return;
+    Finish(status);
+  }
+  bool finished() const { return finished_; }
+
+ private:
+  Cluster* cluster_;
+  std::shared_ptr<StreamChannel> channel_;
+  v1::TrainerMessage in_;
+  std::string name_;
+  std::atomic<bool> finished_{false};
+};
+
+void StreamChannel::Send(const v1::CoordinatorMessage& message) {
+  absl::MutexLock lock(&mu_);
+  if (reactor_ == nullptr || reactor_->finished()) return;
+  queue_.push_back(message);
+  if (queue_.size() == 1) reactor_->StartWrite(&queue_.front());
+}
+
+void StreamChannel::WriteDone(bool ok) {
+  absl::MutexLock lock(&mu_);
+  if (!queue_.empty()) queue_.pop_front();
+  if (!ok || reactor_ == nullptr) {
+    queue_.clear();
+    return;
+  }
+  if (!queue_.empty() && !reactor_->finished()) reactor_->StartWrite(&queue_.front());
+}
+
+}  // namespace
+
+grpc::ServerBidiReactor<v1::TrainerMessage, v1::CoordinatorMessage>*
+CoordinatorService::TrainerControl(grpc::CallbackServerContext* context) {
+  return new ControlReactor(cluster_);
+}
+
+grpc::Status CoordinatorService::StoreSet(grpc::ServerContext*, const v1::StoreSetRequest* request,
+                                          v1::StoreSetResponse*) {
+  return ToGrpcStatus(
+      cluster_->StoreSet(request->job_id(), request->generation(), request->key(), request->value()));
+}
+
+grpc::Status CoordinatorService::StoreGet(grpc::ServerContext*, const v1::StoreGetRequest* request,
+                                          v1::StoreGetResponse* response) {
+  auto values = cluster_->StoreGet(request->job_id(), request->generation(),
+                                   {request->keys().begin(), request->keys().end()});
+  if (!values.ok()) return ToGrpcStatus(values.status());
+  for (auto& v : *values) response->add_values(std::move(v));
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::UploadArtifact(grpc::ServerContext*,
+                                                grpc::ServerReader<v1::ArtifactChunk>* reader,
+                                                v1::UploadArtifactResponse* response) {
+  auto receiver = artifacts_->NewReceiver(max_artifact_bytes_);
+  v1::ArtifactChunk chunk;
+  absl::Status status;
+  while (status.ok() && reader->Read(&chunk)) status = receiver->Consume(chunk);
+  if (status.ok()) status = receiver->Finish();
+  const v1::ArtifactRef ref = receiver->header().ref();
+  if (status.ok()) status = cluster_->CheckCurrentGeneration(ref.job_id(), ref.generation());
+  if (!status.ok()) {
+    artifacts_->Discard(receiver->dir());
+    return ToGrpcStatus(status);
+  }
+  *response->mutable_stored() = ref;
+  if (ref.kind() == v1::ArtifactRef::CHECKPOINT) {
+    return ToGrpcStatus(artifacts_->CommitCheckpoint(receiver->dir(), ref.job_id()));
+  }
+  if (ref.kind() != v1::ArtifactRef::MODEL) {
+    artifacts_->Discard(receiver->dir());
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "artifact kind must be MODEL or CHECKPOINT");
+  }
+  auto model = artifacts_->CommitModel(receiver->dir(), ref.job_id());
+  if (!model.ok()) return ToGrpcStatus(model.status());
+  response->mutable_stored()->set_name(model->name());
+  response->mutable_stored()->set_version(model->version());
+  LOG(INFO) << "registered model " << model->name() << " version " << model->version()
+            << " from job " << ref.job_id();
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::DownloadArtifact(grpc::ServerContext*,
+                                                  const v1::DownloadArtifactRequest* request,
+                                                  grpc::ServerWriter<v1::ArtifactChunk>* writer) {
+  auto location = artifacts_->Resolve(request->ref());
+  if (!location.ok()) return ToGrpcStatus(location.status());
+  v1::ArtifactRef ref = request->ref();
+  if (ref.kind() == v1::ArtifactRef::MODEL && ref.version() <= 0) {
+    ref.set_version(std::stoll(std::filesystem::path(location->first).filename().string()));
+  }
+  return ToGrpcStatus(core::SendFolder(location->first, location->second, ref,
+                                       [&](const v1::ArtifactChunk& c) { return writer->Write(c); }));
+}
+
+grpc::Status AdminService::GetClusterStatus(grpc::ServerContext*, const v1::GetClusterStatusRequest*,
+                                            v1::ClusterStatus* response) {
+  *response = cluster_->Status();
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest* request,
+                                     v1::JobStatus* response) {
+  auto job = cluster_->SubmitJob(request->spec());
+  if (!job.ok()) return ToGrpcStatus(job.status());
+  *response = *std::move(job);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::CancelJob(grpc::ServerContext*, const v1::CancelJobRequest* request,
+                                     v1::JobStatus* response) {
+  auto job = cluster_->CancelJob(request->job_id());
+  if (!job.ok()) return ToGrpcStatus(job.status());
+  *response = *std::move(job);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::ListJobs(grpc::ServerContext*, const v1::ListJobsRequest* request,
+                                    v1::ListJobsResponse* response) {
+  const int limit = request->limit() > 0 ? request->limit() : 50;
+  for (auto& job : cluster_->ListJobs(limit)) *response->add_jobs() = std::move(job);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::GetJob(grpc::ServerContext*, const v1::GetJobRequest* request,
+                                  v1::JobStatus* response) {
+  auto job = cluster_->GetJob(request->job_id());
+  if (!job.ok()) return ToGrpcStatus(job.status());
+  *response = *std::move(job);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::WatchJob(grpc::ServerContext* context, const v1::GetJobRequest* request,
+                                    grpc::ServerWriter<v1::JobStatus>* writer) {
+  int64_t seen = -1;
+  while (!context->IsCancelled()) {
+    auto update = cluster_->WaitForJobChange(request->job_id(), seen, absl::Milliseconds(500));
+    if (!update.ok()) return ToGrpcStatus(update.status());
+    if (update->second == seen) continue;
+    seen = update->second;
+    if (!writer->Write(update->first)) break;
+    const auto state = update->first.state();
+    if (state == v1::SUCCEEDED || state == v1::FAILED || state == v1::CANCELLED) break;
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::ListModels(grpc::ServerContext*, const v1::ListModelsRequest* request,
+                                      v1::ListModelsResponse* response) {
+  auto models = state_->LoadModels(request->name());
+  if (!models.ok()) return ToGrpcStatus(models.status());
+  for (auto& m : *models) *response->add_models() = std::move(m);
+  return grpc::Status::OK;
+}
+
+}  // namespace kennel::coordinator

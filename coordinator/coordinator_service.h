@@ -1,0 +1,67 @@
+// gRPC adapters over Cluster and ArtifactStore: the member-facing Coordinator service
+// (TrainerControl is a callback-API bidi reactor that never blocks; the store and artifact
+// transfer RPCs are synchronous) and the Admin service for kennelctl. Status conversion to
+// gRPC happens here and nowhere else.
+#ifndef KENNEL_COORDINATOR_COORDINATOR_SERVICE_H_
+#define KENNEL_COORDINATOR_COORDINATOR_SERVICE_H_
+
+#include "coordinator/artifact_store.h"
+#include "coordinator/cluster.h"
+#include "kennel/v1/admin.grpc.pb.h"
+#include "kennel/v1/coordinator.grpc.pb.h"
+
+namespace kennel::coordinator {
+
+class CoordinatorService final
+    : public kennel::v1::Coordinator::WithCallbackMethod_TrainerControl<
+          kennel::v1::Coordinator::Service> {
+ public:
+  CoordinatorService(Cluster* cluster, ArtifactStore* artifacts, int64_t max_artifact_bytes)
+      : cluster_(cluster), artifacts_(artifacts), max_artifact_bytes_(max_artifact_bytes) {}
+
+  grpc::ServerBidiReactor<kennel::v1::TrainerMessage, kennel::v1::CoordinatorMessage>*
+  TrainerControl(grpc::CallbackServerContext* context) override;
+  grpc::Status StoreSet(grpc::ServerContext* context, const kennel::v1::StoreSetRequest* request,
+                        kennel::v1::StoreSetResponse* response) override;
+  grpc::Status StoreGet(grpc::ServerContext* context, const kennel::v1::StoreGetRequest* request,
+                        kennel::v1::StoreGetResponse* response) override;
+  grpc::Status UploadArtifact(grpc::ServerContext* context,
+                              grpc::ServerReader<kennel::v1::ArtifactChunk>* reader,
+                              kennel::v1::UploadArtifactResponse* response) override;
+  grpc::Status DownloadArtifact(grpc::ServerContext* context,
+                                const kennel::v1::DownloadArtifactRequest* request,
+                                grpc::ServerWriter<kennel::v1::ArtifactChunk>* writer) override;
+
+ private:
+  Cluster* cluster_;
+  ArtifactStore* artifacts_;
+  int64_t max_artifact_bytes_;
+};
+
+class AdminService final : public kennel::v1::Admin::Service {
+ public:
+  explicit AdminService(Cluster* cluster, StateStore* state) : cluster_(cluster), state_(state) {}
+
+  grpc::Status GetClusterStatus(grpc::ServerContext*, const kennel::v1::GetClusterStatusRequest*,
+                                kennel::v1::ClusterStatus* response) override;
+  grpc::Status SubmitJob(grpc::ServerContext*, const kennel::v1::SubmitJobRequest* request,
+                         kennel::v1::JobStatus* response) override;
+  grpc::Status CancelJob(grpc::ServerContext*, const kennel::v1::CancelJobRequest* request,
+                         kennel::v1::JobStatus* response) override;
+  grpc::Status ListJobs(grpc::ServerContext*, const kennel::v1::ListJobsRequest* request,
+                        kennel::v1::ListJobsResponse* response) override;
+  grpc::Status GetJob(grpc::ServerContext*, const kennel::v1::GetJobRequest* request,
+                      kennel::v1::JobStatus* response) override;
+  grpc::Status WatchJob(grpc::ServerContext* context, const kennel::v1::GetJobRequest* request,
+                        grpc::ServerWriter<kennel::v1::JobStatus>* writer) override;
+  grpc::Status ListModels(grpc::ServerContext*, const kennel::v1::ListModelsRequest* request,
+                          kennel::v1::ListModelsResponse* response) override;
+
+ private:
+  Cluster* cluster_;
+  StateStore* state_;
+};
+
+}  // namespace kennel::coordinator
+
+#endif  // KENNEL_COORDINATOR_COORDINATOR_SERVICE_H_

@@ -1,0 +1,52 @@
+// kennel-coordinator: flags -> CoordinatorOptions -> Coordinator::Create -> serve until
+// SIGINT/SIGTERM.
+#include <glog/logging.h>
+
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <iostream>
+#include <thread>
+
+#include "coordinator/coordinator.h"
+
+namespace {
+volatile std::sig_atomic_t g_signal = 0;
+}
+
+int main(int argc, char** argv) {
+  kennel::coordinator::CoordinatorOptions options;
+  int heartbeat_timeout_s = 10;
+  CLI::App app(
+      "kennel-coordinator: membership, training jobs, rendezvous and model registry of a Kennel "
+      "cluster. State lives in <data_dir>/state.db (SQLite) and <data_dir>/artifacts.");
+  app.add_option("--listen", options.listen_address, "host:port to serve on (port 0: any free port)")
+      ->capture_default_str();
+  app.add_option("--data_dir", options.data_dir, "Folder for the state database and artifacts")
+      ->capture_default_str();
+  app.add_option("--heartbeat_timeout_s", heartbeat_timeout_s,
+                 "A trainer silent this long is declared dead")
+      ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
+  app.add_option("--max_recoveries", options.cluster.max_recoveries,
+                 "Lost-trainer recoveries per job before it fails")
+      ->check(CLI::Range(0, 1000))
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  options.cluster.heartbeat_timeout = absl::Seconds(heartbeat_timeout_s);
+
+  google::InitGoogleLogging(argv[0]);
+  FLAGS_logtostderr = true;
+  auto coordinator = kennel::coordinator::Coordinator::Create(options);
+  if (!coordinator.ok()) {
+    std::cerr << "kennel-coordinator: " << coordinator.status().message() << "\n";
+    return 1;
+  }
+  LOG(INFO) << "coordinator serving on port " << (*coordinator)->port() << ", data in " << options.data_dir;
+  std::cout << "listening on port " << (*coordinator)->port() << std::endl;
+  std::signal(SIGINT, [](int s) { g_signal = s; });
+  std::signal(SIGTERM, [](int s) { g_signal = s; });
+  while (g_signal == 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  LOG(INFO) << "signal " << g_signal << ": shutting down";
+  (*coordinator)->Shutdown();
+  return 0;
+}
