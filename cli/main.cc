@@ -2,7 +2,10 @@
 // wires them into one CLI11 app.
 #include <CLI/CLI.hpp>
 
+#include "cli/cluster_commands.h"
 #include "cli/dataset_command.h"
+#include "cli/client.h"
+#include "cli/train_command.h"
 #include "cli/output.h"
 
 int main(int argc, char** argv) {
@@ -12,7 +15,13 @@ int main(int argc, char** argv) {
   app.add_option("-o,--output", global.output, "Output format: table or json")
       ->check(CLI::IsMember({"table", "json"}))
       ->capture_default_str();
+  global.coordinator = kennel::cli::DefaultCoordinator();
+  app.add_option("-c,--coordinator", global.coordinator,
+                 "Coordinator host:port (default: $KENNEL_COORDINATOR or 127.0.0.1:7070)")
+      ->capture_default_str();
   app.require_subcommand(1);
+  kennel::cli::AddClusterCommands(app, global);
+  kennel::cli::AddTrainCommand(app, global);
   kennel::cli::AddDatasetCommand(app, global);
   try {
     app.parse(argc, argv);

@@ -1,7 +1,12 @@
 #include "cli/output.h"
 
 #include <algorithm>
+#include <google/protobuf/util/json_util.h>
+
 #include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 
 namespace kennel::cli {
 
@@ -46,5 +51,21 @@ void PrintTable(const std::vector<std::string>& headers,
 }
 
 void PrintJson(const nlohmann::json& value) { std::cout << value.dump(2) << "\n"; }
+
+nlohmann::json ProtoToJson(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  std::string json;
+  (void)google::protobuf::util::MessageToJsonString(message, &json, options);
+  return nlohmann::json::parse(json);
+}
+
+std::string Ago(int64_t unix_ms) {
+  if (unix_ms <= 0) return "-";
+  const int64_t s = (absl::ToUnixMillis(absl::Now()) - unix_ms) / 1000;
+  if (s < 120) return absl::StrCat(std::max<int64_t>(s, 0), "s ago");
+  if (s < 7200) return absl::StrCat(s / 60, "m ago");
+  return absl::StrCat(s / 3600, "h ago");
+}
 
 }  // namespace kennel::cli

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include <google/protobuf/message.h>
 #include <nlohmann/json.hpp>
 
 #include "absl/status/status.h"
@@ -18,8 +19,15 @@ enum ExitCode { kExitOk = 0, kExitFailed = 1, kExitUsage = 2, kExitUnavailable =
 
 struct GlobalOptions {
   std::string output = "table";  // "table" or "json".
+  std::string coordinator;       // host:port of the coordinator.
   bool json() const { return output == "json"; }
 };
+
+// A proto message as JSON (proto3 field names).
+nlohmann::json ProtoToJson(const google::protobuf::Message& message);
+
+// "12s ago" / "3m ago" for a unix-millisecond timestamp; "-" for 0.
+std::string Ago(int64_t unix_ms);
 
 // Maps a status to an exit code and prints "kennelctl: <message>" on stderr when not OK.
 int Fail(const absl::Status& status);

@@ -42,7 +42,7 @@ absl::StatusOr<StoredJob> PrepareJob(v1::JobSpec spec) {
   // Validate everything but the class count before the (slow) indexing.
   v1::JobSpec probe = spec;
   if (probe.model().num_classes() == 0) probe.mutable_model()->set_num_classes(1);
-  RETURN_IF_ERROR(core::NormalizeJobSpec(probe).status());
+  ASSIGN_OR_RETURN(probe, core::NormalizeJobSpec(probe));
   const v1::DatasetSpec& data = probe.dataset();
 
   StoredJob job;

@@ -1,0 +1,300 @@
+#include "trainer_node/trainer_node.h"
+
+#include <glog/logging.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "core/artifact.h"
+#include "core/coordinator_client.h"
+#include "core/grpc_status.h"
+#include "core/models.h"
+#include "trainer_node/communicator_internal.h"
+#include "trainer_node/coordinator_stores.h"
+#include "trainer_node/trainer.h"
+
+namespace kennel::trainer {
+
+absl::StatusOr<std::unique_ptr<TrainerNode>> TrainerNode::Create(TrainerNodeOptions options) {
+  if (options.name.empty()) {
+    char host[256] = {0};
+    ::gethostname(host, sizeof(host) - 1);
+    options.name = host;
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(options.work_dir, ec);
+  if (ec) return absl::InvalidArgumentError(absl::StrCat("cannot create --work_dir ", options.work_dir));
+  return std::unique_ptr<TrainerNode>(new TrainerNode(std::move(options)));
+}
+
+TrainerNode::TrainerNode(TrainerNodeOptions options)
+    : options_(std::move(options)),
+      channel_(core::CreateCoordinatorChannel(options_.coordinator)),
+      stub_(v1::Coordinator::NewStub(channel_)) {
+  heartbeat_thread_ = std::thread([this] { HeartbeatLoop(); });
+  job_thread_ = std::thread([this] { JobLoop(); });
+}
+
+TrainerNode::~TrainerNode() {
+  Shutdown();
+  heartbeat_thread_.join();
+  job_thread_.join();
+}
+
+void TrainerNode::Shutdown() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutdown_) return;
+    shutdown_ = true;
+  }
+  cancel_ = true;
+  absl::MutexLock lock(&stream_mu_);
+  if (context_) context_->TryCancel();  // Unblocks Run()'s Read.
+}
+
+void TrainerNode::Send(const v1::TrainerMessage& message) {
+  absl::MutexLock lock(&stream_mu_);
+  if (stream_) stream_->Write(message);
+}
+
+void TrainerNode::HeartbeatLoop() {
+  while (true) {
+    v1::TrainerMessage message;
+    {
+      absl::MutexLock lock(&mu_);
+      auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return shutdown_; };
+      if (mu_.AwaitWithTimeout(absl::Condition(&stopping), heartbeat_interval_)) return;
+      message.mutable_heartbeat()->set_job_id(current_job_);
+      message.mutable_heartbeat()->set_generation(current_generation_);
+    }
+    Send(message);
+  }
+}
+
+void TrainerNode::Run() {
+  absl::Duration backoff = absl::Milliseconds(200);
+  while (true) {
+    v1::TrainerMessage hello;
+    {
+      absl::MutexLock lock(&mu_);
+      if (shutdown_) break;
+      auto* reg = hello.mutable_register_();
+      reg->set_name(options_.name);
+      reg->mutable_resources()->set_cpu_cores(static_cast<int32_t>(std::thread::hardware_concurrency()));
+      reg->mutable_resources()->set_gpus(0);
+      reg->mutable_resources()->set_device("cpu");
+      char host[256] = {0};
+      ::gethostname(host, sizeof(host) - 1);
+      reg->mutable_resources()->set_hostname(host);
+      reg->set_job_id(current_job_);
+      reg->set_generation(current_generation_);
+    }
+    grpc::ClientReaderWriter<v1::TrainerMessage, v1::CoordinatorMessage>* stream;
+    {
+      absl::MutexLock lock(&stream_mu_);
+      context_ = std::make_unique<grpc::ClientContext>();
+      context_->set_wait_for_ready(true);
+      stream_ = stub_->TrainerControl(context_.get());
+      stream_->Write(hello);
+      stream = stream_.get();
+    }
+    v1::CoordinatorMessage message;
+    bool connected = false;
+    while (stream->Read(&message)) {  // Only this thread reads.
+      if (!connected) {
+        LOG(INFO) << "trainer " << options_.name << " connected to " << options_.coordinator;
+        connected = true;
+        backoff = absl::Milliseconds(200);
+      }
+      OnCoordinatorMessage(message);
+    }
+    grpc::Status status;
+    {
+      absl::MutexLock lock(&stream_mu_);
+      status = stream_->Finish();
+      stream_.reset();
+      context_.reset();
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      if (shutdown_) break;
+    }
+    LOG(WARNING) << "control stream to " << options_.coordinator << " ended ("
+                 << status.error_message() << "); reconnecting in " << absl::FormatDuration(backoff);
+    if (status.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
+      LOG(ERROR) << "the coordinator refused this trainer: " << status.error_message();
+    }
+    absl::SleepFor(backoff);
+    backoff = std::min(backoff * 2, absl::Seconds(5));
+  }
+}
+
+void TrainerNode::OnCoordinatorMessage(const v1::CoordinatorMessage& message) {
+  absl::MutexLock lock(&mu_);
+  switch (message.message_case()) {
+    case v1::CoordinatorMessage::kAck:
+      heartbeat_interval_ = absl::Milliseconds(std::max(100, message.ack().heartbeat_interval_ms()));
+      break;
+    case v1::CoordinatorMessage::kAssign:
+      LOG(INFO) << "assigned job " << message.assign().job_id() << " generation "
+                << message.assign().generation() << " as rank " << message.assign().rank() << " of "
+                << message.assign().world_size();
+      if (!current_job_.empty()) cancel_ = true;  // The coordinator moved on.
+      pending_ = message.assign();
+      break;
+    case v1::CoordinatorMessage::kAbort:
+      if (message.abort().job_id() == current_job_ &&
+          message.abort().generation() == current_generation_) {
+        LOG(WARNING) << "aborting job " << current_job_ << " generation " << current_generation_
+                     << ": " << message.abort().reason();
+        cancel_ = true;
+      }
+      if (pending_ && pending_->job_id() == message.abort().job_id() &&
+          pending_->generation() == message.abort().generation()) {
+        pending_.reset();
+      }
+      break;
+    default:
+      break;
+  }
+}
+
+void TrainerNode::JobLoop() {
+  while (true) {
+    v1::Assignment assignment;
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return shutdown_ || pending_.has_value(); };
+      mu_.Await(absl::Condition(&ready));
+      if (shutdown_) return;
+      assignment = std::move(*pending_);
+      pending_.reset();
+      current_job_ = assignment.job_id();
+      current_generation_ = assignment.generation();
+      cancel_ = false;
+    }
+    RunAssignment(assignment);
+    {
+      absl::MutexLock lock(&mu_);
+      current_job_.clear();
+      current_generation_ = 0;
+    }
+    v1::TrainerMessage idle;
+    idle.mutable_idle()->set_job_id(assignment.job_id());
+    idle.mutable_idle()->set_generation(assignment.generation());
+    Send(idle);
+  }
+}
+
+void TrainerNode::RunAssignment(const v1::Assignment& a) {
+  const v1::JobSpec& spec = a.spec();
+  const std::string tag = absl::StrCat("job ", a.job_id(), " gen ", a.generation(), " rank ", a.rank());
+  auto fail = [&](const absl::Status& status) {
+    LOG(ERROR) << tag << " failed: " << status;
+    v1::TrainerMessage message;
+    auto* failed = message.mutable_failed();
+    failed->set_job_id(a.job_id());
+    failed->set_generation(a.generation());
+    failed->set_rank(a.rank());
+    failed->set_error(std::string(status.message()));
+    failed->set_missing_rank(MissingRankFromMessage(status.message()));
+    Send(message);
+  };
+  CoordinatorKeyValueStore store(stub_.get(), a.job_id(), a.generation());
+  const CommunicatorOptions comm_options{
+      .rank = a.rank(), .world_size = a.world_size(), .store = &store,
+      .hostname = options_.advertise_host,
+      .timeout = absl::Seconds(spec.training().collective_timeout_s())};
+  auto comm = spec.backend() == "nccl" ? CreateNcclCommunicator(comm_options)
+                                       : CreateGlooCommunicator(comm_options);
+  if (!comm.ok()) {
+    if (!cancel_) fail(comm.status());
+    return;
+  }
+  CoordinatorCheckpointStore checkpoints(stub_.get(), a.job_id(), a.generation(), options_.work_dir);
+  TrainingRun run{.spec = spec, .rank = a.rank(), .world_size = a.world_size(), .train = &a.train(),
+                  .eval = &a.eval(),
+                  .dataset_root = options_.dataset_root.empty() ? spec.dataset().root() : options_.dataset_root,
+                  .comm = comm->get(), .checkpoints = &checkpoints, .resume = a.resume(),
+                  .cancelled = &cancel_};
+  if (a.rank() == 0) {
+    run.on_step = [&](const v1::StepMetrics& m) {
+      v1::TrainerMessage message;
+      auto* step = message.mutable_step();
+      step->set_job_id(a.job_id());
+      step->set_generation(a.generation());
+      step->set_rank(0);
+      *step->mutable_metrics() = m;
+      Send(message);
+    };
+    run.on_epoch = [&](const v1::EpochMetrics& m) {
+      LOG(INFO) << tag << ": epoch " << m.epoch() + 1 << " eval accuracy " << m.eval_accuracy()
+                << ", train loss " << m.train_loss() << ", " << m.images_per_second() << " images/s";
+      v1::TrainerMessage message;
+      auto* epoch = message.mutable_epoch();
+      epoch->set_job_id(a.job_id());
+      epoch->set_generation(a.generation());
+      epoch->set_rank(0);
+      *epoch->mutable_metrics() = m;
+      Send(message);
+    };
+  }
+  auto result = Train(run);
+  if (!result.ok()) {
+    if (absl::IsCancelled(result.status()) || cancel_) {
+      LOG(INFO) << tag << " stopped: " << result.status().message();
+    } else {
+      fail(result.status());
+    }
+    return;
+  }
+  v1::TrainerMessage message;
+  auto* finished = message.mutable_finished();
+  finished->set_job_id(a.job_id());
+  finished->set_generation(a.generation());
+  finished->set_rank(a.rank());
+  finished->set_param_digest(result->param_digest);
+  if (a.rank() == 0) {
+    v1::ModelManifest manifest;
+    manifest.set_name(spec.name());
+    *manifest.mutable_model() = spec.model();
+    *manifest.mutable_class_names() = a.train().class_names();
+    *manifest.mutable_preprocess() = spec.preprocess();
+    *manifest.mutable_metrics() = result->metrics;
+    manifest.mutable_metrics()->set_test_accuracy(result->metrics.validation_accuracy());
+    manifest.mutable_metrics()->set_test_loss(result->metrics.validation_loss());
+    auto* lineage = manifest.mutable_lineage();
+    lineage->set_job_id(a.job_id());
+    lineage->set_init_weights(spec.training().init_weights());
+    lineage->set_dataset(absl::StrCat(a.train().name(), " ", a.train().fingerprint()));
+    lineage->set_world_size(a.world_size());
+    lineage->set_created_at(absl::FormatTime(absl::RFC3339_sec, absl::Now(), absl::UTCTimeZone()));
+    const std::string dir = absl::StrCat(options_.work_dir, "/model-", a.job_id(), "-", a.generation(), "-", ::getpid());
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+    absl::Status written = core::WriteArtifact(dir, manifest, *result->model);
+    v1::ArtifactRef ref;
+    ref.set_kind(v1::ArtifactRef::MODEL);
+    ref.set_name(spec.name());
+    ref.set_job_id(a.job_id());
+    ref.set_generation(a.generation());
+    absl::StatusOr<v1::ArtifactRef> stored =
+        written.ok() ? core::UploadFolder(*stub_, dir, {core::kManifestFile, core::kWeightsFile}, ref,
+                                          absl::Minutes(30))
+                     : absl::StatusOr<v1::ArtifactRef>(written);
+    std::filesystem::remove_all(dir, ec);
+    if (!stored.ok()) {
+      fail(absl::Status(stored.status().code(),
+                        absl::StrCat("publishing the model: ", stored.status().message())));
+      return;
+    }
+    LOG(INFO) << tag << ": model " << stored->name() << " version " << stored->version() << " registered";
+    *finished->mutable_model() = *stored;
+  }
+  Send(message);
+}
+
+}  // namespace kennel::trainer
