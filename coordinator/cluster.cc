@@ -317,7 +317,17 @@ void Cluster::OnTrainerMessage(const std::string& name, const v1::TrainerMessage
       auto& status = job->data.status;
       std::string culprit;
       if (m.missing_rank() >= 0 && m.missing_rank() < status.nodes_size()) {
-        culprit = absl::StrCat(" [rank ", m.missing_rank(), " is trainer ", status.nodes(m.missing_rank()), "]");
+        const std::string& missing = status.nodes(m.missing_rank());
+        auto lost = nodes_.find(missing);
+        if (lost != nodes_.end() && lost->second.channel == nullptr) {
+          // The rank it waited for is on a dead node: recover rather than fail.
+          lost->second.status.set_job_id(m.job_id());
+          lost->second.status.set_generation(m.generation());
+          lost->second.status.set_rank(m.missing_rank());
+          NodeLost(lost->second, absl::StrCat("rank ", m.rank(), " timed out waiting for it"));
+          break;
+        }
+        culprit = absl::StrCat(" [rank ", m.missing_rank(), " is trainer ", missing, "]");
       }
       status.set_state(v1::FAILED);
       status.set_message(absl::StrCat("rank ", m.rank(), " on ", name, ": ", m.error(), culprit));

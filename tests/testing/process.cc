@@ -1,0 +1,111 @@
+#include "tests/testing/process.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "core/files.h"
+
+namespace kennel::testing {
+
+absl::StatusOr<std::unique_ptr<Process>> Process::Start(const std::vector<std::string>& argv,
+                                                        const std::string& log_file,
+                                                        const std::vector<std::string>& env,
+                                                        const std::string& stderr_file) {
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0) return absl::InternalError("fork failed");
+  if (pid == 0) {
+    const int fd = ::open(log_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(fd, STDOUT_FILENO);
+    if (stderr_file.empty()) {
+      ::dup2(fd, STDERR_FILENO);
+    } else {
+      const int err = ::open(stderr_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      ::dup2(err, STDERR_FILENO);
+    }
+    for (const auto& e : env) ::putenv(const_cast<char*>(e.c_str()));
+    ::execv(args[0], args.data());
+    ::_exit(127);
+  }
+  return std::unique_ptr<Process>(new Process(pid, log_file));
+}
+
+Process::~Process() {
+  if (!reaped_) {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+}
+
+std::string Process::Log() const {
+  auto text = core::ReadFile(log_);
+  return text.ok() ? *text : "";
+}
+
+absl::StatusOr<std::string> Process::WaitForLine(const std::string& text, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    std::istringstream lines(Log());
+    std::string line;
+    while (std::getline(lines, line)) {
+      if (line.find(text) != std::string::npos) return line;
+    }
+    if (!reaped_ && ::waitpid(pid_, nullptr, WNOHANG) == pid_) {
+      reaped_ = true;
+      return absl::FailedPreconditionError(absl::StrCat("process exited; log:\n", Log()));
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  return absl::DeadlineExceededError(absl::StrCat("no line with '", text, "'; log:\n", Log()));
+}
+
+void Process::Signal(int signal) {
+  if (!reaped_) ::kill(pid_, signal);
+}
+
+absl::StatusOr<int> Process::Wait(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (!reaped_) {
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      reaped_ = true;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    if (absl::Now() > deadline) return absl::DeadlineExceededError("process did not exit");
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return absl::FailedPreconditionError("already reaped");
+}
+
+absl::StatusOr<std::pair<int, std::string>> RunCommand(const std::vector<std::string>& argv,
+                                                       absl::Duration timeout) {
+  static int counter = 0;
+  const std::string base = absl::StrCat(::testing::TempDir(), "/cmd-", ::getpid(), "-", counter++);
+  auto p = Process::Start(argv, base + ".out", {}, base + ".err");
+  if (!p.ok()) return p.status();
+  auto code = (*p)->Wait(timeout);
+  auto err = core::ReadFile(base + ".err");
+  if (err.ok() && !err->empty()) std::cerr << "[" << argv[0] << " stderr] " << *err;
+  if (!code.ok()) return code.status();
+  return std::make_pair(*code, (*p)->Log());
+}
+
+std::string BuildDir() {
+  const char* dir = std::getenv("KENNEL_BUILD_DIR");
+  return dir != nullptr ? dir : ".";
+}
+
+}  // namespace kennel::testing

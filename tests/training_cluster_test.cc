@@ -1,0 +1,173 @@
+// A coordinator and trainers as real processes on loopback, driven with kennelctl.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "core/artifact.h"
+#include "core/dataset.h"
+#include "core/image.h"
+#include "tests/testing/process.h"
+
+namespace kennel {
+namespace {
+
+using testing::BuildDir;
+using testing::Process;
+using testing::RunCommand;
+
+class TrainingClusterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::path(::testing::TempDir()) /
+           absl::StrCat("cluster-", ::testing::UnitTest::GetInstance()->current_test_info()->name(), "-", ::getpid());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    auto c = Process::Start({BuildDir() + "/coordinator/kennel-coordinator", "--listen", "127.0.0.1:0",
+                             "--data_dir", (dir_ / "coord").string(), "--heartbeat_timeout_s", "5"},
+                            (dir_ / "coordinator.log").string());
+    ASSERT_TRUE(c.ok()) << c.status();
+    coordinator_ = std::move(*c);
+    auto line = coordinator_->WaitForLine("listening on port ", absl::Seconds(30));
+    ASSERT_TRUE(line.ok()) << line.status();
+    address_ = absl::StrCat("127.0.0.1:", line->substr(line->rfind(' ') + 1));
+  }
+
+  std::unique_ptr<Process> StartTrainer(const std::string& name) {
+    auto t = Process::Start({BuildDir() + "/trainer_node/kennel-trainer", "--coordinator", address_,
+                             "--name", name, "--work_dir", (dir_ / name).string()},
+                            (dir_ / (name + ".log")).string(), {"OPENBLAS_NUM_THREADS=1"});
+    EXPECT_TRUE(t.ok()) << t.status();
+    return t.ok() ? std::move(*t) : nullptr;
+  }
+
+  // kennelctl -o json ARGS...; returns (exit code, parsed stdout).
+  std::pair<int, nlohmann::json> Ctl(std::vector<std::string> args, absl::Duration timeout = absl::Minutes(5)) {
+    std::vector<std::string> argv = {BuildDir() + "/cli/kennelctl", "-c", address_, "-o", "json"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto result = RunCommand(argv, timeout);
+    EXPECT_TRUE(result.ok()) << result.status();
+    if (!result.ok()) return {-1, {}};
+    return {result->first, nlohmann::json::parse(result->second, nullptr, false)};
+  }
+
+  // Waits until `count` trainers are idle.
+  void WaitForIdleTrainers(int count) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(60);
+    while (absl::Now() < deadline) {
+      auto [code, status] = Ctl({"status"});
+      int idle = 0;
+      if (code == 0) {
+        for (const auto& n : status["nodes"]) idle += n.value("state", "") == "IDLE";
+      }
+      if (idle >= count) return;
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    FAIL() << "trainers did not register";
+  }
+
+  std::filesystem::path dir_;
+  std::unique_ptr<Process> coordinator_;
+  std::string address_;
+};
+
+TEST_F(TrainingClusterTest, TwoTrainersTrainRegisterAndStayInSync) {
+  auto a = StartTrainer("trainer-a");
+  auto b = StartTrainer("trainer-b");
+  WaitForIdleTrainers(2);
+  auto [code, job] = Ctl({"train", "--name", "itest", "--epochs", "2", "--max-train-samples", "8000",
+                          "--max-eval-samples", "2000", "--wait"});
+  ASSERT_EQ(code, 0) << job.dump(2) << coordinator_->Log();
+  EXPECT_EQ(job["state"], "SUCCEEDED");
+  // Both ranks ended with bit-identical parameters.
+  ASSERT_EQ(job["rank_param_digests"].size(), 2u);
+  EXPECT_EQ(job["rank_param_digests"][0], job["rank_param_digests"][1]);
+  EXPECT_EQ(job["rank_param_digests"][0].get<std::string>().size(), 64u);
+  ASSERT_EQ(job["epochs"].size(), 2u);
+  EXPECT_EQ(job["epochs"][1]["eval_count"], "2000");  // int64 is a string in proto3 JSON.
+  EXPECT_GT(job["epochs"][1]["eval_accuracy"].get<double>(), 0.6);  // Chance: 0.1.
+
+  // The model is registered, and the artifact loads and classifies unseen test images.
+  auto [models_code, models] = Ctl({"models", "itest"});
+  ASSERT_EQ(models_code, 0);
+  ASSERT_EQ(models["models"].size(), 1u);
+  EXPECT_EQ(models["models"][0]["version"], "1");
+  auto loaded = core::LoadArtifact((dir_ / "coord/artifacts/models/itest/1").string());
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->manifest.class_names(0), "T-shirt/top");
+  auto test = *core::IndexFashionMnist(core::kDebianFashionMnistRoot, "test");
+  auto reader = *core::DatasetReader::Create(test, core::kDebianFashionMnistRoot);
+  const auto& spec = loaded->manifest.preprocess();
+  torch::Tensor images = torch::empty({500, 1, 28, 28});
+  torch::Tensor labels = torch::empty({500}, torch::kInt64);
+  for (int i = 0; i < 500; ++i) {
+    ASSERT_TRUE(core::PreprocessInto(*reader->Load(9000 + i, 1), spec, images[i].data_ptr<float>()).ok());
+    labels[i] = reader->label(9000 + i);
+  }
+  torch::NoGradGuard no_grad;
+  const double accuracy = loaded->model->forward(images).argmax(1).eq(labels).to(torch::kFloat64).mean().item<double>();
+  EXPECT_GT(accuracy, 0.6);
+
+  // kennelctl status lists both trainers.
+  auto [status_code, status] = Ctl({"status"});
+  ASSERT_EQ(status_code, 0);
+  std::set<std::string> names;
+  for (const auto& n : status["nodes"]) names.insert(n["name"]);
+  EXPECT_EQ(names, (std::set<std::string>{"trainer-a", "trainer-b"}));
+}
+
+TEST_F(TrainingClusterTest, LostTrainerIsReplacedAndTheJobResumesFromItsCheckpoint) {
+  auto a = StartTrainer("trainer-a");
+  auto b = StartTrainer("trainer-b");
+  WaitForIdleTrainers(2);
+  auto [code, submitted] = Ctl({"train", "--name", "recover", "--epochs", "3", "--max-train-samples", "6000",
+                                "--max-eval-samples", "1000", "--checkpoint-every", "20", "--detach"});
+  ASSERT_EQ(code, 0);
+  const std::string id = submitted["id"];
+  // Kill a trainer once the job is past its first checkpoint.
+  const absl::Time deadline = absl::Now() + absl::Seconds(120);
+  while (absl::Now() < deadline) {
+    auto [c, job] = Ctl({"job", id});
+    if (c == 0 && job.contains("last_step") && std::stoll(job["last_step"].value("global_step", "0")) > 25) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  b->Signal(SIGKILL);
+  ASSERT_TRUE(b->Wait(absl::Seconds(10)).ok());
+  auto c = StartTrainer("trainer-c");
+  // Wait for the job to end.
+  nlohmann::json job;
+  while (absl::Now() < deadline + absl::Seconds(120)) {
+    auto [jc, j] = Ctl({"job", id});
+    job = j;
+    if (jc == 0 && (job["state"] == "SUCCEEDED" || job["state"] == "FAILED")) break;
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  ASSERT_EQ(job["state"], "SUCCEEDED") << job.dump(2) << coordinator_->Log();
+  EXPECT_EQ(job["generation"], "2");
+  std::set<std::string> ranks(job["nodes"].begin(), job["nodes"].end());
+  EXPECT_EQ(ranks, (std::set<std::string>{"trainer-a", "trainer-c"}));
+  EXPECT_EQ(job["rank_param_digests"][0], job["rank_param_digests"][1]);
+  EXPECT_NE(coordinator_->Log().find("resuming"), std::string::npos);
+  auto [sc, status] = Ctl({"status"});
+  for (const auto& n : status["nodes"]) {
+    if (n["name"] == "trainer-b") EXPECT_EQ(n["state"], "DEAD");
+  }
+}
+
+TEST_F(TrainingClusterTest, BadSpecsAreRefusedWithClearErrors) {
+  auto [code, out] = Ctl({"train", "--dataset", "/nonexistent/data", "--format", "folder", "--detach"});
+  EXPECT_EQ(code, 2);
+  auto [code2, out2] = Ctl({"train", "--classes", "7", "--detach"});
+  EXPECT_EQ(code2, 2);
+  auto [code3, out3] = Ctl({"job", "job-999"});
+  EXPECT_EQ(code3, 2);
+  auto [code4, out4] = Ctl({"cancel", "job-999"});
+  EXPECT_EQ(code4, 2);
+}
+
+}  // namespace
+}  // namespace kennel
