@@ -218,7 +218,8 @@ absl::StatusOr<v1::RegisterAck> Cluster::RegisterTrainer(const v1::Register& req
     NodeLost(node, "re-registered");
   }
   node.status.set_name(request.name());
-  node.status.set_role(v1::TRAINER);
+  node.status.set_role(request.role() == v1::INFERENCE ? v1::INFERENCE : v1::TRAINER);
+  node.status.set_address(request.serving_address());
   *node.status.mutable_resources() = request.resources();
   node.status.set_state(v1::IDLE);
   node.status.clear_job_id();
@@ -243,7 +244,8 @@ absl::StatusOr<v1::RegisterAck> Cluster::RegisterTrainer(const v1::Register& req
     }
   }
   (void)state_->SaveNode(node.status);
-  LOG(INFO) << "trainer " << request.name() << " registered (" << request.resources().cpu_cores()
+  LOG(INFO) << (node.status.role() == v1::INFERENCE ? "inference node " : "trainer ") << request.name()
+            << " registered (" << request.resources().cpu_cores()
             << " cores, " << request.resources().gpus() << " GPUs)";
   v1::RegisterAck ack;
   ack.set_heartbeat_interval_ms(static_cast<int32_t>(absl::ToInt64Milliseconds(options_.heartbeat_interval)));
@@ -347,9 +349,83 @@ void Cluster::OnTrainerMessage(const std::string& name, const v1::TrainerMessage
       }
       break;
     }
+    case v1::TrainerMessage::kHeartbeat:
+      if (node.status.role() == v1::INFERENCE) {
+        node.status.set_model(message.heartbeat().model());
+        node.status.set_queue_depth(message.heartbeat().queue_depth());
+        node.status.set_serving(message.heartbeat().serving());
+      }
+      break;
+    case v1::TrainerMessage::kDeployed: {
+      const auto& d = message.deployed();
+      deploy_results_[absl::StrCat(name, "/", d.name(), "/", d.version())] = d.error();
+      if (d.error().empty()) node.status.set_model(absl::StrCat(d.name(), ":", d.version()));
+      break;
+    }
     default:
-      break;  // Heartbeat: recorded above.
+      break;
   }
+}
+
+absl::StatusOr<v1::DeployResponse> Cluster::Deploy(const v1::DeployRequest& request) {
+  ASSIGN_OR_RETURN(auto versions, state_->LoadModels(request.name()));
+  if (versions.empty()) return absl::NotFoundError(absl::StrCat("no model named '", request.name(), "'"));
+  int64_t version = request.version();
+  if (version <= 0) version = versions.back().version();
+  if (std::none_of(versions.begin(), versions.end(), [&](const auto& m) { return m.version() == version; })) {
+    return absl::NotFoundError(absl::StrCat("model ", request.name(), " has no version ", version));
+  }
+  v1::DeployResponse response;
+  response.set_name(request.name());
+  response.set_version(version);
+  absl::MutexLock lock(&mu_);
+  std::vector<std::string> targets;
+  if (request.nodes().empty()) {
+    for (const auto& [name, node] : nodes_) {
+      if (node.status.role() == v1::INFERENCE && node.channel) targets.push_back(name);
+    }
+    if (targets.empty()) return absl::FailedPreconditionError("no inference nodes are connected");
+  } else {
+    for (const auto& name : request.nodes()) {
+      auto it = nodes_.find(name);
+      if (it == nodes_.end() || it->second.status.role() != v1::INFERENCE) {
+        return absl::NotFoundError(absl::StrCat("no inference node named '", name, "'"));
+      }
+      if (!it->second.channel) return absl::UnavailableError(absl::StrCat("inference node ", name, " is not connected"));
+      targets.push_back(name);
+    }
+  }
+  v1::CoordinatorMessage message;
+  message.mutable_deploy()->set_name(request.name());
+  message.mutable_deploy()->set_version(version);
+  std::vector<std::string> keys;
+  for (const auto& name : targets) {
+    keys.push_back(absl::StrCat(name, "/", request.name(), "/", version));
+    deploy_results_.erase(keys.back());
+    nodes_[name].channel->Send(message);
+  }
+  LOG(INFO) << "deploying " << request.name() << " version " << version << " to " << absl::StrJoin(targets, ", ");
+  auto all_answered = [this, &keys]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    for (const auto& k : keys) {
+      if (!deploy_results_.contains(k)) return false;
+    }
+    return true;
+  };
+  mu_.AwaitWithTimeout(absl::Condition(&all_answered),
+                       absl::Seconds(request.timeout_s() > 0 ? request.timeout_s() : 300));
+  for (size_t i = 0; i < targets.size(); ++i) {
+    auto* r = response.add_results();
+    r->set_node(targets[i]);
+    auto it = deploy_results_.find(keys[i]);
+    if (it == deploy_results_.end()) {
+      r->set_error("no answer before the timeout");
+    } else {
+      r->set_ok(it->second.empty());
+      r->set_error(it->second);
+      deploy_results_.erase(it);
+    }
+  }
+  return response;
 }
 
 absl::Status Cluster::CheckCurrentGeneration(const std::string& job_id, int64_t generation) {

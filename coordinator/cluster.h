@@ -81,6 +81,9 @@ class Cluster {
   absl::StatusOr<std::pair<kennel::v1::JobStatus, int64_t>> WaitForJobChange(
       const std::string& job_id, int64_t seen, absl::Duration timeout);
 
+  // Sends DeployModel to the inference nodes and waits for their DeployResults.
+  absl::StatusOr<kennel::v1::DeployResponse> Deploy(const kennel::v1::DeployRequest& request);
+
   // One scheduling pass (the scheduler thread calls it; tests may too).
   void Tick();
 
@@ -120,6 +123,8 @@ class Cluster {
   std::map<std::string, Node> nodes_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Job> jobs_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> job_order_ ABSL_GUARDED_BY(mu_);  // Submission order.
+  // Deploy answers by "node/name/version": the error, empty on success.
+  std::map<std::string, std::string> deploy_results_ ABSL_GUARDED_BY(mu_);
   int64_t next_job_number_ ABSL_GUARDED_BY(mu_) = 1;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::thread scheduler_;

@@ -234,3 +234,15 @@ grpc::Status AdminService::ListModels(grpc::ServerContext*, const v1::ListModels
 }
 
 }  // namespace kennel::coordinator
+
+namespace kennel::coordinator {
+
+grpc::Status AdminService::Deploy(grpc::ServerContext*, const v1::DeployRequest* request,
+                                  v1::DeployResponse* response) {
+  auto result = cluster_->Deploy(*request);
+  if (!result.ok()) return core::ToGrpcStatus(result.status());
+  *response = *std::move(result);
+  return grpc::Status::OK;
+}
+
+}  // namespace kennel::coordinator

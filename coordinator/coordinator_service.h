@@ -56,6 +56,8 @@ class AdminService final : public kennel::v1::Admin::Service {
                         grpc::ServerWriter<kennel::v1::JobStatus>* writer) override;
   grpc::Status ListModels(grpc::ServerContext*, const kennel::v1::ListModelsRequest* request,
                           kennel::v1::ListModelsResponse* response) override;
+  grpc::Status Deploy(grpc::ServerContext*, const kennel::v1::DeployRequest* request,
+                      kennel::v1::DeployResponse* response) override;
 
  private:
   Cluster* cluster_;

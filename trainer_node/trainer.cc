@@ -1,5 +1,6 @@
 #include "trainer_node/trainer.h"
 
+#include <ATen/autocast_mode.h>
 #include <glog/logging.h>
 #include <torch/torch.h>
 
@@ -20,6 +21,24 @@ namespace kennel::trainer {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// Scoped bf16 autocast for CUDA ops.
+class MixedPrecision {
+ public:
+  explicit MixedPrecision(bool on) : on_(on) {
+    if (!on_) return;
+    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+    at::autocast::set_enabled(true);
+  }
+  ~MixedPrecision() {
+    if (!on_) return;
+    at::autocast::clear_cache();
+    at::autocast::set_enabled(false);
+  }
+
+ private:
+  bool on_;
+};
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
@@ -58,6 +77,8 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const v1::TrainingSpec& t
       torch::optim::SGDOptions(t.learning_rate()).momentum(t.momentum()).weight_decay(t.weight_decay()));
 }
 
+torch::Device DeviceOf(const torch::nn::Module& m) { return m.parameters().front().device(); }
+
 void SetLearningRate(torch::optim::Optimizer& optimizer, double lr) {
   for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
 }
@@ -76,7 +97,9 @@ absl::StatusOr<v1::EpochMetrics> Evaluate(const TrainingRun& run, core::Classifi
   double loss_sum = 0, correct = 0, count = 0;
   for (int64_t b = 0; b < loader.num_batches(); ++b) {
     ASSIGN_OR_RETURN(Batch batch, loader.Next());
-    torch::Tensor logits = model.forward(batch.images);
+    const torch::Device device = DeviceOf(model);
+    batch.labels = batch.labels.to(device);
+    torch::Tensor logits = model.forward(batch.images.to(device));
     loss_sum += torch::nn::functional::cross_entropy(
                     logits, batch.labels,
                     torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
@@ -84,8 +107,9 @@ absl::StatusOr<v1::EpochMetrics> Evaluate(const TrainingRun& run, core::Classifi
     correct += logits.argmax(1).eq(batch.labels).sum().item<double>();
     count += static_cast<double>(batch.labels.size(0));
   }
-  torch::Tensor sums = torch::tensor({loss_sum, correct, count}, torch::kFloat64);
+  torch::Tensor sums = torch::tensor({loss_sum, correct, count}, torch::kFloat64).to(DeviceOf(model));
   RETURN_IF_ERROR(run.comm->AllReduceSum(sums));
+  sums = sums.cpu();
   v1::EpochMetrics m;
   const double total = sums[2].item<double>();
   m.set_eval_count(static_cast<int64_t>(total));
@@ -115,6 +139,9 @@ absl::StatusOr<TrainingResult> TrainImpl(const TrainingRun& run) {
     LOG(INFO) << "rank " << run.rank << ": initial weights from " << t.init_weights();
   }
   if (t.freeze_backbone()) model->FreezeBackbone();
+  // NCCL groups train on this process's CUDA device; Gloo groups on the CPU.
+  const torch::Device device = spec.backend() == "nccl" ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+  model->to(device);
   model->train();
 
   std::vector<torch::Tensor> trainable;
@@ -144,6 +171,7 @@ absl::StatusOr<TrainingResult> TrainImpl(const TrainingRun& run) {
       (core::ShardSize(train_reader->size(), run.world_size) + t.batch_size() - 1) / t.batch_size();
   TrainingResult result;
   double total_images = 0, total_seconds = 0;
+  const auto run_start = Clock::now();
 
   for (int64_t epoch = position.epoch; epoch < t.epochs(); ++epoch) {
     ASSIGN_OR_RETURN(std::vector<int64_t> indices,
@@ -174,8 +202,14 @@ absl::StatusOr<TrainingResult> TrainImpl(const TrainingRun& run) {
       RETURN_IF_ERROR(BroadcastFromRankZero(*run.comm, buffers));  // As DDP's broadcast_buffers.
       optimizer->zero_grad();
       sync->BeginStep();
-      torch::Tensor loss =
-          torch::nn::functional::cross_entropy(model->forward(batch.images), batch.labels);
+      batch.images = batch.images.to(device, /*non_blocking=*/true);
+      batch.labels = batch.labels.to(device, /*non_blocking=*/true);
+      torch::Tensor loss;
+      {
+        // bf16 autocast on GPU (no loss scaling needed, unlike fp16).
+        MixedPrecision amp(t.mixed_precision() && device.is_cuda());
+        loss = torch::nn::functional::cross_entropy(model->forward(batch.images), batch.labels);
+      }
       loss.backward();
       RETURN_IF_ERROR(sync->FinishStep());
       optimizer->step();
@@ -211,14 +245,16 @@ absl::StatusOr<TrainingResult> TrainImpl(const TrainingRun& run) {
       }
     }
     const double epoch_seconds = Seconds(Clock::now() - epoch_start);
-    torch::Tensor train_sums = torch::tensor({loss_sum, loss_count}, torch::kFloat64);
+    torch::Tensor train_sums = torch::tensor({loss_sum, loss_count}, torch::kFloat64).to(device);
     RETURN_IF_ERROR(run.comm->AllReduceSum(train_sums));
+    train_sums = train_sums.cpu();
     ASSIGN_OR_RETURN(v1::EpochMetrics metrics, Evaluate(run, *model, *eval_reader));
     metrics.set_epoch(epoch);
     metrics.set_train_loss(train_sums[1].item<double>() > 0
                                ? train_sums[0].item<double>() / train_sums[1].item<double>() : 0);
     metrics.set_images_per_second(static_cast<double>(epoch_images) / epoch_seconds);
     metrics.set_seconds(epoch_seconds);
+    metrics.set_elapsed_seconds(Seconds(Clock::now() - run_start));
     total_images += static_cast<double>(epoch_images);
     total_seconds += epoch_seconds;
     if (run.on_epoch) run.on_epoch(metrics);

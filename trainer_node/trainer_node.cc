@@ -1,6 +1,7 @@
 #include "trainer_node/trainer_node.h"
 
 #include <glog/logging.h>
+#include <torch/cuda.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -34,13 +35,17 @@ TrainerNode::TrainerNode(TrainerNodeOptions options)
     : options_(std::move(options)),
       channel_(core::CreateCoordinatorChannel(options_.coordinator)),
       stub_(v1::Coordinator::NewStub(channel_)) {
-  heartbeat_thread_ = std::thread([this] { HeartbeatLoop(); });
   job_thread_ = std::thread([this] { JobLoop(); });
+  control_ = std::make_unique<core::ControlStream>(
+      stub_.get(), "trainer " + options_.name,
+      core::ControlStreamCallbacks{.make_register = [this] { return MakeRegister(); },
+                                   .make_heartbeat = [this] { return MakeHeartbeat(); },
+                                   .on_message = [this](const v1::CoordinatorMessage& m) { OnCoordinatorMessage(m); }});
 }
 
 TrainerNode::~TrainerNode() {
   Shutdown();
-  heartbeat_thread_.join();
+  control_.reset();
   job_thread_.join();
 }
 
@@ -51,93 +56,43 @@ void TrainerNode::Shutdown() {
     shutdown_ = true;
   }
   cancel_ = true;
-  absl::MutexLock lock(&stream_mu_);
-  if (context_) context_->TryCancel();  // Unblocks Run()'s Read.
-}
-
-void TrainerNode::Send(const v1::TrainerMessage& message) {
-  absl::MutexLock lock(&stream_mu_);
-  if (stream_) stream_->Write(message);
-}
-
-void TrainerNode::HeartbeatLoop() {
-  while (true) {
-    v1::TrainerMessage message;
-    {
-      absl::MutexLock lock(&mu_);
-      auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return shutdown_; };
-      if (mu_.AwaitWithTimeout(absl::Condition(&stopping), heartbeat_interval_)) return;
-      message.mutable_heartbeat()->set_job_id(current_job_);
-      message.mutable_heartbeat()->set_generation(current_generation_);
-    }
-    Send(message);
-  }
+  control_->Stop();
 }
 
 void TrainerNode::Run() {
-  absl::Duration backoff = absl::Milliseconds(200);
-  while (true) {
-    v1::TrainerMessage hello;
-    {
-      absl::MutexLock lock(&mu_);
-      if (shutdown_) break;
-      auto* reg = hello.mutable_register_();
-      reg->set_name(options_.name);
-      reg->mutable_resources()->set_cpu_cores(static_cast<int32_t>(std::thread::hardware_concurrency()));
-      reg->mutable_resources()->set_gpus(0);
-      reg->mutable_resources()->set_device("cpu");
-      char host[256] = {0};
-      ::gethostname(host, sizeof(host) - 1);
-      reg->mutable_resources()->set_hostname(host);
-      reg->set_job_id(current_job_);
-      reg->set_generation(current_generation_);
-    }
-    grpc::ClientReaderWriter<v1::TrainerMessage, v1::CoordinatorMessage>* stream;
-    {
-      absl::MutexLock lock(&stream_mu_);
-      context_ = std::make_unique<grpc::ClientContext>();
-      context_->set_wait_for_ready(true);
-      stream_ = stub_->TrainerControl(context_.get());
-      stream_->Write(hello);
-      stream = stream_.get();
-    }
-    v1::CoordinatorMessage message;
-    bool connected = false;
-    while (stream->Read(&message)) {  // Only this thread reads.
-      if (!connected) {
-        LOG(INFO) << "trainer " << options_.name << " connected to " << options_.coordinator;
-        connected = true;
-        backoff = absl::Milliseconds(200);
-      }
-      OnCoordinatorMessage(message);
-    }
-    grpc::Status status;
-    {
-      absl::MutexLock lock(&stream_mu_);
-      status = stream_->Finish();
-      stream_.reset();
-      context_.reset();
-    }
-    {
-      absl::MutexLock lock(&mu_);
-      if (shutdown_) break;
-    }
-    LOG(WARNING) << "control stream to " << options_.coordinator << " ended ("
-                 << status.error_message() << "); reconnecting in " << absl::FormatDuration(backoff);
-    if (status.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
-      LOG(ERROR) << "the coordinator refused this trainer: " << status.error_message();
-    }
-    absl::SleepFor(backoff);
-    backoff = std::min(backoff * 2, absl::Seconds(5));
-  }
+  absl::MutexLock lock(&mu_);
+  auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return shutdown_; };
+  mu_.Await(absl::Condition(&stopping));
+}
+
+v1::Register TrainerNode::MakeRegister() {
+  absl::MutexLock lock(&mu_);
+  v1::Register reg;
+  reg.set_name(options_.name);
+  reg.set_role(v1::TRAINER);
+  reg.mutable_resources()->set_cpu_cores(static_cast<int32_t>(std::thread::hardware_concurrency()));
+  const int gpus = static_cast<int>(torch::cuda::device_count());
+  reg.mutable_resources()->set_gpus(gpus);
+  reg.mutable_resources()->set_device(gpus > 0 ? "cuda" : "cpu");
+  char host[256] = {0};
+  ::gethostname(host, sizeof(host) - 1);
+  reg.mutable_resources()->set_hostname(host);
+  reg.set_job_id(current_job_);
+  reg.set_generation(current_generation_);
+  return reg;
+}
+
+v1::Heartbeat TrainerNode::MakeHeartbeat() {
+  absl::MutexLock lock(&mu_);
+  v1::Heartbeat heartbeat;
+  heartbeat.set_job_id(current_job_);
+  heartbeat.set_generation(current_generation_);
+  return heartbeat;
 }
 
 void TrainerNode::OnCoordinatorMessage(const v1::CoordinatorMessage& message) {
   absl::MutexLock lock(&mu_);
   switch (message.message_case()) {
-    case v1::CoordinatorMessage::kAck:
-      heartbeat_interval_ = absl::Milliseconds(std::max(100, message.ack().heartbeat_interval_ms()));
-      break;
     case v1::CoordinatorMessage::kAssign:
       LOG(INFO) << "assigned job " << message.assign().job_id() << " generation "
                 << message.assign().generation() << " as rank " << message.assign().rank() << " of "

@@ -1,7 +1,7 @@
-// A trainer node process: dials the coordinator (the coordinator never dials trainers),
-// registers, heartbeats over one long-lived control stream (reconnecting with backoff when
-// it breaks), and runs each assigned job generation on its own thread: rendezvous through
-// the coordinator, train, report progress, upload checkpoints and (rank 0) the model.
+// A trainer node process: dials the coordinator (the coordinator never dials trainers) and
+// keeps one control stream (core::ControlStream: register, heartbeats, reconnects), and runs
+// each assigned job generation on its own thread: rendezvous through the coordinator, train,
+// report progress, upload checkpoints and (rank 0) the model.
 //
 // Run() blocks until Shutdown(); Shutdown() may be called from any thread or a signal
 // watcher and returns once everything is joined.
@@ -17,6 +17,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "core/control_stream.h"
 #include "kennel/v1/coordinator.grpc.pb.h"
 
 namespace kennel::trainer {
@@ -43,9 +44,9 @@ class TrainerNode {
 
  private:
   explicit TrainerNode(TrainerNodeOptions options);
-  // Writes one message on the current stream (dropped while disconnected).
-  void Send(const kennel::v1::TrainerMessage& message);
-  void HeartbeatLoop();
+  void Send(const kennel::v1::TrainerMessage& message) { control_->Send(message); }
+  kennel::v1::Register MakeRegister();
+  kennel::v1::Heartbeat MakeHeartbeat();
   void JobLoop();
   void RunAssignment(const kennel::v1::Assignment& assignment);
   void OnCoordinatorMessage(const kennel::v1::CoordinatorMessage& message);
@@ -54,22 +55,16 @@ class TrainerNode {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<kennel::v1::Coordinator::Stub> stub_;
 
-  absl::Mutex stream_mu_;  // Serialises writes on the stream.
-  std::unique_ptr<grpc::ClientContext> context_ ABSL_GUARDED_BY(stream_mu_);
-  std::unique_ptr<grpc::ClientReaderWriter<kennel::v1::TrainerMessage, kennel::v1::CoordinatorMessage>>
-      stream_ ABSL_GUARDED_BY(stream_mu_);
-
   absl::Mutex mu_;
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
-  absl::Duration heartbeat_interval_ ABSL_GUARDED_BY(mu_) = absl::Seconds(1);
   std::optional<kennel::v1::Assignment> pending_ ABSL_GUARDED_BY(mu_);
   // The generation being trained now (job id empty when idle).
   std::string current_job_ ABSL_GUARDED_BY(mu_);
   int64_t current_generation_ ABSL_GUARDED_BY(mu_) = 0;
   std::atomic<bool> cancel_{false};
 
-  std::thread heartbeat_thread_;
   std::thread job_thread_;
+  std::unique_ptr<core::ControlStream> control_;  // Started last, stopped first.
 };
 
 }  // namespace kennel::trainer

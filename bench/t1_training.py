@@ -1,0 +1,136 @@
+#!/usr/bin/python3
+"""BENCHMARKS.md T1: data-parallel training of the small CNN on Fashion-MNIST, Kennel against
+PyTorch DDP under torchrun, on this machine, in one run.
+
+    bench/t1_training.py [--build build] [--epochs 5] [--lr 0.05] [--schedule cosine]
+
+Kennel: a coordinator and 2 trainer processes (1 torch thread each) on loopback, driven by
+kennelctl. Peer: torchrun --nproc_per_node 2 bench/ddp_peer.py with the same model, batch 64
+per rank, SGD momentum 0.9, learning rate and schedule. Each side runs alone (the other is
+stopped). Prints one line per figure; exits non-zero only when a side could not run.
+"""
+import argparse
+import gzip
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+FASHION = "/usr/share/datasets/fashion-mnist"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_kennel(build, args, work):
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    coord_log = open(os.path.join(work, "coordinator.log"), "w")
+    coord = subprocess.Popen([f"{build}/coordinator/kennel-coordinator", "--listen", "127.0.0.1:0",
+                              "--data_dir", os.path.join(work, "coord")],
+                             stdout=subprocess.PIPE, stderr=coord_log, text=True)
+    procs = [coord]
+    try:
+        port = None
+        for line in coord.stdout:
+            m = re.search(r"listening on port (\d+)", line)
+            if m:
+                port = m.group(1)
+                break
+        address = f"127.0.0.1:{port}"
+        for name in ("bench-a", "bench-b"):
+            procs.append(subprocess.Popen(
+                [f"{build}/trainer_node/kennel-trainer", "--coordinator", address, "--name", name,
+                 "--work_dir", os.path.join(work, name)],
+                stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, name + ".log"), "w"), env=env))
+        ctl = [f"{build}/cli/kennelctl", "-c", address, "-o", "json"]
+        for _ in range(200):
+            status = json.loads(subprocess.run(ctl + ["status"], capture_output=True, text=True).stdout or "{}")
+            if sum(n.get("state") == "IDLE" for n in status.get("nodes", [])) == 2:
+                break
+            time.sleep(0.1)
+        out = subprocess.run(ctl + ["train", "--name", "t1", "--epochs", str(args.epochs), "--lr", str(args.lr),
+                                    "--schedule", args.schedule, "--batch-size", "64", "--torch-threads", "1",
+                                    "--wait"], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"kennelctl train failed: {out.stderr}")
+        job = json.loads(out.stdout)
+        return [{"epoch": int(e.get("epoch", 0)), "images_per_second": e["images_per_second"],
+                 "seconds": e["seconds"], "elapsed_seconds": e["elapsed_seconds"],
+                 "eval_accuracy": e["eval_accuracy"], "train_loss": e["train_loss"]} for e in job["epochs"]]
+    finally:
+        for p in reversed(procs):
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def run_peer(args, work):
+    raw = os.path.join(work, "FashionMNIST", "raw")
+    os.makedirs(raw, exist_ok=True)
+    for name in os.listdir(FASHION):
+        with gzip.open(os.path.join(FASHION, name)) as src, open(os.path.join(raw, name[:-3]), "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    # Debian's torch 1.13 on Python 3.11 needs --redirects/--tee (BENCHMARKS.md).
+    cmd = ["/usr/bin/python3", "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--redirects", "9:1", "--tee", "9:1", "--log_dir", os.path.join(work, "torchrun"),
+           os.path.join(REPO, "bench", "ddp_peer.py"), "--data", work, "--epochs", str(args.epochs),
+           "--lr", str(args.lr), "--schedule", args.schedule]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"torchrun failed: {out.stderr[-2000:]}")
+    epochs = []
+    for line in out.stdout.splitlines():
+        if "{" in line:
+            epochs.append(json.loads(line[line.index("{"):]))
+    return epochs
+
+
+def time_to(epochs, accuracy):
+    for e in epochs:
+        if e["eval_accuracy"] >= accuracy:
+            return e["elapsed_seconds"]
+    return None
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--build", default=os.path.join(REPO, "build"))
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--schedule", default="cosine", choices=["constant", "cosine"])
+    args = p.parse_args()
+    work = tempfile.mkdtemp(prefix="kennel-t1-")
+    try:
+        ours = run_kennel(args.build, args, work)
+        peer = run_peer(args, work)
+    except Exception as e:  # noqa: BLE001 - any failure means the benchmark could not run.
+        print(f"T1 could not run: {e}", file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    cores = os.cpu_count()
+    o_ips = statistics.median(e["images_per_second"] for e in ours)
+    p_ips = statistics.median(e["images_per_second"] for e in peer)
+    print(f"T1 machine: {cores} cores; 2 ranks x 1 torch thread, batch 64/rank, SGD momentum 0.9, "
+          f"lr {args.lr} {args.schedule}, {args.epochs} epochs")
+    for name, epochs in (("kennel", ours), ("torchrun-ddp", peer)):
+        print(f"T1 {name} per-epoch images/s: " + ", ".join(f"{e['images_per_second']:.0f}" for e in epochs))
+        print(f"T1 {name} per-epoch eval accuracy: " + ", ".join(f"{e['eval_accuracy']:.4f}" for e in epochs))
+    print(f"T1 images/s (median over epochs): kennel {o_ips:.0f}, torchrun-ddp {p_ips:.0f}, ratio {o_ips / p_ips:.2f}x")
+    t_o, t_p = time_to(ours, 0.90), time_to(peer, 0.90)
+    fmt = lambda t: f"{t:.1f}s" if t is not None else "not reached"
+    print(f"T1 time to 90% test accuracy: kennel {fmt(t_o)}, torchrun-ddp {fmt(t_p)}")
+    print(f"T1 final test accuracy: kennel {ours[-1]['eval_accuracy']:.4f}, torchrun-ddp {peer[-1]['eval_accuracy']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+// Prometheus metrics of an inference node, rendered in the text exposition format:
+//   kennel_requests_total{code}          requests answered, by gRPC status code
+//   kennel_stage_seconds{stage}          latency histograms: queue, preprocess, inference, total
+//   kennel_batch_size                    histogram of the batch sizes actually run
+//   kennel_queue_depth                   requests waiting (preprocessing + batching)
+//   kennel_model_version{model}          the version being served
+// Lock-free counters; thread-safe.
+#ifndef KENNEL_INFERENCE_NODE_METRICS_H_
+#define KENNEL_INFERENCE_NODE_METRICS_H_
+
+#include <array>
+#include <atomic>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+
+namespace kennel::inference {
+
+class Histogram {
+ public:
+  explicit Histogram(std::vector<double> bounds);
+  void Observe(double value);
+  // Appends the _bucket / _sum / _count lines.
+  void Render(const std::string& name, const std::string& labels, std::string* out) const;
+
+ private:
+  const std::vector<double> bounds_;
+  std::vector<std::atomic<int64_t>> buckets_;  // One per bound, plus +Inf.
+  std::atomic<int64_t> count_{0};
+  std::atomic<double> sum_{0};
+};
+
+class Metrics {
+ public:
+  Metrics();
+  void CountRequest(absl::StatusCode code);
+  void ObserveStages(double queue_s, double preprocess_s, double inference_s, double total_s);
+  void ObserveBatch(int size);
+  void SetModel(const std::string& name, int64_t version);
+  void SetQueueDepth(std::function<int()> depth);
+  std::string Render();
+
+ private:
+  static constexpr int kCodes = 17;
+  std::array<std::atomic<int64_t>, kCodes> requests_{};
+  Histogram queue_, preprocess_, inference_, total_, batch_;
+  absl::Mutex mu_;
+  std::string model_ ABSL_GUARDED_BY(mu_);
+  int64_t version_ ABSL_GUARDED_BY(mu_) = 0;
+  std::function<int()> depth_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace kennel::inference
+
+#endif  // KENNEL_INFERENCE_NODE_METRICS_H_

@@ -1,0 +1,51 @@
+// One model version ready to serve: its manifest, and one DynamicBatcher per model instance
+// (each instance its own copy of the weights, run by its batcher's thread). Requests go to
+// the instance with the shortest queue. Shared by reference: a request in flight holds the
+// ServingModel it started on, so a deploy can switch versions while the old one drains —
+// the last reference runs the destructor, which finishes every queued request and joins.
+#ifndef KENNEL_INFERENCE_NODE_SERVING_MODEL_H_
+#define KENNEL_INFERENCE_NODE_SERVING_MODEL_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/models.h"
+#include "inference_node/batcher.h"
+#include "kennel/v1/model.pb.h"
+
+namespace kennel::inference {
+
+struct ServingModelOptions {
+  int instances = 1;
+  BatcherOptions batcher;
+};
+
+class ServingModel {
+ public:
+  // Loads the artifact once per instance (verifying it) and warms every instance up with a
+  // full batch and a single input before returning.
+  static absl::StatusOr<std::shared_ptr<ServingModel>> Load(const std::string& artifact_dir,
+                                                            const ServingModelOptions& options,
+                                                            Clock* clock, BatchObserver observer);
+  ~ServingModel();
+
+  const kennel::v1::ModelManifest& manifest() const { return manifest_; }
+  absl::Status Submit(BatchItem item);
+  int queue_depth();
+  const ServingModelOptions& options() const { return options_; }
+  absl::Duration warmup_time() const { return warmup_; }
+
+ private:
+  ServingModel() = default;
+  kennel::v1::ModelManifest manifest_;
+  ServingModelOptions options_;
+  std::vector<std::unique_ptr<BatchModel>> models_;
+  std::vector<std::unique_ptr<DynamicBatcher>> batchers_;  // Destroyed first (declared last).
+  absl::Duration warmup_;
+};
+
+}  // namespace kennel::inference
+
+#endif  // KENNEL_INFERENCE_NODE_SERVING_MODEL_H_
