@@ -40,10 +40,14 @@ int Status(const GlobalOptions& global) {
                     absl::StrCat(n.resources().cpu_cores(), " cpu", n.resources().gpus() > 0
                                      ? absl::StrCat(", ", n.resources().gpus(), " gpu") : ""),
                     Ago(n.last_heartbeat_unix_ms()),
-                    n.job_id().empty() ? "-" : absl::StrCat(n.job_id(), " rank ", n.rank(), " gen ", n.generation())});
+                    n.role() == v1::INFERENCE
+                        ? absl::StrCat(n.model().empty() ? "no model" : n.model(),
+                                       n.serving() ? ", serving" : ", not serving", ", queue ", n.queue_depth(),
+                                       n.address().empty() ? "" : absl::StrCat(", at ", n.address()))
+                        : n.job_id().empty() ? "-" : absl::StrCat(n.job_id(), " rank ", n.rank(), " gen ", n.generation())});
   }
   std::cout << "NODES\n";
-  PrintTable({"NAME", "ROLE", "STATE", "RESOURCES", "HEARTBEAT", "JOB"}, rows);
+  PrintTable({"NAME", "ROLE", "STATE", "RESOURCES", "HEARTBEAT", "WORK"}, rows);
   rows.clear();
   for (const auto& j : status.active_jobs()) {
     rows.push_back({j.id(), j.spec().name(), StateName(j.state()), JobProgress(j), j.message()});

@@ -5,6 +5,7 @@
 #include "cli/cluster_commands.h"
 #include "cli/dataset_command.h"
 #include "cli/client.h"
+#include "cli/serving_commands.h"
 #include "cli/train_command.h"
 #include "cli/output.h"
 
@@ -22,6 +23,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   kennel::cli::AddClusterCommands(app, global);
   kennel::cli::AddTrainCommand(app, global);
+  kennel::cli::AddServingCommands(app, global);
   kennel::cli::AddDatasetCommand(app, global);
   try {
     app.parse(argc, argv);

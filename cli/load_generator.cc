@@ -1,0 +1,185 @@
+#include "cli/load_generator.h"
+
+#include <grpcpp/create_channel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+
+namespace kennel::cli {
+namespace {
+
+std::string CodeName(int code) {
+  static const char* kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+                                 "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+                                 "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
+                                 "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+  return code >= 0 && code < 17 ? kNames[code] : absl::StrCat("CODE_", code);
+}
+
+// Shared by every worker.
+struct State {
+  State(const LoadOptions& o, int64_t n, const std::function<const std::string&(int64_t)>& p,
+        const std::function<void(int64_t, const v1::ClassifyResponse&)>& r)
+      : options(o), payload_count(n), payload(p), on_response(r) {}
+  const LoadOptions& options;
+  int64_t payload_count;
+  const std::function<const std::string&(int64_t)>& payload;
+  const std::function<void(int64_t, const v1::ClassifyResponse&)>& on_response;
+  absl::Time start, end;
+  std::atomic<int64_t> next{0};
+  absl::Mutex mu;
+  std::vector<double> latencies_ms ABSL_GUARDED_BY(mu);
+  std::map<std::string, int64_t> errors ABSL_GUARDED_BY(mu);
+  int64_t batch_sum ABSL_GUARDED_BY(mu) = 0;
+  std::atomic<int64_t> sent{0};
+
+  // The next request index, or -1 when the run is over. Open loop: waits for its slot.
+  int64_t Claim(absl::Time* scheduled) {
+    const int64_t i = next.fetch_add(1);
+    if (options.max_requests > 0 && i >= options.max_requests) return -1;
+    if (options.rate > 0) {
+      *scheduled = start + absl::Seconds(static_cast<double>(i) / options.rate);
+      if (*scheduled >= end) return -1;
+      absl::SleepFor(*scheduled - absl::Now());
+    } else {
+      *scheduled = absl::Now();
+      if (options.max_requests <= 0 && *scheduled >= end) return -1;
+    }
+    sent.fetch_add(1);
+    return i;
+  }
+  void Record(int64_t i, absl::Time sent_at, const grpc::Status& rpc, const v1::ClassifyResponse& r) {
+    const int code = !rpc.ok() ? rpc.error_code() : r.error_code();
+    const double ms = absl::ToDoubleMilliseconds(absl::Now() - sent_at);
+    if (code == 0 && on_response) on_response(i, r);
+    absl::MutexLock lock(&mu);
+    if (code == 0) {
+      latencies_ms.push_back(ms);
+      batch_sum += r.batch_size();
+    } else {
+      errors[CodeName(code)]++;
+    }
+  }
+};
+
+void UnaryWorker(State& s, v1::Inference::Stub& stub) {
+  while (true) {
+    absl::Time scheduled;
+    const int64_t i = s.Claim(&scheduled);
+    if (i < 0) return;
+    v1::ClassifyRequest request;
+    request.set_request_id(std::to_string(i));
+    request.set_image(s.payload(i % s.payload_count));
+    request.set_top_k(s.options.top_k);
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(s.options.deadline));
+    v1::ClassifyResponse response;
+    grpc::Status rpc = stub.Classify(&context, request, &response);
+    s.Record(i, scheduled, rpc, response);
+  }
+}
+
+void StreamWorker(State& s, v1::Inference::Stub& stub) {
+  grpc::ClientContext context;
+  // A counted run has no time limit; a timed one ends with the duration plus one deadline.
+  const absl::Duration limit =
+      s.options.max_requests > 0 ? absl::Hours(24) : s.end - absl::Now() + s.options.deadline;
+  context.set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(limit));
+  auto stream = stub.ClassifyStream(&context);
+  absl::Mutex mu;
+  std::map<int64_t, absl::Time> pending;  // Sent, not yet answered.
+  bool writes_done = false;
+  std::thread reader([&] {
+    v1::ClassifyResponse response;
+    while (stream->Read(&response)) {
+      const int64_t i = std::stoll(response.request_id());
+      absl::Time sent_at;
+      {
+        absl::MutexLock lock(&mu);
+        sent_at = pending[i];
+        pending.erase(i);
+      }
+      s.Record(i, sent_at, grpc::Status::OK, response);
+    }
+    absl::MutexLock lock(&mu);
+    writes_done = true;  // The stream is over either way.
+  });
+  while (true) {
+    if (s.options.rate <= 0) {  // Closed loop: at most `depth` in flight.
+      absl::MutexLock lock(&mu);
+      auto room = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+        return writes_done || static_cast<int>(pending.size()) < s.options.depth;
+      };
+      mu.Await(absl::Condition(&room));
+      if (writes_done) break;
+    }
+    absl::Time scheduled;
+    const int64_t i = s.Claim(&scheduled);
+    if (i < 0) break;
+    v1::ClassifyRequest request;
+    request.set_request_id(std::to_string(i));
+    request.set_image(s.payload(i % s.payload_count));
+    request.set_top_k(s.options.top_k);
+    {
+      absl::MutexLock lock(&mu);
+      pending[i] = scheduled;
+    }
+    if (!stream->Write(request)) break;
+  }
+  stream->WritesDone();
+  reader.join();
+  grpc::Status status = stream->Finish();
+  absl::MutexLock lock(&s.mu);
+  for (size_t k = 0; k < pending.size(); ++k) s.errors[status.ok() ? "NO_RESPONSE" : CodeName(status.error_code())]++;
+}
+
+double Percentile(std::vector<double>& v, double p) {
+  if (v.empty()) return 0;
+  const size_t k = std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())));
+  std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
+  return v[k];
+}
+
+}  // namespace
+
+LoadReport RunLoad(const LoadOptions& options, int64_t payload_count,
+                   const std::function<const std::string&(int64_t)>& payload,
+                   const std::function<void(int64_t, const v1::ClassifyResponse&)>& on_response) {
+  grpc::ChannelArguments args;
+  args.SetMaxSendMessageSize(64 << 20);
+  // One connection per worker, as independent clients would have.
+  std::vector<std::unique_ptr<v1::Inference::Stub>> stubs;
+  for (int c = 0; c < options.concurrency; ++c) {
+    args.SetInt("kennel.client", c);  // Distinct args => distinct subchannels.
+    stubs.push_back(v1::Inference::NewStub(
+        grpc::CreateCustomChannel(options.server, grpc::InsecureChannelCredentials(), args)));
+  }
+  State s(options, payload_count, payload, on_response);
+  s.start = absl::Now();
+  s.end = s.start + options.duration;
+  std::vector<std::thread> workers;
+  for (int c = 0; c < options.concurrency; ++c) {
+    workers.emplace_back([&, c] { options.unary ? UnaryWorker(s, *stubs[c]) : StreamWorker(s, *stubs[c]); });
+  }
+  for (auto& w : workers) w.join();
+  LoadReport report;
+  report.seconds = absl::ToDoubleSeconds(absl::Now() - s.start);
+  absl::MutexLock lock(&s.mu);
+  report.sent = s.sent;
+  report.ok = static_cast<int64_t>(s.latencies_ms.size());
+  report.errors = s.errors;
+  report.throughput = report.seconds > 0 ? static_cast<double>(report.ok) / report.seconds : 0;
+  report.mean_batch = report.ok > 0 ? static_cast<double>(s.batch_sum) / static_cast<double>(report.ok) : 0;
+  report.p50_ms = Percentile(s.latencies_ms, 0.50);
+  report.p90_ms = Percentile(s.latencies_ms, 0.90);
+  report.p99_ms = Percentile(s.latencies_ms, 0.99);
+  report.max_ms = s.latencies_ms.empty() ? 0 : *std::max_element(s.latencies_ms.begin(), s.latencies_ms.end());
+  return report;
+}
+
+}  // namespace kennel::cli

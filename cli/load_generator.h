@@ -1,0 +1,48 @@
+// The load generator behind kennelctl bench and the demo: C concurrent ClassifyStream streams
+// (or unary callers), closed loop with `depth` requests in flight per stream or open loop at
+// a target total rate, for a fixed duration or request count. Latency is measured by the
+// client from send to response.
+#ifndef KENNEL_CLI_LOAD_GENERATOR_H_
+#define KENNEL_CLI_LOAD_GENERATOR_H_
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "kennel/v1/inference.grpc.pb.h"
+
+namespace kennel::cli {
+
+struct LoadOptions {
+  std::string server;
+  int concurrency = 8;
+  int depth = 4;           // Closed loop: requests in flight per stream.
+  double rate = 0;         // > 0: open loop at this many requests/s in total.
+  absl::Duration duration = absl::Seconds(10);
+  int64_t max_requests = 0;  // > 0: stop after this many (the demo sends each image once).
+  bool unary = false;
+  int top_k = 1;
+  absl::Duration deadline = absl::Seconds(30);
+};
+
+struct LoadReport {
+  int64_t sent = 0;
+  int64_t ok = 0;
+  std::map<std::string, int64_t> errors;  // By status code name.
+  double seconds = 0;
+  double throughput = 0;                  // OK responses per second.
+  double p50_ms = 0, p90_ms = 0, p99_ms = 0, max_ms = 0;
+  double mean_batch = 0;                  // Mean server batch size seen.
+};
+
+// `payload(i)` gives request i's image bytes (cycled by the caller as it likes);
+// `on_response(i, response)` sees every successful response (e.g. to score accuracy).
+LoadReport RunLoad(const LoadOptions& options, int64_t payload_count,
+                   const std::function<const std::string&(int64_t)>& payload,
+                   const std::function<void(int64_t, const kennel::v1::ClassifyResponse&)>& on_response = nullptr);
+
+}  // namespace kennel::cli
+
+#endif  // KENNEL_CLI_LOAD_GENERATOR_H_

@@ -1,0 +1,179 @@
+#include "inference_node/inference_node.h"
+
+#include <glog/logging.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/server_builder.h>
+#include <httplib.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "core/artifact.h"
+#include "core/coordinator_client.h"
+#include "core/status_macros.h"
+
+namespace kennel::inference {
+namespace fs = std::filesystem;
+
+absl::StatusOr<std::unique_ptr<InferenceNode>> InferenceNode::Create(InferenceNodeOptions options) {
+  std::unique_ptr<InferenceNode> node(new InferenceNode(std::move(options)));
+  auto& o = node->options_;
+  ASSIGN_OR_RETURN(node->engine_, Engine::Create(o.engine, &node->metrics_));
+  node->service_ = std::make_unique<InferenceService>(node->engine_.get(), o.max_in_flight_per_stream);
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(o.listen_address, grpc::InsecureServerCredentials(), &node->port_);
+  builder.RegisterService(node->service_.get());
+  builder.SetMaxReceiveMessageSize(o.max_message_bytes);
+  node->server_ = builder.BuildAndStart();
+  if (node->server_ == nullptr || node->port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", o.listen_address));
+  }
+  node->SetServing(false);
+
+  const std::string host = o.listen_address.substr(0, o.listen_address.rfind(':'));
+  if (o.metrics_port >= 0) {
+    node->http_ = std::make_unique<httplib::Server>();
+    Metrics* metrics = &node->metrics_;
+    node->http_->Get("/metrics", [metrics](const httplib::Request&, httplib::Response& res) {
+      res.set_content(metrics->Render(), "text/plain; version=0.0.4");
+    });
+    node->metrics_port_ = o.metrics_port == 0 ? node->http_->bind_to_any_port(host)
+                                              : (node->http_->bind_to_port(host, o.metrics_port) ? o.metrics_port : -1);
+    if (node->metrics_port_ <= 0) return absl::UnavailableError("cannot bind the metrics port");
+    node->http_thread_ = std::thread([http = node->http_.get()] { http->listen_after_bind(); });
+  }
+
+  if (!o.model_dir.empty()) RETURN_IF_ERROR(node->DeployLocal(o.model_dir));
+  if (!o.coordinator.empty()) {
+    node->coordinator_ = v1::Coordinator::NewStub(core::CreateCoordinatorChannel(o.coordinator));
+    if (!o.model.empty()) {
+      std::vector<std::string> parts = absl::StrSplit(o.model, ':');
+      int64_t version = 0;
+      if (parts.size() > 2 || (parts.size() == 2 && !absl::SimpleAtoi(parts[1], &version))) {
+        return absl::InvalidArgumentError(absl::StrCat("--model must be name[:version], not '", o.model, "'"));
+      }
+      RETURN_IF_ERROR(node->DeployFromCoordinator(parts[0], version));
+    }
+    if (o.advertise_address.empty()) o.advertise_address = absl::StrCat(host, ":", node->port_);
+    InferenceNode* self = node.get();
+    node->control_ = std::make_unique<core::ControlStream>(
+        node->coordinator_.get(), "inference node " + o.name,
+        core::ControlStreamCallbacks{
+            .make_register = [self] {
+              v1::Register r;
+              r.set_name(self->options_.name);
+              r.set_role(v1::INFERENCE);
+              r.set_serving_address(self->options_.advertise_address);
+              r.mutable_resources()->set_cpu_cores(static_cast<int32_t>(std::thread::hardware_concurrency()));
+              r.mutable_resources()->set_device("cpu");
+              return r;
+            },
+            .make_heartbeat = [self] {
+              v1::Heartbeat h;
+              if (auto model = self->engine_->current()) {
+                h.set_model(absl::StrCat(model->manifest().name(), ":", model->manifest().version()));
+                h.set_serving(true);
+              }
+              h.set_queue_depth(self->engine_->queue_depth());
+              return h;
+            },
+            .on_message = [self](const v1::CoordinatorMessage& m) { self->OnCoordinatorMessage(m); }});
+  }
+  LOG(INFO) << "inference node " << o.name << " listening on port " << node->port_
+            << (node->metrics_port_ > 0 ? absl::StrCat(", metrics on port ", node->metrics_port_) : "");
+  return node;
+}
+
+InferenceNode::InferenceNode(InferenceNodeOptions options) : options_(std::move(options)) {}
+
+InferenceNode::~InferenceNode() { Shutdown(); }
+
+void InferenceNode::SetServing(bool serving) {
+  auto* health = server_->GetHealthCheckService();
+  health->SetServingStatus(serving);
+  health->SetServingStatus("kennel.v1.Inference", serving);
+}
+
+absl::Status InferenceNode::DeployLocal(const std::string& artifact_dir) {
+  RETURN_IF_ERROR(engine_->Deploy(artifact_dir));
+  SetServing(true);
+  return absl::OkStatus();
+}
+
+absl::Status InferenceNode::DeployFromCoordinator(const std::string& name, int64_t version) {
+  if (!coordinator_) return absl::FailedPreconditionError("no --coordinator to fetch models from");
+  v1::ArtifactRef ref;
+  ref.set_kind(v1::ArtifactRef::MODEL);
+  ref.set_name(name);
+  ref.set_version(version);
+  std::string dir;
+  if (version > 0) {
+    dir = (fs::path(options_.cache_dir) / name / std::to_string(version)).string();
+  }
+  std::error_code ec;
+  if (dir.empty() || !fs::exists(dir, ec)) {
+    // Unknown version (newest) or not cached: fetch into a scratch folder, then file it
+    // under the version the coordinator reports.
+    const std::string scratch = absl::StrCat(options_.cache_dir, "/.download-", ::getpid(), "-", name);
+    fs::create_directories(options_.cache_dir, ec);
+    fs::remove_all(scratch, ec);
+    ASSIGN_OR_RETURN(v1::ArtifactRef got, core::DownloadFolder(*coordinator_, ref, scratch, absl::Minutes(30)));
+    dir = (fs::path(options_.cache_dir) / name / std::to_string(got.version())).string();
+    fs::create_directories(fs::path(dir).parent_path(), ec);
+    if (fs::exists(dir, ec)) {
+      fs::remove_all(scratch, ec);
+    } else {
+      fs::rename(scratch, dir, ec);
+      if (ec) return absl::InternalError(absl::StrCat("caching ", dir, ": ", ec.message()));
+    }
+  }
+  // LoadArtifact verifies the checksum: a damaged cache entry is refused, then refetched.
+  absl::Status s = DeployLocal(dir);
+  if (absl::IsDataLoss(s)) {
+    fs::remove_all(dir, ec);
+    LOG(WARNING) << "cached " << dir << " was damaged (" << s << "); fetching again";
+    return DeployFromCoordinator(name, version);
+  }
+  return s;
+}
+
+void InferenceNode::OnCoordinatorMessage(const v1::CoordinatorMessage& message) {
+  if (!message.has_deploy()) return;
+  const v1::DeployModel deploy = message.deploy();
+  // Loading takes a while; the control stream's reader must not wait for it.
+  absl::MutexLock lock(&deploy_mu_);
+  if (shut_down_) return;
+  deploy_threads_.emplace_back([this, deploy] {
+    absl::Status s = DeployFromCoordinator(deploy.name(), deploy.version());
+    if (!s.ok()) LOG(ERROR) << "deploy of " << deploy.name() << ":" << deploy.version() << " failed: " << s;
+    v1::TrainerMessage reply;
+    reply.mutable_deployed()->set_name(deploy.name());
+    reply.mutable_deployed()->set_version(deploy.version());
+    reply.mutable_deployed()->set_error(std::string(s.message()));
+    control_->Send(reply);
+  });
+}
+
+void InferenceNode::Shutdown(absl::Duration deadline) {
+  std::vector<std::thread> deploys;
+  {
+    absl::MutexLock lock(&deploy_mu_);
+    if (shut_down_) return;
+    shut_down_ = true;
+    deploys.swap(deploy_threads_);
+  }
+  SetServing(false);
+  for (auto& t : deploys) t.join();
+  if (control_) control_->Stop();
+  server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(deadline));
+  if (http_) {
+    http_->stop();
+    http_thread_.join();
+  }
+  control_.reset();
+}
+
+}  // namespace kennel::inference

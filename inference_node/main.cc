@@ -1,0 +1,65 @@
+// kennel-inference: flags -> InferenceNodeOptions -> InferenceNode::Create -> serve until
+// SIGINT/SIGTERM.
+#include <glog/logging.h>
+#include <torch/torch.h>
+
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <iostream>
+#include <thread>
+
+#include "inference_node/inference_node.h"
+
+namespace {
+volatile std::sig_atomic_t g_signal = 0;
+}
+
+int main(int argc, char** argv) {
+  kennel::inference::InferenceNodeOptions o;
+  int max_delay_us = 2000, torch_threads = 0;
+  CLI::App app(
+      "kennel-inference: serves a Kennel model over gRPC (Classify, ClassifyStream) with dynamic "
+      "batching, grpc.health.v1 and Prometheus metrics; takes deploys from the coordinator.");
+  app.add_option("--listen", o.listen_address, "host:port for the Inference service")->capture_default_str();
+  app.add_option("--metrics_port", o.metrics_port, "Prometheus /metrics port (0: any free, -1: off)")->capture_default_str();
+  app.add_option("--name", o.name, "Node name in the cluster")->capture_default_str();
+  app.add_option("--coordinator", o.coordinator, "Coordinator host:port (registration, deploys)");
+  app.add_option("--advertise", o.advertise_address, "Address clients reach this node on (default: --listen)");
+  app.add_option("--model_dir", o.model_dir, "Serve this local artifact folder at start");
+  app.add_option("--model", o.model, "Serve name[:version] from the coordinator at start");
+  app.add_option("--cache_dir", o.cache_dir, "Where downloaded artifacts are kept")->capture_default_str();
+  app.add_option("--instances", o.engine.model.instances, "Model instances, each with its own batcher")
+      ->check(CLI::Range(1, 64))->capture_default_str();
+  app.add_option("--max_batch", o.engine.model.batcher.max_batch_size, "Largest batch the batcher forms")
+      ->check(CLI::Range(1, 4096))->capture_default_str();
+  app.add_option("--max_delay_us", max_delay_us, "Longest a request waits for a batch to fill")
+      ->check(CLI::Range(0, 10'000'000))->capture_default_str();
+  app.add_option("--queue", o.engine.model.batcher.max_queue_size, "Requests queued per instance before RESOURCE_EXHAUSTED")
+      ->check(CLI::Range(1, 1'000'000))->capture_default_str();
+  app.add_option("--preprocess_threads", o.engine.preprocess_threads, "Decode/resize threads")
+      ->check(CLI::Range(1, 256))->capture_default_str();
+  app.add_option("--torch_threads", torch_threads, "Intra-op threads per forward (0: cores / instances)");
+  app.add_option("--max_message_mb", o.max_message_bytes, "Largest request, MiB")->transform([](std::string s) {
+    return std::to_string(std::stoll(s) << 20);
+  });
+  CLI11_PARSE(app, argc, argv);
+  o.engine.model.batcher.max_queue_delay = absl::Microseconds(max_delay_us);
+  o.engine.limits.max_encoded_bytes = o.max_message_bytes;
+
+  google::InitGoogleLogging(argv[0]);
+  FLAGS_logtostderr = true;
+  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  torch::set_num_threads(torch_threads > 0 ? torch_threads : std::max(1, cores / o.engine.model.instances));
+  auto node = kennel::inference::InferenceNode::Create(o);
+  if (!node.ok()) {
+    std::cerr << "kennel-inference: " << node.status().message() << "\n";
+    return 1;
+  }
+  std::cout << "listening on port " << (*node)->port() << " metrics " << (*node)->metrics_port() << std::endl;
+  std::signal(SIGINT, [](int s) { g_signal = s; });
+  std::signal(SIGTERM, [](int s) { g_signal = s; });
+  while (g_signal == 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  LOG(INFO) << "signal " << g_signal << ": draining and shutting down";
+  (*node)->Shutdown();
+  return 0;
+}
