@@ -27,8 +27,13 @@ Engine::Engine(EngineOptions options, Metrics* metrics, Clock* clock)
 
 Engine::~Engine() {
   pool_.reset();  // Finish preprocessing first: its tasks submit to the model.
-  absl::MutexLock lock(&mu_);
-  current_.reset();
+  std::shared_ptr<ServingModel> model;
+  {
+    absl::MutexLock lock(&mu_);
+    model = std::move(current_);
+  }
+  // As in Deploy: the last reference must be dropped here, not on a batcher thread.
+  while (model && model.use_count() > 1) absl::SleepFor(absl::Milliseconds(5));
 }
 
 bool Engine::ready() {
@@ -63,7 +68,16 @@ absl::Status Engine::Deploy(const std::string& artifact_dir) {
             << " (" << options_.model.instances << " instances, warmed in "
             << absl::FormatDuration((*loaded)->warmup_time()) << ")"
             << (old ? absl::StrCat("; version ", old->manifest().version(), " drains") : "");
-  return absl::OkStatus();  // `old` drains when its last in-flight request lets go.
+  // Drain: requests admitted on the old version finish there. Their callbacks hold
+  // references; the last must not be dropped on the old version's own batcher thread (its
+  // destructor joins that thread), so this thread waits for them and destroys it.
+  if (old) {
+    while (old.use_count() > 1) absl::SleepFor(absl::Milliseconds(5));
+    const int64_t version = old->manifest().version();
+    old.reset();
+    LOG(INFO) << "version " << version << " drained and unloaded";
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<v1::ModelInfo> Engine::Info() {

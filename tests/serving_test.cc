@@ -1,0 +1,305 @@
+// An inference node served in-process on 127.0.0.1:0 and driven through real gRPC stubs.
+#include <grpcpp/create_channel.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <opencv2/imgcodecs.hpp>
+#include <set>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "core/artifact.h"
+#include "core/dataset.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "inference_node/inference_node.h"
+#include "kennel/v1/inference.grpc.pb.h"
+
+namespace kennel {
+namespace {
+
+using inference::InferenceNode;
+using inference::InferenceNodeOptions;
+
+std::string WriteSmallCnn(const std::string& dir, int64_t version) {
+  v1::ModelManifest m;
+  m.set_name("fashion");
+  m.set_version(version);
+  m.mutable_model()->set_architecture(v1::SMALL_CNN);
+  m.mutable_model()->set_num_classes(10);
+  m.mutable_model()->set_in_channels(1);
+  auto index = *core::IndexFashionMnist(core::kDebianFashionMnistRoot, "test");
+  *m.mutable_class_names() = index.class_names();
+  m.mutable_preprocess()->set_height(28);
+  m.mutable_preprocess()->set_width(28);
+  m.mutable_preprocess()->set_channels(1);
+  torch::manual_seed(version);
+  auto model = *core::CreateModel(m.model());
+  std::filesystem::remove_all(dir);
+  EXPECT_TRUE(core::WriteArtifact(dir, m, *model).ok());
+  return dir;
+}
+
+std::vector<std::string> FashionPngs(int n) {
+  auto index = *core::IndexFashionMnist(core::kDebianFashionMnistRoot, "test");
+  auto reader = *core::DatasetReader::Create(index, core::kDebianFashionMnistRoot);
+  std::vector<std::string> out;
+  for (int i = 0; i < n; ++i) {
+    std::vector<uchar> buf;
+    cv::imencode(".png", *reader->Load(i, 1), buf);
+    out.emplace_back(buf.begin(), buf.end());
+  }
+  return out;
+}
+
+v1::ClassifyRequest ImageRequest(const std::string& id, const std::string& bytes, int top_k = 3) {
+  v1::ClassifyRequest r;
+  r.set_request_id(id);
+  r.set_image(bytes);
+  r.set_top_k(top_k);
+  return r;
+}
+
+v1::ClassifyRequest TensorRequest(const std::string& id, std::vector<int64_t> shape, size_t floats) {
+  v1::ClassifyRequest r;
+  r.set_request_id(id);
+  for (int64_t d : shape) r.mutable_tensor()->add_shape(d);
+  r.mutable_tensor()->set_data(std::string(floats * 4, '\0'));
+  return r;
+}
+
+class ServingTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::path(::testing::TempDir()) /
+           absl::StrCat("serving-", ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    v1_ = WriteSmallCnn((dir_ / "v1").string(), 1);
+    v2_ = WriteSmallCnn((dir_ / "v2").string(), 2);
+    pngs_ = FashionPngs(64);
+  }
+  void Start(InferenceNodeOptions options, bool with_model = true) {
+    options.listen_address = "127.0.0.1:0";
+    if (with_model) options.model_dir = v1_;
+    auto node = InferenceNode::Create(options);
+    ASSERT_TRUE(node.ok()) << node.status();
+    node_ = std::move(*node);
+    channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", node_->port()), grpc::InsecureChannelCredentials());
+    stub_ = v1::Inference::NewStub(channel_);
+  }
+  // Sends `requests` on one stream, all in flight, and returns the responses by request id.
+  std::map<std::string, std::vector<v1::ClassifyResponse>> Stream(const std::vector<v1::ClassifyRequest>& requests) {
+    grpc::ClientContext context;
+    auto stream = stub_->ClassifyStream(&context);
+    std::map<std::string, std::vector<v1::ClassifyResponse>> out;
+    std::thread reader([&] {
+      v1::ClassifyResponse r;
+      while (stream->Read(&r)) out[r.request_id()].push_back(r);
+    });
+    for (const auto& r : requests) EXPECT_TRUE(stream->Write(r));
+    stream->WritesDone();
+    reader.join();
+    EXPECT_TRUE(stream->Finish().ok());
+    return out;
+  }
+
+  std::filesystem::path dir_;
+  std::string v1_, v2_;
+  std::vector<std::string> pngs_;
+  std::unique_ptr<InferenceNode> node_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Inference::Stub> stub_;
+};
+
+TEST_F(ServingTest, StreamWithManyRequestsInFlightAnswersEachOnce) {
+  InferenceNodeOptions options;
+  options.engine.model.batcher.max_batch_size = 16;
+  Start(options);
+  std::vector<v1::ClassifyRequest> requests;
+  for (int i = 0; i < 300; ++i) {
+    requests.push_back(i % 3 == 0 ? TensorRequest(absl::StrCat("t", i), {1, 28, 28}, 784)
+                                  : ImageRequest(absl::StrCat("i", i), pngs_[i % pngs_.size()]));
+  }
+  auto responses = Stream(requests);
+  ASSERT_EQ(responses.size(), 300u);
+  int batched = 0;
+  for (const auto& r : requests) {
+    ASSERT_EQ(responses[r.request_id()].size(), 1u) << r.request_id();
+    const auto& resp = responses[r.request_id()][0];
+    EXPECT_EQ(resp.error_code(), 0) << resp.error_message();
+    EXPECT_EQ(resp.model_name(), "fashion");
+    EXPECT_EQ(resp.model_version(), 1);
+    ASSERT_EQ(resp.predictions_size(), r.top_k() > 0 ? r.top_k() : 5);
+    EXPECT_GE(resp.predictions(0).probability(), resp.predictions(1).probability());
+    EXPECT_FALSE(resp.predictions(0).label().empty());
+    EXPECT_GT(resp.server_time().total_us(), 0);
+    batched += resp.batch_size() > 1;
+  }
+  EXPECT_GT(batched, 0);  // With 300 in flight, the batcher formed real batches.
+}
+
+TEST_F(ServingTest, BadInputsAreInvalidArgumentAndOthersKeepBeingServed) {
+  Start({});
+  std::string truncated = pngs_[0].substr(0, pngs_[0].size() / 2);
+  std::string huge = pngs_[1];
+  for (int at : {16, 20}) {
+    for (int b = 0; b < 4; ++b) huge[at + b] = static_cast<char>((100000u >> (24 - 8 * b)) & 0xff);
+  }
+  std::vector<v1::ClassifyRequest> bad = {
+      ImageRequest("empty", ""), ImageRequest("noise", std::string(1000, '\x42')),
+      ImageRequest("truncated", truncated), ImageRequest("huge", huge),
+      TensorRequest("shape", {3, 28, 28}, 3 * 784), TensorRequest("bytes", {1, 28, 28}, 700),
+      [] { v1::ClassifyRequest r; r.set_request_id("nothing"); return r; }(),
+      [&] { auto r = ImageRequest("topk", pngs_[2]); r.set_top_k(-1); return r; }()};
+  // Another client is served all along.
+  std::atomic<bool> done{false};
+  std::atomic<int> other_ok{0}, other_failed{0};
+  std::thread other([&] {
+    auto stub = v1::Inference::NewStub(grpc::CreateChannel(absl::StrCat("127.0.0.1:", node_->port()),
+                                                          grpc::InsecureChannelCredentials()));
+    while (!done) {
+      grpc::ClientContext context;
+      v1::ClassifyResponse r;
+      (stub->Classify(&context, ImageRequest("x", pngs_[5]), &r).ok() ? other_ok : other_failed)++;
+    }
+  });
+  std::vector<v1::ClassifyRequest> mixed;
+  for (size_t i = 0; i < bad.size(); ++i) {
+    mixed.push_back(bad[i]);
+    mixed.push_back(ImageRequest(absl::StrCat("good", i), pngs_[i]));
+  }
+  auto responses = Stream(mixed);
+  done = true;
+  other.join();
+  for (const auto& r : bad) {
+    ASSERT_EQ(responses[r.request_id()].size(), 1u) << r.request_id();
+    EXPECT_EQ(responses[r.request_id()][0].error_code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT))
+        << r.request_id() << ": " << responses[r.request_id()][0].error_message();
+    EXPECT_FALSE(responses[r.request_id()][0].error_message().empty());
+  }
+  for (size_t i = 0; i < bad.size(); ++i) {
+    EXPECT_EQ(responses[absl::StrCat("good", i)][0].error_code(), 0);
+  }
+  EXPECT_GT(other_ok.load(), 0);
+  EXPECT_EQ(other_failed.load(), 0);
+  // Unary: the status itself carries the error.
+  grpc::ClientContext context;
+  v1::ClassifyResponse r;
+  grpc::Status s = stub_->Classify(&context, ImageRequest("u", "not an image"), &r);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("not a JPEG or PNG"), std::string::npos);
+}
+
+TEST_F(ServingTest, FullQueueIsResourceExhaustedAndExpiredRequestsDeadlineExceeded) {
+  InferenceNodeOptions options;
+  options.engine.model.batcher = {.max_batch_size = 64, .max_queue_delay = absl::Seconds(2), .max_queue_size = 4};
+  Start(options);
+  std::vector<v1::ClassifyRequest> requests;
+  for (int i = 0; i < 10; ++i) requests.push_back(TensorRequest(std::to_string(i), {1, 28, 28}, 784));
+  auto responses = Stream(requests);  // The queue holds 4 until the 2 s delay runs out.
+  int ok = 0, exhausted = 0;
+  for (auto& [id, rs] : responses) {
+    ASSERT_EQ(rs.size(), 1u);
+    ok += rs[0].error_code() == 0;
+    exhausted += rs[0].error_code() == static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED);
+  }
+  EXPECT_EQ(ok, 4);
+  EXPECT_EQ(exhausted, 6);
+  // A request whose deadline passes while it waits for the batch is not run.
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(300));
+  v1::ClassifyResponse r;
+  EXPECT_EQ(stub_->Classify(&context, TensorRequest("late", {1, 28, 28}, 784), &r).error_code(),
+            grpc::StatusCode::DEADLINE_EXCEEDED);
+  absl::SleepFor(absl::Seconds(2.5));
+  const std::string metrics = node_->metrics().Render();
+  EXPECT_NE(metrics.find("kennel_requests_total{code=\"DEADLINE_EXCEEDED\"} 1"), std::string::npos) << metrics;
+}
+
+TEST_F(ServingTest, DeployUnderLoadLosesNoRequest) {
+  Start({});
+  // Four clients stream rounds of 100 requests until they have finished a round that began
+  // after the deploy returned, so the swap happens while requests are in flight.
+  std::atomic<bool> deployed{false};
+  std::vector<std::vector<v1::ClassifyResponse>> results(4);
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 4; ++c) {
+    clients.emplace_back([&, c] {
+      for (int round = 0;; ++round) {
+        const bool last = deployed;
+        std::vector<v1::ClassifyRequest> requests;
+        for (int i = 0; i < 100; ++i) {
+          requests.push_back(ImageRequest(absl::StrCat(c, "-", round, "-", i), pngs_[i % pngs_.size()]));
+        }
+        auto responses = Stream(requests);
+        EXPECT_EQ(responses.size(), 100u);
+        for (auto& [id, rs] : responses) {
+          EXPECT_EQ(rs.size(), 1u) << id;
+          results[c].insert(results[c].end(), rs.begin(), rs.end());
+        }
+        if (last) break;
+      }
+    });
+  }
+  absl::SleepFor(absl::Milliseconds(100));
+  ASSERT_TRUE(node_->DeployLocal(v2_).ok());
+  deployed = true;
+  for (auto& t : clients) t.join();
+  std::set<int64_t> versions;
+  for (int c = 0; c < 4; ++c) {
+    for (const auto& r : results[c]) {
+      EXPECT_EQ(r.error_code(), 0) << r.error_message();
+      versions.insert(r.model_version());
+    }
+    EXPECT_EQ(results[c].back().model_version(), 2);
+  }
+  EXPECT_EQ(versions, (std::set<int64_t>{1, 2}));
+}
+
+TEST_F(ServingTest, HealthIsServingOnlyWithAWarmedModel) {
+  Start({}, /*with_model=*/false);
+  auto health = grpc::health::v1::Health::NewStub(channel_);
+  auto check = [&](const std::string& service) {
+    grpc::ClientContext context;
+    grpc::health::v1::HealthCheckRequest request;
+    request.set_service(service);
+    grpc::health::v1::HealthCheckResponse response;
+    EXPECT_TRUE(health->Check(&context, request, &response).ok());
+    return response.status();
+  };
+  EXPECT_EQ(check(""), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  EXPECT_EQ(check("kennel.v1.Inference"), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  grpc::ClientContext context;
+  v1::ClassifyResponse r;
+  EXPECT_EQ(stub_->Classify(&context, ImageRequest("early", pngs_[0]), &r).error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(node_->DeployLocal((dir_ / "missing").string()).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(check(""), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  ASSERT_TRUE(node_->DeployLocal(v1_).ok());
+  EXPECT_EQ(check(""), grpc::health::v1::HealthCheckResponse::SERVING);
+  EXPECT_EQ(check("kennel.v1.Inference"), grpc::health::v1::HealthCheckResponse::SERVING);
+}
+
+TEST_F(ServingTest, MetricsScrapeHasTheExpectedSeries) {
+  InferenceNodeOptions options;
+  options.engine.model.batcher.max_batch_size = 8;
+  Start(options);
+  std::vector<v1::ClassifyRequest> requests;
+  for (int i = 0; i < 50; ++i) requests.push_back(ImageRequest(std::to_string(i), pngs_[i]));
+  requests.push_back(ImageRequest("bad", "junk"));
+  Stream(requests);
+  httplib::Client http("127.0.0.1", node_->metrics_port());
+  auto res = http.Get("/metrics");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  const std::string& body = res->body;
+  for (const char* series : {"kennel_requests_total{code=\"OK\"} 50", "kennel_requests_total{code=\"INVALID_ARGUMENT\"} 1",
+                             "kennel_batch_size_bucket{le=\"8\"} ", "kennel_batch_size_count ",
+                             "kennel_stage_seconds_bucket{stage=\"queue\",le=\"+Inf\"} 50",
+                             "kennel_stage_seconds_count{stage=\"preprocess\"} 50", "kennel_queue_depth ",
+                             "kennel_model_version{model=\"fashion\"} 1", "# TYPE kennel_batch_size histogram"}) {
+    EXPECT_NE(body.find(series), std::string::npos) << series << "\n" << body;
+  }
+}
+
+}  // namespace
+}  // namespace kennel
