@@ -7,6 +7,7 @@
 #include "cli/client.h"
 #include "cli/serving_commands.h"
 #include "cli/train_command.h"
+#include "cli/up_command.h"
 #include "cli/output.h"
 
 int main(int argc, char** argv) {
@@ -24,6 +25,7 @@ int main(int argc, char** argv) {
   kennel::cli::AddClusterCommands(app, global);
   kennel::cli::AddTrainCommand(app, global);
   kennel::cli::AddServingCommands(app, global);
+  kennel::cli::AddUpCommand(app, global);
   kennel::cli::AddDatasetCommand(app, global);
   try {
     app.parse(argc, argv);

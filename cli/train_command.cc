@@ -23,40 +23,8 @@ namespace {
 
 volatile std::sig_atomic_t g_interrupted = 0;
 
-struct TrainFlags {
-  std::string config;
-  std::string name = "fashion";
-  std::string dataset = core::kDebianFashionMnistRoot;
-  std::string format = "auto";
-  std::string arch;
-  std::string head = "linear";
-  int classes = 0;
-  int world_size = 2;
-  int epochs = 5;
-  int batch_size = 64;
-  std::string optimizer = "sgd";
-  double lr = 0.01;
-  double momentum = 0.9;
-  double weight_decay = 0;
-  std::string schedule = "constant";
-  int warmup_steps = 0;
-  uint64_t seed = 1;
-  bool augment = false;
-  bool freeze_backbone = false;
-  std::string init_weights;
-  int image_size = 0;
-  int resize_shorter = -1;
-  std::vector<float> mean, std;
-  int64_t max_train_samples = 0, max_eval_samples = 0;
-  int checkpoint_every = 0;
-  int data_workers = 0, torch_threads = 0;
-  std::string backend = "gloo";
-  int collective_timeout_s = 0;
-  bool wait = false, detach = false;
-};
-
 // Flags the user gave explicitly override the config file.
-absl::StatusOr<v1::JobSpec> BuildSpec(const TrainFlags& f, const CLI::App& cmd) {
+absl::StatusOr<v1::JobSpec> BuildSpec(const TrainFlags& f, const CLI::App* cmd) {
   v1::JobSpec spec;
   if (!f.config.empty()) {
     auto text = core::ReadFile(f.config, 1 << 20);
@@ -67,7 +35,7 @@ absl::StatusOr<v1::JobSpec> BuildSpec(const TrainFlags& f, const CLI::App& cmd) 
                                                      parsed.message().as_string()));
     }
   }
-  auto given = [&](const char* flag) { return f.config.empty() || cmd.count(flag) > 0; };
+  auto given = [&](const char* flag) { return f.config.empty() || cmd == nullptr || cmd->count(flag) > 0; };
   if (given("--name")) spec.set_name(f.name);
   if (given("--world-size")) spec.set_world_size(f.world_size);
   if (given("--backend")) spec.set_backend(f.backend);
@@ -161,7 +129,7 @@ std::string ProgressLine(const v1::JobStatus& job) {
 }
 
 int Train(const TrainFlags& flags, const CLI::App& cmd, const GlobalOptions& global) {
-  auto spec = BuildSpec(flags, cmd);
+  auto spec = BuildSpec(flags, &cmd);
   if (!spec.ok()) return Fail(spec.status());
   auto stub = AdminStub(global.coordinator);
   v1::SubmitJobRequest request;
@@ -189,6 +157,8 @@ int Train(const TrainFlags& flags, const CLI::App& cmd, const GlobalOptions& glo
 }
 
 }  // namespace
+
+absl::StatusOr<v1::JobSpec> SpecFromFlags(const TrainFlags& flags) { return BuildSpec(flags, nullptr); }
 
 int FollowJob(const GlobalOptions& global, const std::string& job_id, bool quiet) {
   auto stub = AdminStub(global.coordinator);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Kennel's one-command entry points on a fresh Debian bookworm machine (run as root):
-#   deploy/bootstrap.sh demo [flags]                install, build, run Kennel's main job
+#   deploy/bootstrap.sh demo [kennelctl up flags]   install, build, run Kennel's main job
 #   deploy/bootstrap.sh test                        install, build, run every test (ctest)
 #   deploy/bootstrap.sh deps [--test]               only install what is missing
 #   deploy/bootstrap.sh build                       only configure and build
@@ -74,8 +74,8 @@ case "$cmd" in
     install_deps
     build
     export OPENBLAS_NUM_THREADS=1
-    # Until training and serving land: index Fashion-MNIST as the coordinator will.
-    exec "$build_dir/cli/kennelctl" dataset "$@"
+    # A whole local cluster: train on Fashion-MNIST, deploy, classify the test set.
+    exec "$build_dir/cli/kennelctl" up --data-dir "${KENNEL_DEMO_DIR:-$build_dir/kennel-demo}" "$@"
     ;;
   *)
     sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2

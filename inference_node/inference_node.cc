@@ -82,7 +82,7 @@ absl::StatusOr<std::unique_ptr<InferenceNode>> InferenceNode::Create(InferenceNo
             },
             .on_message = [self](const v1::CoordinatorMessage& m) { self->OnCoordinatorMessage(m); }});
   }
-  LOG(INFO) << "inference node " << o.name << " listening on port " << node->port_
+  LOG(INFO) << "inference node " << o.name << " serving on port " << node->port_
             << (node->metrics_port_ > 0 ? absl::StrCat(", metrics on port ", node->metrics_port_) : "");
   return node;
 }

@@ -11,14 +11,18 @@
 #include "core/artifact.h"
 #include "core/dataset.h"
 #include "core/image.h"
-#include "tests/testing/process.h"
+#include "core/subprocess.h"
 
 namespace kennel {
 namespace {
 
-using testing::BuildDir;
-using testing::Process;
-using testing::RunCommand;
+using core::Process;
+
+// Directory of the built binaries (KENNEL_BUILD_DIR, set by CMake for the tests).
+std::string BuildDir() {
+  const char* dir = std::getenv("KENNEL_BUILD_DIR");
+  return dir != nullptr ? dir : ".";
+}
 
 class TrainingClusterTest : public ::testing::Test {
  protected:
@@ -49,7 +53,7 @@ class TrainingClusterTest : public ::testing::Test {
   std::pair<int, nlohmann::json> Ctl(std::vector<std::string> args, absl::Duration timeout = absl::Minutes(5)) {
     std::vector<std::string> argv = {BuildDir() + "/cli/kennelctl", "-c", address_, "-o", "json"};
     argv.insert(argv.end(), args.begin(), args.end());
-    auto result = RunCommand(argv, timeout);
+    auto result = core::RunCommand(argv, timeout, ::testing::TempDir());
     EXPECT_TRUE(result.ok()) << result.status();
     if (!result.ok()) return {-1, {}};
     return {result->first, nlohmann::json::parse(result->second, nullptr, false)};

@@ -1,8 +1,8 @@
-// Child processes for integration tests: spawn a binary with its output captured to a file,
-// wait for a line, signal, reap. The destructor kills (SIGKILL) and reaps a process still
-// running, so a failing test leaves nothing behind.
-#ifndef KENNEL_TESTS_TESTING_PROCESS_H_
-#define KENNEL_TESTS_TESTING_PROCESS_H_
+// Child processes (kennelctl up's local cluster, integration tests): spawn a binary with its
+// output captured to a file, wait for a line, signal, reap. The destructor kills (SIGKILL)
+// and reaps a process still running, so nothing is left behind. Not thread-safe.
+#ifndef KENNEL_CORE_SUBPROCESS_H_
+#define KENNEL_CORE_SUBPROCESS_H_
 
 #include <sys/types.h>
 
@@ -12,7 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 
-namespace kennel::testing {
+namespace kennel::core {
 
 class Process {
  public:
@@ -39,13 +39,11 @@ class Process {
   bool reaped_ = false;
 };
 
-// Runs a command to completion; returns (exit code, stdout). Its stderr is echoed to ours.
+// Runs a command to completion; returns (exit code, stdout). Its stderr is echoed to ours;
+// `scratch_dir` holds the captured output.
 absl::StatusOr<std::pair<int, std::string>> RunCommand(const std::vector<std::string>& argv,
-                                                       absl::Duration timeout);
+                                                       absl::Duration timeout, const std::string& scratch_dir);
 
-// Directory of the built binaries (KENNEL_BUILD_DIR, set by CMake for the tests).
-std::string BuildDir();
+}  // namespace kennel::core
 
-}  // namespace kennel::testing
-
-#endif  // KENNEL_TESTS_TESTING_PROCESS_H_
+#endif  // KENNEL_CORE_SUBPROCESS_H_

@@ -1,4 +1,4 @@
-#include "tests/testing/process.h"
+#include "core/subprocess.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -10,13 +10,11 @@
 #include <iostream>
 #include <sstream>
 
-#include <gtest/gtest.h>
-
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "core/files.h"
 
-namespace kennel::testing {
+namespace kennel::core {
 
 absl::StatusOr<std::unique_ptr<Process>> Process::Start(const std::vector<std::string>& argv,
                                                         const std::string& log_file,
@@ -91,9 +89,9 @@ absl::StatusOr<int> Process::Wait(absl::Duration timeout) {
 }
 
 absl::StatusOr<std::pair<int, std::string>> RunCommand(const std::vector<std::string>& argv,
-                                                       absl::Duration timeout) {
+                                                       absl::Duration timeout, const std::string& scratch_dir) {
   static int counter = 0;
-  const std::string base = absl::StrCat(::testing::TempDir(), "/cmd-", ::getpid(), "-", counter++);
+  const std::string base = absl::StrCat(scratch_dir, "/cmd-", ::getpid(), "-", counter++);
   auto p = Process::Start(argv, base + ".out", {}, base + ".err");
   if (!p.ok()) return p.status();
   auto code = (*p)->Wait(timeout);
@@ -103,9 +101,4 @@ absl::StatusOr<std::pair<int, std::string>> RunCommand(const std::vector<std::st
   return std::make_pair(*code, (*p)->Log());
 }
 
-std::string BuildDir() {
-  const char* dir = std::getenv("KENNEL_BUILD_DIR");
-  return dir != nullptr ? dir : ".";
-}
-
-}  // namespace kennel::testing
+}  // namespace kennel::core
