@@ -57,7 +57,9 @@ struct BatchItem {
 
 struct BatcherOptions {
   int max_batch_size = 32;
-  absl::Duration max_queue_delay = absl::Microseconds(2000);
+  // 0: run whatever is queued as soon as the instance is free (batches fill while the
+  // previous one runs); a positive delay trades latency for fuller batches.
+  absl::Duration max_queue_delay = absl::ZeroDuration();
   int max_queue_size = 1024;
 };
 

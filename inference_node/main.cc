@@ -16,7 +16,7 @@ volatile std::sig_atomic_t g_signal = 0;
 
 int main(int argc, char** argv) {
   kennel::inference::InferenceNodeOptions o;
-  int max_delay_us = 2000, torch_threads = 0;
+  int max_delay_us = 0, torch_threads = 0;
   CLI::App app(
       "kennel-inference: serves a Kennel model over gRPC (Classify, ClassifyStream) with dynamic "
       "batching, grpc.health.v1 and Prometheus metrics; takes deploys from the coordinator.");

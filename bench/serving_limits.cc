@@ -1,0 +1,160 @@
+// kennel-bench-limits: the T2 helpers that need Kennel's C++ core.
+//   make-artifact --arch small_cnn|resnet50 --out DIR   a seeded, randomly initialised artifact
+//   make-jpegs --out DIR [--count N]                     500x375 JPEGs (the dog-photo size)
+//   limits --artifact DIR (--images DIR | --fashion N) [--threads T]
+//       raw forward throughput per batch size (the best last) and preprocessing throughput
+//       alone (decode + resize + normalise) with T threads, one line each.
+#include <torch/torch.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <filesystem>
+#include <iostream>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/artifact.h"
+#include "core/dataset.h"
+#include "core/files.h"
+#include "core/image.h"
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+namespace v1 = kennel::v1;
+
+namespace {
+
+int MakeArtifact(const std::string& arch, const std::string& out) {
+  v1::ModelManifest m;
+  m.set_version(1);
+  if (arch == "small_cnn") {
+    m.set_name("fashion-bench");
+    m.mutable_model()->set_architecture(v1::SMALL_CNN);
+    m.mutable_model()->set_num_classes(10);
+    m.mutable_model()->set_in_channels(1);
+    for (int i = 0; i < 10; ++i) m.add_class_names(absl::StrCat("class ", i));
+    m.mutable_preprocess()->set_height(28);
+    m.mutable_preprocess()->set_width(28);
+    m.mutable_preprocess()->set_channels(1);
+    m.mutable_preprocess()->add_mean(0.2860f);
+    m.mutable_preprocess()->add_std(0.3530f);
+  } else {
+    m.set_name("dogs-bench");
+    m.mutable_model()->set_architecture(v1::RESNET50);
+    m.mutable_model()->set_num_classes(133);
+    m.mutable_model()->set_in_channels(3);
+    for (int i = 0; i < 133; ++i) m.add_class_names(absl::StrCat("Breed ", i + 1));
+    m.mutable_preprocess()->set_height(224);
+    m.mutable_preprocess()->set_width(224);
+    m.mutable_preprocess()->set_resize_shorter(256);
+    m.mutable_preprocess()->set_channels(3);
+    for (float v : {0.485f, 0.456f, 0.406f}) m.mutable_preprocess()->add_mean(v);
+    for (float v : {0.229f, 0.224f, 0.225f}) m.mutable_preprocess()->add_std(v);
+  }
+  torch::manual_seed(7);
+  auto model = kennel::core::CreateModel(m.model());
+  if (!model.ok()) return (std::cerr << model.status() << "\n", 1);
+  fs::remove_all(out);
+  auto s = kennel::core::WriteArtifact(out, m, **model);
+  if (!s.ok()) return (std::cerr << s << "\n", 1);
+  return 0;
+}
+
+int MakeJpegs(const std::string& out, int count) {
+  fs::create_directories(out);
+  cv::RNG rng(3);
+  for (int i = 0; i < count; ++i) {
+    cv::Mat img(375, 500, CV_8UC3);
+    // Smooth colour fields with some texture: compresses like a photo, not like noise.
+    cv::Mat small(15, 20, CV_8UC3);
+    rng.fill(small, cv::RNG::UNIFORM, 0, 255);
+    cv::resize(small, img, img.size(), 0, 0, cv::INTER_CUBIC);
+    cv::Mat noise(img.size(), CV_8UC3);
+    rng.fill(noise, cv::RNG::NORMAL, 0, 12);
+    img += noise;
+    cv::imwrite(absl::StrFormat("%s/%04d.jpg", out, i), img, {cv::IMWRITE_JPEG_QUALITY, 90});
+  }
+  return 0;
+}
+
+int Limits(const std::string& artifact, const std::string& images_dir, int fashion, int threads) {
+  auto loaded = kennel::core::LoadArtifact(artifact);
+  if (!loaded.ok()) return (std::cerr << loaded.status() << "\n", 1);
+  const auto& spec = loaded->manifest.preprocess();
+  std::vector<std::string> payloads;
+  if (!images_dir.empty()) {
+    for (const auto& e : fs::directory_iterator(images_dir)) payloads.push_back(*kennel::core::ReadFile(e.path().string()));
+  } else {
+    auto index = *kennel::core::IndexFashionMnist(kennel::core::kDebianFashionMnistRoot, "test");
+    auto reader = *kennel::core::DatasetReader::Create(index, kennel::core::kDebianFashionMnistRoot);
+    for (int i = 0; i < fashion; ++i) {
+      std::vector<uchar> buf;
+      cv::imencode(".png", *reader->Load(i, 1), buf);
+      payloads.emplace_back(buf.begin(), buf.end());
+    }
+  }
+  torch::set_num_threads(threads);
+  c10::InferenceMode guard;
+  const bool big = spec.height() > 64;
+  double best = 0;
+  int best_batch = 0;
+  for (int batch : big ? std::vector<int>{1, 4, 8, 16} : std::vector<int>{1, 8, 16, 32, 64, 128}) {
+    torch::Tensor x = torch::randn({batch, spec.channels(), spec.height(), spec.width()});
+    loaded->model->forward(x);  // Warm-up.
+    const int reps = big ? std::max(2, 24 / batch) : std::max(20, 4096 / batch);
+    const auto t0 = Clock::now();
+    for (int r = 0; r < reps; ++r) loaded->model->forward(x);
+    const double ips = reps * batch / std::chrono::duration<double>(Clock::now() - t0).count();
+    std::cout << absl::StrFormat("model batch %d: %.1f images/s\n", batch, ips);
+    if (ips > best) {
+      best = ips;
+      best_batch = batch;
+    }
+  }
+  std::cout << absl::StrFormat("model best: %.1f images/s at batch %d (%d torch threads)\n", best, best_batch, threads);
+  std::atomic<int64_t> next{0};
+  const int64_t total = big ? 400 : 20000;
+  std::vector<std::thread> workers;
+  const auto t0 = Clock::now();
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&] {
+      std::vector<float> out(static_cast<size_t>(kennel::core::PreprocessedSize(spec)));
+      for (int64_t i; (i = next++) < total;) {
+        auto img = kennel::core::DecodeImage(payloads[static_cast<size_t>(i) % payloads.size()], spec.channels(), {},
+                                             kennel::core::DecodeHint(spec));
+        if (img.ok()) (void)kennel::core::PreprocessInto(*img, spec, out.data());
+      }
+    });
+  }
+  for (auto& w : workers) w.join();
+  std::cout << absl::StrFormat("preprocess: %.1f images/s (%d threads)\n",
+                               total / std::chrono::duration<double>(Clock::now() - t0).count(), threads);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app("kennel-bench-limits: helpers for bench/t2_serving.py");
+  app.require_subcommand(1);
+  std::string arch = "small_cnn", out, artifact, images;
+  int count = 64, fashion = 2000, threads = 2;
+  auto* make = app.add_subcommand("make-artifact", "Write a seeded random artifact");
+  make->add_option("--arch", arch)->check(CLI::IsMember({"small_cnn", "resnet50"}));
+  make->add_option("--out", out)->required();
+  auto* jpegs = app.add_subcommand("make-jpegs", "Write 500x375 JPEGs");
+  jpegs->add_option("--out", out)->required();
+  jpegs->add_option("--count", count);
+  auto* limits = app.add_subcommand("limits", "Raw model and preprocessing throughput");
+  limits->add_option("--artifact", artifact)->required();
+  limits->add_option("--images", images);
+  limits->add_option("--fashion", fashion);
+  limits->add_option("--threads", threads);
+  CLI11_PARSE(app, argc, argv);
+  if (make->parsed()) return MakeArtifact(arch, out);
+  if (jpegs->parsed()) return MakeJpegs(out, count);
+  return Limits(artifact, images, fashion, threads);
+}
