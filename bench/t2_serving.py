@@ -85,12 +85,13 @@ def one_model(name, args, work):
 
     small = name == "small_cnn"
     conc = 16 if small else 4
-    # Kennel: one instance using both cores for the forward, preprocessing on one thread
-    # (small images) or two (JPEG decode), batches up to 32 (small: the raw model's best) / 8.
+    # Kennel, same 2-thread budget: small CNN: one instance with 2 torch threads, batches up to
+    # 32 (the raw model's best), one preprocessing thread. ResNet-50 (batch 1 is fastest on
+    # this CPU): two instances of one thread each, two JPEG preprocessing threads.
     node_cmd = [f"{build}/inference_node/kennel-inference", "--listen", "127.0.0.1:0", "--metrics_port", "-1",
-                "--model_dir", artifact, "--instances", "1", "--torch_threads", "2",
-                "--max_batch", "32" if small else "8", "--max_delay_us", "0" if small else "20000",
-                "--preprocess_threads", "1" if small else "2", "--queue", "4096"]
+                "--model_dir", artifact, "--instances", "1" if small else "2",
+                "--torch_threads", "2" if small else "1", "--max_batch", "32" if small else "1",
+                "--max_delay_us", "0", "--preprocess_threads", "1" if small else "2", "--queue", "4096"]
     stubs = os.path.join(work, "stubs")
     if not os.path.exists(stubs):
         os.makedirs(stubs)

@@ -11,6 +11,10 @@
 #include "core/artifact.h"
 #include "core/dataset.h"
 #include "core/image.h"
+#include "core/weights.h"
+
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
 #include "core/subprocess.h"
 
 namespace kennel {
@@ -160,6 +164,86 @@ TEST_F(TrainingClusterTest, LostTrainerIsReplacedAndTheJobResumesFromItsCheckpoi
   for (const auto& n : status["nodes"]) {
     if (n["name"] == "trainer-b") EXPECT_EQ(n["state"], "DEAD");
   }
+}
+
+// The dog-breed path on a small generated folder in the dogImages layout: torchvision
+// ResNet-18 weights (from Debian's torchvision, see tests/fixtures), the seed's MLP head on a
+// frozen backbone, two trainers; then a deploy through the coordinator to an inference node
+// and classification of the test split with kennelctl classify.
+TEST_F(TrainingClusterTest, DogImagesFolderTransferLearningDeployAndClassify) {
+  const std::filesystem::path dogs = dir_ / "dogImages";
+  const char* breeds[] = {"001.Affenpinscher", "002.Afghan_hound", "003.Airedale_terrier"};
+  const cv::Scalar colours[] = {{30, 30, 220}, {40, 200, 40}, {210, 60, 30}};
+  int n = 0;
+  for (const auto& [split, count] : std::vector<std::pair<std::string, int>>{{"train", 16}, {"valid", 4}, {"test", 4}}) {
+    for (int b = 0; b < 3; ++b) {
+      std::filesystem::create_directories(dogs / split / breeds[b]);
+      for (int i = 0; i < count; ++i) {
+        cv::Mat img(90, 120, CV_8UC3, colours[b]);
+        cv::Mat noise(img.size(), CV_8UC3);
+        cv::randn(noise, 0, 25);
+        img += noise;
+        cv::imwrite((dogs / split / breeds[b] / absl::StrCat("img_", n++, ".jpg")).string(), img);
+      }
+    }
+  }
+  const std::string weights = std::string(std::getenv("KENNEL_FIXTURE_DIR")) + "/resnet18.pth";
+  auto a = StartTrainer("trainer-a");
+  auto b = StartTrainer("trainer-b");
+  auto inference = Process::Start({BuildDir() + "/inference_node/kennel-inference", "--coordinator", address_,
+                                   "--name", "inference-1", "--listen", "127.0.0.1:0", "--cache_dir",
+                                   (dir_ / "cache").string()},
+                                  (dir_ / "inference.log").string());
+  ASSERT_TRUE(inference.ok());
+  auto line = (*inference)->WaitForLine("listening on port ", absl::Seconds(30));
+  ASSERT_TRUE(line.ok()) << line.status();
+  const std::string rest = line->substr(line->find("port ") + 5);
+  const std::string server = absl::StrCat("127.0.0.1:", rest.substr(0, rest.find(' ')));
+  WaitForIdleTrainers(2);
+  auto [code, job] = Ctl({"train", "--name", "dogs", "--dataset", dogs.string(), "--arch", "resnet18",
+                          "--head", "mlp", "--init-weights", weights, "--freeze-backbone", "--image-size", "64",
+                          "--resize-shorter", "72", "--epochs", "3", "--batch-size", "8", "--lr", "0.01", "--wait"});
+  ASSERT_EQ(code, 0) << job.dump(2) << coordinator_->Log();
+  EXPECT_EQ(job["spec"]["model"]["num_classes"], 3);
+  EXPECT_EQ(job["rank_param_digests"][0], job["rank_param_digests"][1]);
+  auto loaded = core::LoadArtifact((dir_ / "coord/artifacts/models/dogs/1").string());
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->manifest.class_names(1), "Afghan hound");
+  EXPECT_EQ(loaded->manifest.lineage().init_weights(), weights);
+  // The frozen backbone is torchvision's, unchanged by training.
+  auto source = *core::ReadWeightsFile(weights);
+  EXPECT_TRUE(torch::equal(loaded->model->named_parameters()["layer3.0.conv1.weight"], source["layer3.0.conv1.weight"]));
+
+  auto [deploy_code, deployed] = Ctl({"deploy", "dogs"});
+  ASSERT_EQ(deploy_code, 0) << deployed.dump(2);
+  EXPECT_EQ(deployed["results"][0]["node"], "inference-1");
+  EXPECT_EQ(deployed["results"][0]["ok"], true);
+  auto [status_code, status] = Ctl({"status"});
+  bool listed = false;
+  for (const auto& node : status["nodes"]) {
+    if (node["name"] == "inference-1") {
+      listed = true;
+      EXPECT_EQ(node["role"], "INFERENCE");
+      EXPECT_EQ(node.value("model", ""), "dogs:1");
+    }
+  }
+  EXPECT_TRUE(listed);
+  auto result = core::RunCommand({BuildDir() + "/cli/kennelctl", "-o", "json", "classify", "-s", server, "-k", "1",
+                                  (dogs / "test").string()}, absl::Minutes(2), ::testing::TempDir());
+  ASSERT_TRUE(result.ok());
+  ASSERT_EQ(result->first, 0) << result->second;
+  auto classified = nlohmann::json::parse(result->second);
+  ASSERT_EQ(classified.size(), 12u);
+  int correct = 0;
+  for (const auto& r : classified) {
+    const std::string file = r["file"];
+    const std::string label = r["predictions"][0]["label"];
+    EXPECT_EQ(r["model_name"], "dogs");
+    correct += (file.find("Afghan_hound") != std::string::npos && label == "Afghan hound") ||
+               (file.find("Affenpinscher") != std::string::npos && label == "Affenpinscher") ||
+               (file.find("Airedale") != std::string::npos && label == "Airedale terrier");
+  }
+  EXPECT_GE(correct, 8);  // Solid colours per class: far above chance (4 of 12).
 }
 
 TEST_F(TrainingClusterTest, BadSpecsAreRefusedWithClearErrors) {
