@@ -53,6 +53,13 @@ struct State {
     sent.fetch_add(1);
     return i;
   }
+  v1::ClassifyRequest Request(int64_t i) const {
+    v1::ClassifyRequest request;
+    request.set_request_id(std::to_string(i));
+    request.set_image(payload(i % payload_count));
+    request.set_top_k(options.top_k);
+    return request;
+  }
   void Record(int64_t i, absl::Time sent_at, const grpc::Status& rpc, const v1::ClassifyResponse& r) {
     const int code = !rpc.ok() ? rpc.error_code() : r.error_code();
     const double ms = absl::ToDoubleMilliseconds(absl::Now() - sent_at);
@@ -72,10 +79,7 @@ void UnaryWorker(State& s, v1::Inference::Stub& stub) {
     absl::Time scheduled;
     const int64_t i = s.Claim(&scheduled);
     if (i < 0) return;
-    v1::ClassifyRequest request;
-    request.set_request_id(std::to_string(i));
-    request.set_image(s.payload(i % s.payload_count));
-    request.set_top_k(s.options.top_k);
+    const v1::ClassifyRequest request = s.Request(i);
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(s.options.deadline));
     v1::ClassifyResponse response;
@@ -121,10 +125,7 @@ void StreamWorker(State& s, v1::Inference::Stub& stub) {
     absl::Time scheduled;
     const int64_t i = s.Claim(&scheduled);
     if (i < 0) break;
-    v1::ClassifyRequest request;
-    request.set_request_id(std::to_string(i));
-    request.set_image(s.payload(i % s.payload_count));
-    request.set_top_k(s.options.top_k);
+    const v1::ClassifyRequest request = s.Request(i);
     {
       absl::MutexLock lock(&mu);
       pending[i] = scheduled;

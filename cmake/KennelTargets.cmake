@@ -21,17 +21,15 @@ function(kennel_use_torch_pch target)
   target_precompile_headers(${target} REUSE_FROM kennel_core)
 endfunction()
 
-# kennel_test(name SOURCES... [LIBS ...]): a GoogleTest binary registered with ctest.
+# kennel_test(name SOURCES ... LIBS ... [PROPERTIES ...]): a GoogleTest binary (reusing the
+# torch PCH) registered with ctest per test case, run from the build folder. (ctest keeps only
+# the first of several ENVIRONMENT entries passed this way: tests read at most one variable.)
 function(kennel_test name)
-  cmake_parse_arguments(ARG "TORCH" "" "SOURCES;LIBS;LABELS" ${ARGN})
+  cmake_parse_arguments(ARG "" "" "SOURCES;LIBS;PROPERTIES" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
   target_link_libraries(${name} PRIVATE ${ARG_LIBS} GTest::gtest GTest::gtest_main)
   kennel_target_defaults(${name})
-  if(ARG_TORCH)
-    kennel_use_torch_pch(${name})
-  endif()
-  gtest_discover_tests(${name}
-    WORKING_DIRECTORY ${PROJECT_BINARY_DIR}
-    PROPERTIES LABELS "${ARG_LABELS}" ENVIRONMENT "OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1"
-    DISCOVERY_TIMEOUT 60)
+  kennel_use_torch_pch(${name})
+  gtest_discover_tests(${name} WORKING_DIRECTORY ${PROJECT_BINARY_DIR} DISCOVERY_TIMEOUT 120
+    PROPERTIES ${ARG_PROPERTIES})
 endfunction()

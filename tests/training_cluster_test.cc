@@ -187,7 +187,8 @@ TEST_F(TrainingClusterTest, DogImagesFolderTransferLearningDeployAndClassify) {
       }
     }
   }
-  const std::string weights = std::string(std::getenv("KENNEL_FIXTURE_DIR")) + "/resnet18.pth";
+  // Made by the ctest fixture (tests/fixtures/make_torchvision_fixtures.py).
+  const std::string weights = BuildDir() + "/testdata/resnet18.pth";
   auto a = StartTrainer("trainer-a");
   auto b = StartTrainer("trainer-b");
   auto inference = Process::Start({BuildDir() + "/inference_node/kennel-inference", "--coordinator", address_,
