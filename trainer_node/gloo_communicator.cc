@@ -8,6 +8,8 @@
 #include <gloo/rendezvous/store.h>
 #include <gloo/transport/tcp/device.h>
 
+#include <csignal>
+#include <mutex>
 #include <stdexcept>
 
 #include "absl/strings/str_cat.h"
@@ -123,8 +125,22 @@ class GlooCommunicator : public Communicator {
 
 }  // namespace
 
+// Gloo writes to peer sockets with plain write(): a peer that died would kill this process
+// with SIGPIPE instead of failing the collective. Every user of this backend needs SIGPIPE
+// ignored, so it is done once here (only while it still has its default action).
+void IgnoreSigpipe() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction current {};
+    if (::sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) {
+      ::signal(SIGPIPE, SIG_IGN);
+    }
+  });
+}
+
 absl::StatusOr<std::unique_ptr<Communicator>> CreateGlooCommunicator(
     const CommunicatorOptions& options) {
+  IgnoreSigpipe();
   if (options.world_size < 1 || options.rank < 0 || options.rank >= options.world_size) {
     return absl::InvalidArgumentError(
         absl::StrCat("rank ", options.rank, " is not in a world of size ", options.world_size));
