@@ -2,6 +2,8 @@
 // SIGINT/SIGTERM.
 #include <glog/logging.h>
 
+#include "core/process_setup.h"
+
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <iostream>
@@ -34,6 +36,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   options.cluster.heartbeat_timeout = absl::Seconds(heartbeat_timeout_s);
 
+  kennel::core::TuneAllocator();
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
   auto coordinator = kennel::coordinator::Coordinator::Create(options);

@@ -7,8 +7,9 @@
 namespace kennel::inference {
 
 DynamicBatcher::DynamicBatcher(BatcherOptions options, BatchModel* model, Clock* clock,
-                               BatchObserver observer)
-    : options_(options), model_(model), clock_(clock), observer_(std::move(observer)) {
+                               BatchObserver observer, CompletionExecutor completions)
+    : options_(options), model_(model), clock_(clock), observer_(std::move(observer)),
+      completions_(std::move(completions)) {
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -88,13 +89,20 @@ void DynamicBatcher::RunBatch(std::vector<Queued> batch) {
   absl::StatusOr<torch::Tensor> out = model_->Run(torch::stack(inputs));
   const absl::Time end = clock_->Now();
   if (observer_) observer_(static_cast<int>(live.size()), end - start);
-  for (size_t i = 0; i < live.size(); ++i) {
-    if (!out.ok()) {
-      live[i].item.done(out.status());
-      continue;
+  auto complete = [live = std::move(live), out = std::move(out), start, end]() mutable {
+    for (size_t i = 0; i < live.size(); ++i) {
+      if (!out.ok()) {
+        live[i].item.done(out.status());
+        continue;
+      }
+      live[i].item.done(BatchResult{(*out)[static_cast<int64_t>(i)], static_cast<int>(live.size()),
+                                    start - live[i].enqueued, end - start});
     }
-    live[i].item.done(BatchResult{(*out)[static_cast<int64_t>(i)], static_cast<int>(live.size()),
-                                  start - live[i].enqueued, end - start});
+  };
+  if (completions_) {
+    completions_(std::move(complete));
+  } else {
+    complete();
   }
 }
 

@@ -5,7 +5,7 @@
 // model. One batcher per model instance; it owns one thread.
 //
 // Enqueue never blocks (RESOURCE_EXHAUSTED when full). Completion callbacks run on the
-// batcher thread and must not block. The destructor answers everything still queued (runs
+// CompletionExecutor (or the batcher thread) and must not block. The destructor answers everything still queued (runs
 // it) and joins.
 #ifndef KENNEL_INFERENCE_NODE_BATCHER_H_
 #define KENNEL_INFERENCE_NODE_BATCHER_H_
@@ -66,9 +66,14 @@ struct BatcherOptions {
 // Told about every batch formed (metrics). Called on the batcher thread.
 using BatchObserver = std::function<void(int batch_size, absl::Duration inference_time)>;
 
+// Runs a batch's completion callbacks elsewhere, so the batcher thread can start the next
+// batch while responses are built and written. Null: callbacks run on the batcher thread.
+using CompletionExecutor = std::function<void(std::function<void()>)>;
+
 class DynamicBatcher {
  public:
-  DynamicBatcher(BatcherOptions options, BatchModel* model, Clock* clock, BatchObserver observer = nullptr);
+  DynamicBatcher(BatcherOptions options, BatchModel* model, Clock* clock, BatchObserver observer = nullptr,
+                 CompletionExecutor completions = nullptr);
   ~DynamicBatcher();
   DynamicBatcher(const DynamicBatcher&) = delete;
   DynamicBatcher& operator=(const DynamicBatcher&) = delete;
@@ -90,6 +95,7 @@ class DynamicBatcher {
   BatchModel* const model_;
   Clock* const clock_;
   BatchObserver observer_;
+  CompletionExecutor completions_;
   absl::Mutex mu_;
   std::deque<Queued> queue_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;

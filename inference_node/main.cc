@@ -1,6 +1,8 @@
 // kennel-inference: flags -> InferenceNodeOptions -> InferenceNode::Create -> serve until
 // SIGINT/SIGTERM.
 #include <glog/logging.h>
+
+#include "core/process_setup.h"
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
@@ -46,6 +48,7 @@ int main(int argc, char** argv) {
   o.engine.model.batcher.max_queue_delay = absl::Microseconds(max_delay_us);
   o.engine.limits.max_encoded_bytes = o.max_message_bytes;
 
+  kennel::core::TuneAllocator();
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
   const int cores = static_cast<int>(std::thread::hardware_concurrency());

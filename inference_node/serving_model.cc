@@ -48,8 +48,13 @@ absl::StatusOr<std::shared_ptr<ServingModel>> ServingModel::Load(const std::stri
     out->models_.push_back(std::move(model));
   }
   out->warmup_ = absl::Now() - start;
+  out->completions_ = std::make_unique<ThreadPool>(options.instances, 1 << 20);
+  ThreadPool* pool = out->completions_.get();
+  auto post = [pool](std::function<void()> task) {
+    if (!pool->TrySubmit(task)) task();  // Never drop a completion.
+  };
   for (auto& model : out->models_) {
-    out->batchers_.push_back(std::make_unique<DynamicBatcher>(options.batcher, model.get(), clock, observer));
+    out->batchers_.push_back(std::make_unique<DynamicBatcher>(options.batcher, model.get(), clock, observer, post));
   }
   return out;
 }

@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "core/models.h"
 #include "inference_node/batcher.h"
+#include "inference_node/thread_pool.h"
 #include "kennel/v1/model.pb.h"
 
 namespace kennel::inference {
@@ -42,6 +43,8 @@ class ServingModel {
   kennel::v1::ModelManifest manifest_;
   ServingModelOptions options_;
   std::vector<std::unique_ptr<BatchModel>> models_;
+  // Builds and sends responses off the batcher threads; outlives the batchers, which post to it.
+  std::unique_ptr<ThreadPool> completions_;
   std::vector<std::unique_ptr<DynamicBatcher>> batchers_;  // Destroyed first (declared last).
   absl::Duration warmup_;
 };

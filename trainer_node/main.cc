@@ -2,6 +2,8 @@
 // SIGINT/SIGTERM.
 #include <glog/logging.h>
 
+#include "core/process_setup.h"
+
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <iostream>
@@ -28,6 +30,7 @@ int main(int argc, char** argv) {
   app.add_option("--work_dir", options.work_dir, "Scratch folder for transfers")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
+  kennel::core::TuneAllocator();
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
   auto node = kennel::trainer::TrainerNode::Create(options);

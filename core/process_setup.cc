@@ -1,0 +1,12 @@
+#include "core/process_setup.h"
+
+#include <malloc.h>
+
+namespace kennel::core {
+
+void TuneAllocator() {
+  mallopt(M_MMAP_THRESHOLD, 512 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+}
+
+}  // namespace kennel::core
