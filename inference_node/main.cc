@@ -30,8 +30,11 @@ int main(int argc, char** argv) {
   app.add_option("--model_dir", o.model_dir, "Serve this local artifact folder at start");
   app.add_option("--model", o.model, "Serve name[:version] from the coordinator at start");
   app.add_option("--cache_dir", o.cache_dir, "Where downloaded artifacts are kept")->capture_default_str();
-  app.add_option("--instances", o.engine.model.instances, "Model instances, each with its own batcher")
-      ->check(CLI::Range(1, 64))->capture_default_str();
+  int instances = 0;
+  app.add_option("--instances", instances,
+                 "Model instances, each with its own batcher and weights (0: min(4, cores); on CPUs "
+                 "several single-thread instances beat one multi-thread forward)")
+      ->check(CLI::Range(0, 64))->capture_default_str();
   app.add_option("--max_batch", o.engine.model.batcher.max_batch_size, "Largest batch the batcher forms")
       ->check(CLI::Range(1, 4096))->capture_default_str();
   app.add_option("--max_delay_us", max_delay_us, "Longest a request waits for a batch to fill")
@@ -51,7 +54,8 @@ int main(int argc, char** argv) {
   kennel::core::TuneAllocator();
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
-  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  o.engine.model.instances = instances > 0 ? instances : std::min(4, cores);
   torch::set_num_threads(torch_threads > 0 ? torch_threads : std::max(1, cores / o.engine.model.instances));
   auto node = kennel::inference::InferenceNode::Create(o);
   if (!node.ok()) {
