@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "core/files.h"
-#include "core/testing_paths.h"
+#include "core/testing/paths.h"
 
 namespace kennel::core {
 namespace {

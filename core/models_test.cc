@@ -6,7 +6,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "core/testing_paths.h"
+#include "core/testing/paths.h"
 
 namespace kennel::core {
 namespace {

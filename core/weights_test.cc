@@ -7,7 +7,7 @@
 
 #include "core/files.h"
 #include "core/models.h"
-#include "core/testing_paths.h"
+#include "core/testing/paths.h"
 
 namespace kennel::core {
 namespace {
