@@ -219,8 +219,10 @@ TEST_F(ServingTest, FullQueueIsResourceExhaustedAndExpiredRequestsDeadlineExceed
 TEST_F(ServingTest, DeployUnderLoadLosesNoRequest) {
   Start({});
   // Four clients stream rounds of 100 requests until they have finished a round that began
-  // after the deploy returned, so the swap happens while requests are in flight.
+  // after the deploy returned; the deploy starts once version 1 has answered, so the swap
+  // happens while requests are in flight, however fast or slow the machine.
   std::atomic<bool> deployed{false};
+  std::atomic<int> v1_answers{0};
   std::vector<std::vector<v1::ClassifyResponse>> results(4);
   std::vector<std::thread> clients;
   for (int c = 0; c < 4; ++c) {
@@ -236,12 +238,13 @@ TEST_F(ServingTest, DeployUnderLoadLosesNoRequest) {
         for (auto& [id, rs] : responses) {
           EXPECT_EQ(rs.size(), 1u) << id;
           results[c].insert(results[c].end(), rs.begin(), rs.end());
+          for (const auto& r : rs) v1_answers += r.model_version() == 1;
         }
         if (last) break;
       }
     });
   }
-  absl::SleepFor(absl::Milliseconds(100));
+  while (v1_answers == 0) absl::SleepFor(absl::Milliseconds(1));
   ASSERT_TRUE(node_->DeployLocal(v2_).ok());
   deployed = true;
   for (auto& t : clients) t.join();
