@@ -47,7 +47,9 @@ install_deps() {
   log "installing ${#missing[@]} missing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
-  apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # With recommends: a fresh machine then gets what these packages expect beside them (as the
+  # machine this was tested on did).
+  apt-get install -y -q "${missing[@]}"
 }
 
 build() {
