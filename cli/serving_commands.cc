@@ -6,7 +6,6 @@
 #include <iostream>
 #include <opencv2/imgcodecs.hpp>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -44,11 +43,6 @@ int Deploy(const GlobalOptions& global, const std::string& name, int64_t version
   return all_ok ? kExitOk : kExitFailed;
 }
 
-bool IsImage(const fs::path& p) {
-  std::string ext = absl::AsciiStrToLower(p.extension().string());
-  return ext == ".jpg" || ext == ".jpeg" || ext == ".png";
-}
-
 int Classify(const GlobalOptions& global, const std::string& server, const std::vector<std::string>& inputs,
              int top_k) {
   std::vector<std::string> files;
@@ -56,7 +50,7 @@ int Classify(const GlobalOptions& global, const std::string& server, const std::
     std::error_code ec;
     if (fs::is_directory(in, ec)) {
       for (const auto& e : fs::recursive_directory_iterator(in, ec)) {
-        if (e.is_regular_file() && IsImage(e.path())) files.push_back(e.path().string());
+        if (e.is_regular_file() && core::HasImageExtension(e.path().string())) files.push_back(e.path().string());
       }
     } else {
       files.push_back(in);
@@ -129,7 +123,7 @@ int Bench(const GlobalOptions& global, const BenchFlags& f) {
   if (!f.images.empty()) {
     std::error_code ec;
     for (const auto& e : fs::recursive_directory_iterator(f.images, ec)) {
-      if (!e.is_regular_file() || !IsImage(e.path())) continue;
+      if (!e.is_regular_file() || !core::HasImageExtension(e.path().string())) continue;
       auto b = core::ReadFile(e.path().string(), int64_t{1} << 30);
       if (!b.ok()) return Fail(b.status());
       payloads.push_back(*std::move(b));

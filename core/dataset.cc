@@ -49,12 +49,6 @@ ClassFolder ParseClassFolder(const std::string& folder) {
   return out;
 }
 
-bool HasImageExtension(const fs::path& p) {
-  std::string ext = p.extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
-  return ext == ".jpg" || ext == ".jpeg" || ext == ".png";
-}
-
 // Reads a whole file through zlib, which passes uncompressed files through unchanged.
 // At most `limit` bytes are read.
 absl::StatusOr<std::string> ReadMaybeGzip(const std::string& path, size_t limit) {
@@ -124,6 +118,12 @@ absl::StatusOr<std::string> FindIdx(const std::string& root, const std::string& 
 
 }  // namespace
 
+bool HasImageExtension(const std::string& path) {
+  std::string ext = fs::path(path).extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  return ext == ".jpg" || ext == ".jpeg" || ext == ".png";
+}
+
 void Fingerprint(DatasetIndex& index) {
   std::string buf = absl::StrCat(static_cast<int>(index.format()), "\n");
   for (const auto& name : index.class_names()) absl::StrAppend(&buf, name, "\n");
@@ -179,7 +179,7 @@ absl::StatusOr<DatasetIndex> IndexImageFolder(const std::string& root, const std
     for (const auto& file : files) {
       const std::string rel = fs::relative(file, root, ec).string();
       absl::Status status;
-      if (!HasImageExtension(file)) {
+      if (!HasImageExtension(file.string())) {
         status = absl::InvalidArgumentError("not a .jpg/.jpeg/.png file");
       } else {
         auto head = ReadFilePrefix(file.string(), 1 << 16);

@@ -31,6 +31,9 @@ absl::StatusOr<kennel::v1::DatasetIndex> IndexImageFolder(const std::string& roo
 absl::StatusOr<kennel::v1::DatasetIndex> IndexFashionMnist(const std::string& root,
                                                            const std::string& split);
 
+// True for .jpg, .jpeg and .png (any case): the files Kennel reads as images.
+bool HasImageExtension(const std::string& path);
+
 // Sets index.fingerprint from its contents.
 void Fingerprint(kennel::v1::DatasetIndex& index);
 

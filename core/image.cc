@@ -23,13 +23,13 @@ absl::Status Invalid(absl::string_view what) {
   return absl::InvalidArgumentError(std::string(what));
 }
 
-struct JpegLayout {
+struct Header {  // What the header says; scan_start only for JPEGs.
   ImageInfo info;
   size_t scan_start = 0;  // First byte after the SOS header.
 };
 
-absl::StatusOr<JpegLayout> ProbeJpeg(absl::string_view b) {
-  JpegLayout out;
+absl::StatusOr<Header> ProbeJpeg(absl::string_view b) {
+  Header out;
   out.info.format = ImageFormat::kJpeg;
   bool have_frame = false;
   size_t pos = 2;
@@ -146,16 +146,22 @@ cv::Mat ResizeTo(const cv::Mat& image, int width, int height, int interpolation)
   return out;
 }
 
+// The header of either format; for JPEGs also where the scan data starts.
+absl::StatusOr<Header> Probe(absl::string_view bytes) {
+  if (bytes.empty()) return Invalid("empty image: no bytes");
+  if (bytes.size() >= 3 && bytes.substr(0, 2) == "\xFF\xD8") return ProbeJpeg(bytes);
+  if (bytes.size() >= 8 && bytes.substr(0, 8) == "\x89PNG\r\n\x1A\n") {
+    ASSIGN_OR_RETURN(ImageInfo info, ProbePng(bytes));
+    return Header{info, 0};
+  }
+  return Invalid("not a JPEG or PNG image (unrecognised leading bytes)");
+}
+
 }  // namespace
 
 absl::StatusOr<ImageInfo> ProbeImage(absl::string_view bytes) {
-  if (bytes.empty()) return Invalid("empty image: no bytes");
-  if (bytes.size() >= 3 && bytes.substr(0, 2) == "\xFF\xD8") {
-    ASSIGN_OR_RETURN(JpegLayout layout, ProbeJpeg(bytes));
-    return layout.info;
-  }
-  if (bytes.size() >= 8 && bytes.substr(0, 8) == "\x89PNG\r\n\x1A\n") return ProbePng(bytes);
-  return Invalid("not a JPEG or PNG image (unrecognised leading bytes)");
+  ASSIGN_OR_RETURN(Header layout, Probe(bytes));
+  return layout.info;
 }
 
 absl::StatusOr<cv::Mat> DecodeImage(absl::string_view bytes, int channels,
@@ -167,12 +173,12 @@ absl::StatusOr<cv::Mat> DecodeImage(absl::string_view bytes, int channels,
     return Invalid(absl::StrCat("encoded image is ", bytes.size(), " bytes, over the limit of ",
                                 limits.max_encoded_bytes));
   }
-  ASSIGN_OR_RETURN(ImageInfo info, ProbeImage(bytes));
+  ASSIGN_OR_RETURN(Header layout, Probe(bytes));
+  const ImageInfo& info = layout.info;
   RETURN_IF_ERROR(CheckLimits(info, limits));
   // Entropy-coded JPEG data never holds FF D9 except as the end marker, so its absence after
   // the scan header means the file was cut short. A PNG ends with an IEND chunk.
   if (info.format == ImageFormat::kJpeg) {
-    ASSIGN_OR_RETURN(JpegLayout layout, ProbeJpeg(bytes));
     if (bytes.find("\xFF\xD9", layout.scan_start) == absl::string_view::npos) {
       return Invalid("truncated JPEG: no end-of-image marker");
     }

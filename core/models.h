@@ -33,7 +33,6 @@ class Classifier : public torch::nn::Module {
   // Stops gradients into the backbone and keeps its batch-norm layers in eval mode even when
   // the model is put in training mode, so a frozen backbone is really frozen.
   void FreezeBackbone();
-  bool backbone_frozen() const { return backbone_frozen_; }
 
   void train(bool on = true) override;
 

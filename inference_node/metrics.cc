@@ -9,13 +9,6 @@ std::vector<double> LatencyBounds() {
   return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
 }
 
-const char* CodeName(int code) {
-  static const char* kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
-                                 "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-                                 "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
-                                 "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
-  return kNames[code];
-}
 
 }  // namespace
 
@@ -79,7 +72,8 @@ std::string Metrics::Render() {
   out += "# TYPE kennel_requests_total counter\n";
   for (int c = 0; c < kCodes; ++c) {
     const int64_t n = requests_[c].load(std::memory_order_relaxed);
-    if (n > 0 || c == 0) absl::StrAppend(&out, "kennel_requests_total{code=\"", CodeName(c), "\"} ", n, "\n");
+    if (n > 0 || c == 0) absl::StrAppend(&out, "kennel_requests_total{code=\"",
+                                     absl::StatusCodeToString(static_cast<absl::StatusCode>(c)), "\"} ", n, "\n");
   }
   out += "# HELP kennel_stage_seconds Server-side latency by stage.\n# TYPE kennel_stage_seconds histogram\n";
   queue_.Render("kennel_stage_seconds", "stage=\"queue\"", &out);

@@ -45,7 +45,6 @@ int MissingRankFromMessage(absl::string_view message) {
 }
 
 #ifndef KENNEL_WITH_NCCL
-bool NcclAvailable() { return false; }
 absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(const CommunicatorOptions&) {
   return absl::UnimplementedError(
       "this trainer was built without NCCL (needs a CUDA LibTorch and NCCL at build time); "

@@ -48,8 +48,6 @@ struct CommunicatorOptions {
 absl::StatusOr<std::unique_ptr<Communicator>> CreateGlooCommunicator(
     const CommunicatorOptions& options);
 
-// True when this binary was built with the NCCL backend.
-bool NcclAvailable();
 // NCCL group on the current CUDA device; UNIMPLEMENTED when built without NCCL.
 absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(
     const CommunicatorOptions& options);

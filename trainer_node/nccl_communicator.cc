@@ -92,8 +92,6 @@ class NcclCommunicator : public Communicator {
 
 }  // namespace
 
-bool NcclAvailable() { return true; }
-
 absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(const CommunicatorOptions& options) {
   if (options.world_size < 1 || options.rank < 0 || options.rank >= options.world_size) {
     return absl::InvalidArgumentError(absl::StrCat("rank ", options.rank, " is not in a world of size ", options.world_size));

@@ -215,7 +215,8 @@ absl::StatusOr<TrainingResult> TrainImpl(const TrainingRun& run) {
       optimizer->step();
 
       const int64_t n = batch.labels.size(0);
-      loss_sum += loss.item<double>() * static_cast<double>(n);
+      const double step_loss = loss.item<double>();
+      loss_sum += step_loss * static_cast<double>(n);
       loss_count += static_cast<double>(n);
       window_images += n * run.world_size;
       epoch_images += n * run.world_size;
@@ -229,7 +230,7 @@ absl::StatusOr<TrainingResult> TrainImpl(const TrainingRun& run) {
         m.set_step(step + 1);
         m.set_steps_per_epoch(steps_per_epoch);
         m.set_global_step(global_step + 1);
-        m.set_loss(loss.item<double>());
+        m.set_loss(step_loss);
         m.set_images_per_second(static_cast<double>(window_images) / Seconds(now - window_start));
         m.set_learning_rate(lr);
         run.on_step(m);
