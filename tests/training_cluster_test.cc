@@ -162,7 +162,9 @@ TEST_F(TrainingClusterTest, LostTrainerIsReplacedAndTheJobResumesFromItsCheckpoi
   EXPECT_NE(coordinator_->Log().find("resuming"), std::string::npos);
   auto [sc, status] = Ctl({"status"});
   for (const auto& n : status["nodes"]) {
-    if (n["name"] == "trainer-b") EXPECT_EQ(n["state"], "DEAD");
+    if (n["name"] == "trainer-b") {
+      EXPECT_EQ(n["state"], "DEAD");
+    }
   }
 }
 

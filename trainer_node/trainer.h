@@ -35,11 +35,11 @@ struct TrainingRun {
   CheckpointStore* checkpoints = nullptr;  // Rank 0 saves; every rank loads when resuming.
   bool resume = false;
   const std::atomic<bool>* cancelled = nullptr;
-  std::function<void(const kennel::v1::StepMetrics&)> on_step;
-  std::function<void(const kennel::v1::EpochMetrics&)> on_epoch;
+  std::function<void(const kennel::v1::StepMetrics&)> on_step = nullptr;
+  std::function<void(const kennel::v1::EpochMetrics&)> on_epoch = nullptr;
   absl::Duration report_interval = absl::Seconds(1);
   // Called after every optimizer step with the model (diagnostics and tests).
-  std::function<void(int64_t global_step, const core::Classifier&)> after_step;
+  std::function<void(int64_t global_step, const core::Classifier&)> after_step = nullptr;
 };
 
 struct TrainingResult {
