@@ -16,6 +16,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "core/fused_ops.h"
 #include "core/torch_errors.h"
 
 namespace kennel::core {
@@ -192,8 +193,8 @@ class SmallCnn : public Classifier {
     fc_ = register_module("fc", nn::Linear(128, spec.num_classes()));
   }
   torch::Tensor forward(torch::Tensor x) override {
-    x = torch::max_pool2d(torch::relu(conv1_(x)), 2);
-    x = torch::max_pool2d(torch::relu(conv2_(x)), 2);
+    x = ReluMaxPool2x2(conv1_(x));
+    x = ReluMaxPool2x2(conv2_(x));
     x = torch::relu(fc1_(x.flatten(1)));
     return fc_(x);
   }
