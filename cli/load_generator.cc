@@ -4,6 +4,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <limits>
+#include <mutex>
 #include <thread>
 
 #include "absl/status/status.h"
@@ -84,55 +88,129 @@ void UnaryWorker(State& s, v1::Inference::Stub& stub) {
   }
 }
 
-void StreamWorker(State& s, v1::Inference::Stub& stub) {
-  grpc::ClientContext context;
-  // A counted run has no time limit; a timed one ends with the duration plus one deadline.
-  const absl::Duration limit =
-      s.options.max_requests > 0 ? absl::Hours(24) : s.end - absl::Now() + s.options.deadline;
-  context.set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(limit));
-  auto stream = stub.ClassifyStream(&context);
-  absl::Mutex mu;
-  std::map<int64_t, absl::Time> pending;  // Sent, not yet answered.
-  bool writes_done = false;
-  std::thread reader([&] {
-    v1::ClassifyResponse response;
-    while (stream->Read(&response)) {
-      const int64_t i = std::stoll(response.request_id());
-      absl::Time sent_at;
-      {
-        absl::MutexLock lock(&mu);
-        sent_at = pending[i];
-        pending.erase(i);
-      }
-      s.Record(i, sent_at, grpc::Status::OK, response);
-    }
-    absl::MutexLock lock(&mu);
-    writes_done = true;  // The stream is over either way.
-  });
-  while (true) {
-    if (s.options.rate <= 0) {  // Closed loop: at most `depth` in flight.
-      absl::MutexLock lock(&mu);
-      auto room = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-        return writes_done || static_cast<int>(pending.size()) < s.options.depth;
-      };
-      mu.Await(absl::Condition(&room));
-      if (writes_done) break;
-    }
-    absl::Time scheduled;
-    const int64_t i = s.Claim(&scheduled);
-    if (i < 0) break;
-    const v1::ClassifyRequest request = s.Request(i);
-    {
-      absl::MutexLock lock(&mu);
-      pending[i] = scheduled;
-    }
-    if (!stream->Write(request)) break;
+// One ClassifyStream on gRPC's callback API: responses are handled in reactions on gRPC's own
+// threads, so a message costs no thread hand-off (the sync API's reader and writer threads
+// per stream spent most of the generator's CPU in context switches, CPU the server lacked).
+// Closed loop: `depth` requests at once, then one more per response. Open loop: Run() paces
+// the sends. gRPC allows one write in flight, so requests wait in `queue_` for their turn.
+class StreamClient : public grpc::ClientBidiReactor<v1::ClassifyRequest, v1::ClassifyResponse> {
+ public:
+  StreamClient(State& s, v1::Inference::Stub& stub) : s_(s) {
+    // A counted run has no time limit; a timed one ends with the duration plus one deadline.
+    const absl::Duration limit =
+        s.options.max_requests > 0 ? absl::Hours(24) : s.end - absl::Now() + s.options.deadline;
+    context_.set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(limit));
+    stub.async()->ClassifyStream(&context_, this);
+    AddHold();  // Run() starts operations from outside reactions until it releases this.
+    StartRead(&response_);
+    StartCall();
   }
-  stream->WritesDone();
-  reader.join();
-  grpc::Status status = stream->Finish();
-  absl::MutexLock lock(&s.mu);
-  for (size_t k = 0; k < pending.size(); ++k) s.errors[status.ok() ? "NO_RESPONSE" : CodeName(status.error_code())]++;
+
+  // Sends this stream's share of the load and blocks until the stream has ended.
+  void Run() {
+    const int initial = s_.options.rate > 0 ? std::numeric_limits<int>::max() : s_.options.depth;
+    for (int k = 0; k < initial && SendNext(); ++k) {
+    }
+    RemoveHold();
+    std::unique_lock<std::mutex> lock(done_mu_);
+    done_cv_.wait(lock, [this] { return done_; });
+  }
+
+  void OnWriteDone(bool ok) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      writing_ = false;
+      if (!ok) {  // The stream broke; OnDone reports what was left unanswered.
+        queue_.clear();
+        no_more_ = closing_ = true;
+      }
+    }
+    Pump();
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) return;  // The server closed the stream; OnDone follows.
+    const int64_t i = std::stoll(response_.request_id());
+    absl::Time sent_at;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = pending_.find(i);
+      if (it != pending_.end()) {
+        sent_at = it->second;
+        pending_.erase(it);
+      }
+    }
+    s_.Record(i, sent_at, grpc::Status::OK, response_);
+    StartRead(&response_);
+    if (s_.options.rate <= 0) SendNext();  // Closed loop: the answered slot is free again.
+  }
+
+  void OnDone(const grpc::Status& status) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      absl::MutexLock state_lock(&s_.mu);
+      for (size_t k = 0; k < pending_.size(); ++k) {
+        s_.errors[status.ok() ? "NO_RESPONSE" : CodeName(status.error_code())]++;
+      }
+    }
+    std::lock_guard<std::mutex> lock(done_mu_);
+    done_ = true;
+    done_cv_.notify_one();
+  }
+
+ private:
+  // Claims and queues the next request; false when the run is over (then WritesDone follows).
+  bool SendNext() {
+    absl::Time scheduled;
+    const int64_t i = s_.Claim(&scheduled);  // Open loop: sleeps until the request's slot.
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (i < 0) {
+        no_more_ = true;
+      } else if (!closing_) {
+        pending_[i] = scheduled;
+        queue_.push_back(s_.Request(i));
+      }
+    }
+    Pump();
+    return i >= 0;
+  }
+
+  // Starts the next write, or WritesDone once nothing is left to send. Start* is called
+  // without `mu_` held: gRPC may run the reaction on this very thread.
+  void Pump() {
+    bool write = false, writes_done = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (writing_) return;
+      if (!queue_.empty()) {
+        current_ = std::move(queue_.front());
+        queue_.pop_front();
+        writing_ = write = true;
+      } else if (no_more_ && !closing_) {
+        closing_ = writes_done = true;
+      }
+    }
+    if (write) StartWrite(&current_);
+    if (writes_done) StartWritesDone();
+  }
+
+  State& s_;
+  grpc::ClientContext context_;
+  v1::ClassifyResponse response_;  // Owned by the one read in flight.
+  v1::ClassifyRequest current_;    // Owned by the one write in flight.
+  std::mutex mu_;
+  std::deque<v1::ClassifyRequest> queue_;  // Claimed, waiting for the write in flight.
+  std::map<int64_t, absl::Time> pending_;  // Sent (or queued), not yet answered.
+  bool writing_ = false, no_more_ = false, closing_ = false;
+  std::mutex done_mu_;
+  std::condition_variable done_cv_;
+  bool done_ = false;
+};
+
+void StreamWorker(State& s, v1::Inference::Stub& stub) {
+  StreamClient client(s, stub);
+  client.Run();
 }
 
 double Percentile(std::vector<double>& v, double p) {
