@@ -51,13 +51,32 @@ def stop(proc):
         proc.kill()
 
 
-def bench(build, server, images, args, concurrency, rate=0.0, depth=4, unary=False):
+def cpu_seconds(pid):
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench(build, server, images, args, concurrency, rate=0.0, depth=4, unary=False, server_pid=None):
+    """Runs kennelctl bench; with server_pid, adds the CPU cores the server and the load
+    generator used during the run (they share this machine's cores)."""
     cmd = [f"{build}/cli/kennelctl", "-o", "json", "bench", "-s", server, "-c", str(concurrency),
            "--depth", str(depth), "--duration", str(args.duration), "--rate", str(rate)]
     cmd += ["--images", images] if images else ["--fashion-mnist", "2000"]
     if unary:
         cmd.append("--unary")
-    return json.loads(run(cmd))
+    server_before = cpu_seconds(server_pid) if server_pid else 0.0
+    client_before = os.times()
+    start = time.monotonic()
+    result = json.loads(run(cmd))
+    wall = time.monotonic() - start
+    client_after = os.times()
+    if server_pid:
+        result["server_cores"] = (cpu_seconds(server_pid) - server_before) / wall
+    result["client_cores"] = ((client_after.children_user - client_before.children_user)
+                              + (client_after.children_system - client_before.children_system)) / wall
+    return result
 
 
 def fmt(r):
@@ -111,7 +130,7 @@ def one_model(name, args, work):
     careful_label = peer_configs[0][0]
     proc, addr = start(node_cmd, os.path.join(work, f"kennel-{name}.log"))
     try:
-        sat = bench(build, addr, images, args, conc, depth=8 if small else 4)
+        sat = bench(build, addr, images, args, conc, depth=8 if small else 4, server_pid=proc.pid)
         # The fixed lower rate: half of what the slower server sustains, the same for both.
         rate = round(0.5 * min(sat["throughput"], peers[careful_label]["throughput"]), 1)
         low = bench(build, addr, images, args, conc, rate=rate)
@@ -127,6 +146,12 @@ def one_model(name, args, work):
     print(f"T2 {name} kennel at {rate:.0f} req/s open loop: {fmt(low)}")
     print(f"T2 {name} kennel efficiency: {sat['throughput'] / limit:.2f} "
           f"(server {sat['throughput']:.1f} / min(model {model_best:.1f}, preprocess {preprocess:.1f}))")
+    # The limits had both cores; the server had what the load generator left it.
+    cores = os.cpu_count()
+    print(f"T2 {name} CPU at saturation: server {sat['server_cores']:.2f} cores, load generator "
+          f"{sat['client_cores']:.2f} cores (of {cores}); efficiency per server core: "
+          f"{sat['throughput'] / sat['server_cores'] / (limit / cores):.2f} "
+          f"(server req/s per core it used / limit per core)")
     for label, r in peers.items():
         print(f"T2 {name} python peer {label}: {fmt(r)}")
     best_peer = max(r["throughput"] for k, r in peers.items() if "open loop" not in k)
