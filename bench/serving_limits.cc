@@ -1,9 +1,10 @@
 // kennel-bench-limits: the T2 helpers that need Kennel's C++ core.
 //   make-artifact --arch small_cnn|resnet50 --out DIR   a seeded, randomly initialised artifact
 //   make-jpegs --out DIR [--count N]                     500x375 JPEGs (the dog-photo size)
-//   limits --artifact DIR (--images DIR | --fashion N) [--threads T]
+//   limits --artifact DIR (--images DIR | --fashion N) [--threads T] [--device D] [--precision P]
 //       raw forward throughput per batch size (the best last) and preprocessing throughput
-//       alone (decode + resize + normalise) with T threads, one line each.
+//       alone (decode + resize + normalise) with T threads, one line each. The model runs as
+//       the inference node runs it: float32 batch copied to the device, converted there.
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
@@ -21,6 +22,7 @@
 #include "core/files.h"
 #include "core/image.h"
 #include "core/process_setup.h"
+#include "inference_node/serving_model.h"
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
@@ -81,9 +83,18 @@ int MakeJpegs(const std::string& out, int count) {
   return 0;
 }
 
-int Limits(const std::string& artifact, const std::string& images_dir, int fashion, int threads) {
+int Limits(const std::string& artifact, const std::string& images_dir, int fashion, int threads,
+           const std::string& device, const std::string& precision) {
+  auto placement = kennel::inference::ResolvePlacement(device, precision);
+  if (!placement.ok()) return (std::cerr << placement.status() << "\n", 1);
   auto loaded = kennel::core::LoadArtifact(artifact);
   if (!loaded.ok()) return (std::cerr << loaded.status() << "\n", 1);
+  const bool cuda = placement->device.is_cuda();
+  auto place = [&](kennel::core::Classifier& m) { m.to(placement->device, placement->dtype); };
+  auto forward = [&](kennel::core::Classifier& m, const torch::Tensor& x) {
+    return m.forward(x.to(placement->device).to(placement->dtype)).to(torch::kFloat).softmax(1).to(torch::kCPU);
+  };
+  place(*loaded->model);
   const auto& spec = loaded->manifest.preprocess();
   std::vector<std::string> payloads;
   if (!images_dir.empty()) {
@@ -122,12 +133,15 @@ int Limits(const std::string& artifact, const std::string& images_dir, int fashi
   const bool big = spec.height() > 64;
   double best = 0;
   int best_batch = 0;
-  for (int batch : big ? std::vector<int>{1, 4, 8, 16} : std::vector<int>{1, 8, 16, 32, 64, 128}) {
+  const std::vector<int> sizes = cuda ? std::vector<int>{1, 8, 32, 64, 128}
+                                 : big ? std::vector<int>{1, 4, 8, 16} : std::vector<int>{1, 8, 16, 32, 64, 128};
+  for (int batch : sizes) {
     const std::vector<torch::Tensor> xs = batches_of(batch);
-    loaded->model->forward(xs[0]);  // Warm-up.
-    const int reps = big ? std::max(2, 24 / batch) : std::max(20, 4096 / batch);
+    forward(*loaded->model, xs[0]);  // Warm-up.
+    const int reps = cuda ? std::max(10, 2048 / batch) : big ? std::max(2, 24 / batch) : std::max(20, 4096 / batch);
     const auto t0 = Clock::now();
-    for (int r = 0; r < reps; ++r) loaded->model->forward(xs[static_cast<size_t>(r) % xs.size()]);
+    for (int r = 0; r < reps; ++r) forward(*loaded->model, xs[static_cast<size_t>(r) % xs.size()]);
+    if (cuda) torch::cuda::synchronize();
     const double ips = reps * batch / std::chrono::duration<double>(Clock::now() - t0).count();
     std::cout << absl::StrFormat("model batch %d: %.1f images/s\n", batch, ips);
     if (ips > best) {
@@ -137,9 +151,12 @@ int Limits(const std::string& artifact, const std::string& images_dir, int fashi
   }
   std::string layout = absl::StrCat("1 instance x ", threads, " torch threads");
   // The other layout the server offers: `threads` instances of one thread each, run at once.
-  if (threads > 1) {
+  if (threads > 1 && !cuda) {
     std::vector<std::shared_ptr<kennel::core::Classifier>> copies;
-    for (int t = 0; t < threads; ++t) copies.push_back(kennel::core::LoadArtifact(artifact)->model);
+    for (int t = 0; t < threads; ++t) {
+      copies.push_back(kennel::core::LoadArtifact(artifact)->model);
+      place(*copies.back());
+    }
     torch::set_num_threads(1);
     for (int batch : big ? std::vector<int>{1, 4, 8} : std::vector<int>{1, 8, 16, 32, 64}) {
       const std::vector<torch::Tensor> xs = batches_of(batch);
@@ -149,9 +166,9 @@ int Limits(const std::string& artifact, const std::string& images_dir, int fashi
       for (int t = 0; t < threads; ++t) {
         runners.emplace_back([&, t] {
           c10::InferenceMode g;
-          copies[t]->forward(xs[0]);
+          forward(*copies[t], xs[0]);
           // Each instance starts at another batch, as two instances see different requests.
-          for (int r = 0; r < reps; ++r) copies[t]->forward(xs[static_cast<size_t>(r + t * 7) % xs.size()]);
+          for (int r = 0; r < reps; ++r) forward(*copies[t], xs[static_cast<size_t>(r + t * 7) % xs.size()]);
         });
       }
       for (auto& r : runners) r.join();
@@ -194,6 +211,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::string arch = "small_cnn", out, artifact, images;
   int count = 64, fashion = 2000, threads = 2;
+  std::string device = "cpu", precision = "fp32";
   auto* make = app.add_subcommand("make-artifact", "Write a seeded random artifact");
   make->add_option("--arch", arch)->check(CLI::IsMember({"small_cnn", "resnet50"}));
   make->add_option("--out", out)->required();
@@ -205,8 +223,10 @@ int main(int argc, char** argv) {
   limits->add_option("--images", images);
   limits->add_option("--fashion", fashion);
   limits->add_option("--threads", threads);
+  limits->add_option("--device", device, "cpu, cuda or cuda:N");
+  limits->add_option("--precision", precision, "fp32, bf16 or fp16 (CUDA)");
   CLI11_PARSE(app, argc, argv);
   if (make->parsed()) return MakeArtifact(arch, out);
   if (jpegs->parsed()) return MakeJpegs(out, count);
-  return Limits(artifact, images, fashion, threads);
+  return Limits(artifact, images, fashion, threads, device, precision);
 }

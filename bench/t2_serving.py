@@ -158,6 +158,22 @@ def one_model(name, args, work):
     print(f"T2 {name} throughput ratio kennel / best python peer: {sat['throughput'] / best_peer:.2f}x")
     print(f"T2 {name} p99 at {rate:.0f} req/s: kennel {low['p99_ms']:.1f} ms, careful python peer "
           f"{peers['careful, open loop']['p99_ms']:.1f} ms")
+    if not small:
+        # bf16 weights and activations (oneDNN uses AVX512-BF16 where the CPU has it); softmax
+        # stays float32. Not like for like with the fp32 peer: reported beside it.
+        limits = run([f"{build}/bench/kennel-bench-limits", "limits", "--artifact", artifact, "--threads", "2",
+                      "--precision", "bf16", "--images", images])
+        bf16_best = float(re.search(r"model best: ([\d.]+)", limits).group(1))
+        bf16_cmd = node_cmd + ["--precision", "bf16"]
+        bf16_cmd[bf16_cmd.index("--max_batch") + 1] = "8"
+        proc, addr = start(bf16_cmd, os.path.join(work, f"kennel-{name}-bf16.log"))
+        try:
+            bf16 = bench(build, addr, images, args, conc, depth=4, server_pid=proc.pid)
+        finally:
+            stop(proc)
+        print(f"T2 {name} kennel bf16: raw model {bf16_best:.1f} images/s; at saturation {fmt(bf16)}; "
+              f"mean batch {bf16['mean_batch']:.1f}; efficiency {bf16['throughput'] / min(bf16_best, preprocess):.2f}; "
+              f"{bf16['throughput'] / best_peer:.2f}x the best fp32 python peer")
 
 
 def main():

@@ -16,6 +16,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(EngineOptions options, Me
   if (options.preprocess_threads < 1 || options.preprocess_queue < 1) {
     return absl::InvalidArgumentError("preprocess threads and queue must be positive");
   }
+  // A node that cannot place its model should fail at start, not at its first deploy.
+  RETURN_IF_ERROR(ResolvePlacement(options.model.device, options.model.precision).status());
   return std::unique_ptr<Engine>(new Engine(std::move(options), metrics, clock));
 }
 
@@ -88,6 +90,8 @@ absl::StatusOr<v1::ModelInfo> Engine::Info() {
   info.set_instances(model->options().instances);
   info.set_max_batch_size(model->options().batcher.max_batch_size);
   info.set_max_queue_delay_us(absl::ToInt64Microseconds(model->options().batcher.max_queue_delay));
+  info.set_device(model->options().device);
+  info.set_precision(model->options().precision);
   return info;
 }
 

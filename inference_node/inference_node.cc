@@ -4,10 +4,12 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/server_builder.h>
 #include <httplib.h>
+#include <torch/cuda.h>
 #include <unistd.h>
 
 #include <filesystem>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "core/artifact.h"
@@ -68,7 +70,9 @@ absl::StatusOr<std::unique_ptr<InferenceNode>> InferenceNode::Create(InferenceNo
               r.set_role(v1::INFERENCE);
               r.set_serving_address(self->options_.advertise_address);
               r.mutable_resources()->set_cpu_cores(static_cast<int32_t>(std::thread::hardware_concurrency()));
-              r.mutable_resources()->set_device("cpu");
+              const bool gpu = absl::StartsWith(self->options_.engine.model.device, "cuda");
+              r.mutable_resources()->set_device(gpu ? "cuda" : "cpu");
+              r.mutable_resources()->set_gpus(gpu ? static_cast<int32_t>(torch::cuda::device_count()) : 0);
               return r;
             },
             .make_heartbeat = [self] {
@@ -92,6 +96,7 @@ InferenceNode::InferenceNode(InferenceNodeOptions options) : options_(std::move(
 InferenceNode::~InferenceNode() { Shutdown(); }
 
 void InferenceNode::SetServing(bool serving) {
+  if (server_ == nullptr) return;  // Create failed before the server started.
   auto* health = server_->GetHealthCheckService();
   health->SetServingStatus(serving);
   health->SetServingStatus("kennel.v1.Inference", serving);
@@ -168,10 +173,11 @@ void InferenceNode::Shutdown(absl::Duration deadline) {
   SetServing(false);
   for (auto& t : deploys) t.join();
   if (control_) control_->Stop();
-  server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(deadline));
+  // Create may have failed part way: stop only what was started.
+  if (server_) server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(deadline));
   if (http_) {
     http_->stop();
-    http_thread_.join();
+    if (http_thread_.joinable()) http_thread_.join();
   }
   control_.reset();
 }

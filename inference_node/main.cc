@@ -32,8 +32,9 @@ int main(int argc, char** argv) {
   app.add_option("--cache_dir", o.cache_dir, "Where downloaded artifacts are kept")->capture_default_str();
   int instances = 0;
   app.add_option("--instances", instances,
-                 "Model instances, each with its own batcher and weights (0: min(4, cores); on CPUs "
-                 "several single-thread instances beat one multi-thread forward)")
+                 "Model instances, each with its own batcher and weights (0: min(4, cores) on a CPU, "
+                 "where several single-thread instances beat one multi-thread forward; 2 on a GPU, "
+                 "so one copies its batch in while the other computes)")
       ->check(CLI::Range(0, 64))->capture_default_str();
   app.add_option("--max_batch", o.engine.model.batcher.max_batch_size, "Largest batch the batcher forms")
       ->check(CLI::Range(1, 4096))->capture_default_str();
@@ -43,6 +44,11 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1'000'000))->capture_default_str();
   app.add_option("--preprocess_threads", o.engine.preprocess_threads, "Decode/resize threads")
       ->check(CLI::Range(1, 256))->capture_default_str();
+  app.add_option("--device", o.engine.model.device, "Where the model runs: cpu, cuda or cuda:N")
+      ->capture_default_str();
+  app.add_option("--precision", o.engine.model.precision,
+                 "fp32, bf16, or fp16 (CUDA only); requests are converted on the device")
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}))->capture_default_str();
   app.add_option("--torch_threads", torch_threads, "Intra-op threads per forward (0: cores / instances)");
   app.add_option("--max_message_mb", o.max_message_bytes, "Largest request, MiB")->transform([](std::string s) {
     return std::to_string(std::stoll(s) << 20);
@@ -55,7 +61,8 @@ int main(int argc, char** argv) {
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
   const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-  o.engine.model.instances = instances > 0 ? instances : std::min(4, cores);
+  const bool gpu = o.engine.model.device.rfind("cuda", 0) == 0;
+  o.engine.model.instances = instances > 0 ? instances : (gpu ? 2 : std::min(4, cores));
   torch::set_num_threads(torch_threads > 0 ? torch_threads : std::max(1, cores / o.engine.model.instances));
   auto node = kennel::inference::InferenceNode::Create(o);
   if (!node.ok()) {

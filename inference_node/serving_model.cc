@@ -10,22 +10,69 @@
 namespace kennel::inference {
 namespace {
 
-// A Classifier in inference mode returning softmax probabilities.
+// A Classifier in inference mode on its device and dtype, returning float32 softmax
+// probabilities on the CPU.
 class TorchBatchModel : public BatchModel {
  public:
-  explicit TorchBatchModel(std::shared_ptr<core::Classifier> model) : model_(std::move(model)) {}
+  TorchBatchModel(std::shared_ptr<core::Classifier> model, Placement placement)
+      : model_(std::move(model)), placement_(placement) {}
+
+  static absl::StatusOr<std::unique_ptr<TorchBatchModel>> Create(std::shared_ptr<core::Classifier> model,
+                                                                 Placement placement) {
+    RETURN_IF_ERROR(core::CallTorch("moving the model to its device", [&] {
+      model->to(placement.device, placement.dtype);
+    }));
+    return std::make_unique<TorchBatchModel>(std::move(model), placement);
+  }
+
   absl::StatusOr<torch::Tensor> Run(const torch::Tensor& batch) override {
     return core::CallTorch("inference", [&] {
       c10::InferenceMode guard;
-      return torch::softmax(model_->forward(batch), 1);
+      // Copy float32 to the device first, convert there: cheaper than converting on the host.
+      torch::Tensor x = batch.to(placement_.device).to(placement_.dtype);
+      torch::Tensor p = torch::softmax(model_->forward(x).to(torch::kFloat), 1);
+      return p.device().is_cpu() ? p : p.to(torch::kCPU);
     });
   }
 
  private:
   std::shared_ptr<core::Classifier> model_;
+  Placement placement_;
 };
 
 }  // namespace
+
+absl::StatusOr<Placement> ResolvePlacement(const std::string& device, const std::string& precision) {
+  Placement p;
+  ASSIGN_OR_RETURN(p.device, core::CallTorch(
+                                 "device", [&] { return torch::Device(device); }, absl::StatusCode::kInvalidArgument));
+  if (!p.device.is_cpu() && !p.device.is_cuda()) {
+    return absl::InvalidArgumentError(absl::StrCat("device must be cpu, cuda or cuda:N, got \"", device, "\""));
+  }
+  if (p.device.is_cuda()) {
+    if (!torch::cuda::is_available()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "device ", device, ": this LibTorch has no CUDA support or no GPU is visible"));
+    }
+    const int64_t count = static_cast<int64_t>(torch::cuda::device_count());
+    if (p.device.has_index() && p.device.index() >= count) {
+      return absl::InvalidArgumentError(absl::StrCat("device ", device, ": only ", count, " GPU(s) visible"));
+    }
+  }
+  if (precision == "fp32") {
+    p.dtype = torch::kFloat;
+  } else if (precision == "bf16") {
+    p.dtype = torch::kBFloat16;
+  } else if (precision == "fp16") {
+    if (!p.device.is_cuda()) {
+      return absl::InvalidArgumentError("precision fp16 runs on CUDA only; use bf16 or fp32 on a CPU");
+    }
+    p.dtype = torch::kHalf;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("precision must be fp32, bf16 or fp16, got \"", precision, "\""));
+  }
+  return p;
+}
 
 absl::StatusOr<std::shared_ptr<ServingModel>> ServingModel::Load(const std::string& artifact_dir,
                                                                  const ServingModelOptions& options,
@@ -33,13 +80,14 @@ absl::StatusOr<std::shared_ptr<ServingModel>> ServingModel::Load(const std::stri
   if (options.instances < 1 || options.batcher.max_batch_size < 1) {
     return absl::InvalidArgumentError("instances and max batch size must be positive");
   }
+  ASSIGN_OR_RETURN(const Placement placement, ResolvePlacement(options.device, options.precision));
   std::shared_ptr<ServingModel> out(new ServingModel());
   out->options_ = options;
   const absl::Time start = absl::Now();
   for (int i = 0; i < options.instances; ++i) {
     ASSIGN_OR_RETURN(core::LoadedModel loaded, core::LoadArtifact(artifact_dir));
     out->manifest_ = loaded.manifest;
-    auto model = std::make_unique<TorchBatchModel>(loaded.model);
+    ASSIGN_OR_RETURN(auto model, TorchBatchModel::Create(loaded.model, placement));
     // Warm-up: the first runs allocate and pick kernels; no request should pay for that.
     const auto& p = loaded.manifest.preprocess();
     for (int n : {options.batcher.max_batch_size, 1}) {

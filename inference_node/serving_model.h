@@ -21,7 +21,21 @@ namespace kennel::inference {
 struct ServingModelOptions {
   int instances = 1;
   BatcherOptions batcher;
+  // Where the instances run, in LibTorch's syntax: "cpu", "cuda" or "cuda:N".
+  std::string device = "cpu";
+  // "fp32", "bf16", or "fp16" (CUDA only). Requests stay float32 up to the device, where the
+  // batch is converted; probabilities come back as float32.
+  std::string precision = "fp32";
 };
+
+// The device and dtype that options name, checked: INVALID_ARGUMENT for a malformed device,
+// an unknown precision or fp16 on a CPU; FAILED_PRECONDITION for CUDA where this LibTorch has
+// none or no GPU is visible.
+struct Placement {
+  torch::Device device = torch::kCPU;
+  torch::ScalarType dtype = torch::kFloat;
+};
+absl::StatusOr<Placement> ResolvePlacement(const std::string& device, const std::string& precision);
 
 class ServingModel {
  public:

@@ -138,6 +138,84 @@ TEST_F(ServingTest, StreamWithManyRequestsInFlightAnswersEachOnce) {
   EXPECT_GT(batched, 0);  // With 300 in flight, the batcher formed real batches.
 }
 
+// Every class's probability for each image, from a node started with `options`.
+std::vector<std::vector<float>> Probabilities(v1::Inference::Stub& stub, const std::vector<std::string>& pngs) {
+  std::vector<std::vector<float>> out;
+  for (size_t i = 0; i < pngs.size(); ++i) {
+    grpc::ClientContext context;
+    v1::ClassifyResponse r;
+    EXPECT_TRUE(stub.Classify(&context, ImageRequest(std::to_string(i), pngs[i], 10), &r).ok());
+    std::vector<float> p(10, -1.0f);
+    for (const auto& pred : r.predictions()) p[static_cast<size_t>(pred.class_index())] = pred.probability();
+    out.push_back(p);
+  }
+  return out;
+}
+
+TEST_F(ServingTest, Bf16OnTheCpuGivesFp32sProbabilitiesToBf16Precision) {
+  Start({});
+  const std::vector<std::string> pngs(pngs_.begin(), pngs_.begin() + 16);
+  const auto fp32 = Probabilities(*stub_, pngs);
+  InferenceNodeOptions options;
+  options.engine.model.precision = "bf16";
+  Start(options);
+  grpc::ClientContext context;
+  v1::ModelInfo info;
+  ASSERT_TRUE(stub_->GetModelInfo(&context, {}, &info).ok());
+  EXPECT_EQ(info.device(), "cpu");
+  EXPECT_EQ(info.precision(), "bf16");
+  const auto bf16 = Probabilities(*stub_, pngs);
+  double largest = 0;
+  for (size_t i = 0; i < pngs.size(); ++i) {
+    float sum = 0;
+    for (int c = 0; c < 10; ++c) {
+      ASSERT_GE(bf16[i][c], 0.0f) << "class " << c << " missing from the top 10";
+      sum += bf16[i][c];
+      largest = std::max(largest, std::abs(static_cast<double>(bf16[i][c] - fp32[i][c])));
+    }
+    EXPECT_NEAR(sum, 1.0f, 1e-3);  // Softmax runs in float32 after the bf16 forward.
+  }
+  EXPECT_LT(largest, 0.02);  // bf16 keeps 8 bits of mantissa.
+  EXPECT_GT(largest, 0.0);   // And it did run in bf16: fp32 would match exactly.
+}
+
+TEST(ServingStartTest, AnAddressItCannotListenOnIsAnErrorNotACrash) {
+  InferenceNodeOptions options;
+  options.listen_address = "256.1.1.1:7080";
+  options.metrics_port = -1;
+  absl::Status s = InferenceNode::Create(options).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_NE(s.message().find("256.1.1.1:7080"), std::string::npos) << s;
+}
+
+TEST(ServingPlacementTest, UnusableDeviceOrPrecisionFailsAtStartWithWhatWasWrong) {
+  auto start = [](const std::string& device, const std::string& precision) {
+    InferenceNodeOptions options;
+    options.listen_address = "127.0.0.1:0";
+    options.metrics_port = -1;
+    options.engine.model.device = device;
+    options.engine.model.precision = precision;
+    return InferenceNode::Create(options).status();
+  };
+  absl::Status s = start("tpu", "fp32");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  s = start("cuda:x", "fp32");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  s = start("cpu", "fp16");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("CUDA only"), std::string::npos) << s;
+  s = start("cpu", "fp8");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  s = start("cuda", "fp16");
+  if (torch::cuda::is_available()) {
+    EXPECT_TRUE(s.ok()) << s;
+  } else {
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+    EXPECT_NE(s.message().find("no CUDA"), std::string::npos) << s;
+  }
+  EXPECT_TRUE(start("cpu", "bf16").ok());
+}
+
 TEST_F(ServingTest, BadInputsAreInvalidArgumentAndOthersKeepBeingServed) {
   Start({});
   std::string truncated = pngs_[0].substr(0, pngs_[0].size() / 2);
