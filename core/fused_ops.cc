@@ -51,28 +51,44 @@ inline Pooled PoolFour(const float* top, const float* bottom) {
   return {live ? m : F4{}, live ? position : I4{} + kNone};
 }
 
-// One plane: in [h, w] -> out [h/2, w/2] (+ index when `index` is not null). A row's last
-// partial group runs through a zero-padded copy so every window takes the same code path.
+// Where each group of four outputs of a row starts. A row of at least four ends with a group
+// that overlaps the one before (it recomputes, and rewrites, the same values), so every group
+// is a full one; shorter rows go through zero-padded copies.
+template <typename Fn>
+inline void ForEachGroup(int64_t ow, Fn&& fn) {
+  if (ow < kLanes) {
+    fn(int64_t{0}, ow);
+    return;
+  }
+  for (int64_t x = 0; x < ow; x += kLanes) fn(std::min(x, ow - kLanes), int64_t{kLanes});
+}
+
+// One plane: in [h, w] -> out [h/2, w/2] (+ index when `index` is not null).
 void ForwardPlane(const float* in, int64_t h, int64_t w, float* out, uint8_t* index) {
   const int64_t oh = h / 2, ow = w / 2;
   for (int64_t y = 0; y < oh; ++y) {
     const float* r0 = in + 2 * y * w;
     const float* r1 = r0 + w;
-    for (int64_t x = 0; x < ow; x += kLanes) {
-      const int64_t n = std::min<int64_t>(kLanes, ow - x);
+    float* o = out + y * ow;
+    uint8_t* k = index != nullptr ? index + y * ow : nullptr;
+    ForEachGroup(ow, [&](int64_t x, int64_t n) {
       Pooled p;
       if (n == kLanes) {
         p = PoolFour(r0 + 2 * x, r1 + 2 * x);
-      } else {
-        float top[2 * kLanes] = {}, bottom[2 * kLanes] = {};
-        std::copy_n(r0 + 2 * x, 2 * n, top);
-        std::copy_n(r1 + 2 * x, 2 * n, bottom);
-        p = PoolFour(top, bottom);
+        Store(o + x, p.value);  // Fixed-size copies are single stores; variable ones are calls.
+        const U4 position = __builtin_convertvector(p.position, U4);
+        if (k != nullptr) std::memcpy(k + x, &position, kLanes);
+        return;
       }
-      const U4 position = __builtin_convertvector(p.position, U4);
-      std::memcpy(out + y * ow + x, &p.value, static_cast<size_t>(n) * sizeof(float));
-      if (index != nullptr) std::memcpy(index + y * ow + x, &position, static_cast<size_t>(n));
-    }
+      float top[2 * kLanes] = {}, bottom[2 * kLanes] = {};
+      std::copy_n(r0 + 2 * x, 2 * n, top);
+      std::copy_n(r1 + 2 * x, 2 * n, bottom);
+      p = PoolFour(top, bottom);
+      for (int64_t i = 0; i < n; ++i) {
+        o[x + i] = p.value[i];
+        if (k != nullptr) k[x + i] = static_cast<uint8_t>(p.position[i]);
+      }
+    });
   }
 }
 
@@ -83,13 +99,21 @@ void BackwardPlane(const float* grad_out, const uint8_t* index, int64_t h, int64
   for (int64_t y = 0; y < oh; ++y) {
     float* r0 = grad_in + 2 * y * w;
     float* r1 = r0 + w;
-    for (int64_t x = 0; x < ow; x += kLanes) {
-      const int64_t n = std::min<int64_t>(kLanes, ow - x);
+    const float* go = grad_out + y * ow;
+    const uint8_t* ko = index + y * ow;
+    ForEachGroup(ow, [&](int64_t x, int64_t n) {
       F4 g{};
       I4 k = I4{} + kNone;
-      for (int64_t i = 0; i < n; ++i) {
-        g[i] = grad_out[y * ow + x + i];
-        k[i] = index[y * ow + x + i];
+      if (n == kLanes) {
+        g = Load(go + x);
+        U4 bytes;
+        std::memcpy(&bytes, ko + x, kLanes);
+        k = __builtin_convertvector(bytes, I4);
+      } else {
+        for (int64_t i = 0; i < n; ++i) {
+          g[i] = go[x + i];
+          k[i] = ko[x + i];
+        }
       }
       const F4 a = k == 0 ? g : F4{}, b = k == 1 ? g : F4{}, c = k == 2 ? g : F4{}, d = k == 3 ? g : F4{};
       const F4 top[2] = {__builtin_shufflevector(a, b, 0, 4, 1, 5), __builtin_shufflevector(a, b, 2, 6, 3, 7)};
@@ -103,7 +127,7 @@ void BackwardPlane(const float* grad_out, const uint8_t* index, int64_t h, int64
         std::memcpy(r0 + 2 * x, top, static_cast<size_t>(2 * n) * sizeof(float));
         std::memcpy(r1 + 2 * x, bottom, static_cast<size_t>(2 * n) * sizeof(float));
       }
-    }
+    });
     if (w % 2 != 0) r0[w - 1] = r1[w - 1] = 0.0f;
   }
   if (h % 2 != 0) std::fill(grad_in + (h - 1) * w, grad_in + h * w, 0.0f);

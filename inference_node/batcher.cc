@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "inference_node/thread_pool.h"
 
 namespace kennel::inference {
 
@@ -11,6 +12,7 @@ DynamicBatcher::DynamicBatcher(BatcherOptions options, BatchModel* model, Clock*
     : options_(options), model_(model), clock_(clock), observer_(std::move(observer)),
       completions_(std::move(completions)) {
   thread_ = std::thread([this] { Loop(); });
+  NameThread(thread_, "kennel-batch");
 }
 
 DynamicBatcher::~DynamicBatcher() {

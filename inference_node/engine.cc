@@ -23,7 +23,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(EngineOptions options, Me
 
 Engine::Engine(EngineOptions options, Metrics* metrics, Clock* clock)
     : options_(std::move(options)), metrics_(metrics), clock_(clock != nullptr ? clock : &real_clock_) {
-  pool_ = std::make_unique<ThreadPool>(options_.preprocess_threads, options_.preprocess_queue);
+  pool_ = std::make_unique<ThreadPool>(options_.preprocess_threads, options_.preprocess_queue, "kennel-prep");
   metrics_->SetQueueDepth([this] { return queue_depth(); });
 }
 

@@ -96,7 +96,7 @@ absl::StatusOr<std::shared_ptr<ServingModel>> ServingModel::Load(const std::stri
     out->models_.push_back(std::move(model));
   }
   out->warmup_ = absl::Now() - start;
-  out->completions_ = std::make_unique<ThreadPool>(options.instances, 1 << 20);
+  out->completions_ = std::make_unique<ThreadPool>(options.instances, 1 << 20, "kennel-respond");
   ThreadPool* pool = out->completions_.get();
   auto post = [pool](std::function<void()> task) {
     if (!pool->TrySubmit(task)) task();  // Never drop a completion.

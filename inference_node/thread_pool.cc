@@ -1,9 +1,21 @@
 #include "inference_node/thread_pool.h"
 
+#include <pthread.h>
+
+#include "absl/strings/str_cat.h"
+
 namespace kennel::inference {
 
-ThreadPool::ThreadPool(int threads, int max_queue) : max_queue_(static_cast<size_t>(max_queue)) {
-  for (int i = 0; i < std::max(1, threads); ++i) threads_.emplace_back([this] { Worker(); });
+void NameThread(std::thread& thread, const std::string& name) {
+  pthread_setname_np(thread.native_handle(), name.substr(0, 15).c_str());
+}
+
+ThreadPool::ThreadPool(int threads, int max_queue, const std::string& name)
+    : max_queue_(static_cast<size_t>(max_queue)) {
+  for (int i = 0; i < std::max(1, threads); ++i) {
+    threads_.emplace_back([this] { Worker(); });
+    NameThread(threads_.back(), absl::StrCat(name, "-", i));
+  }
 }
 
 ThreadPool::~ThreadPool() {

@@ -6,6 +6,7 @@
 
 #include <deque>
 #include <functional>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -16,7 +17,8 @@ namespace kennel::inference {
 
 class ThreadPool {
  public:
-  ThreadPool(int threads, int max_queue);
+  // `name` names the threads for top -H, perf and debuggers ("name-0", ...; 15 chars at most).
+  ThreadPool(int threads, int max_queue, const std::string& name = "kennel-pool");
   ~ThreadPool();
   bool TrySubmit(std::function<void()> task);
   int queue_depth();
@@ -29,6 +31,9 @@ class ThreadPool {
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;
 };
+
+// Names `thread` (truncated to the 15 characters Linux keeps).
+void NameThread(std::thread& thread, const std::string& name);
 
 }  // namespace kennel::inference
 
