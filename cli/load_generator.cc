@@ -161,15 +161,21 @@ class StreamClient : public grpc::ClientBidiReactor<v1::ClassifyRequest, v1::Cla
  private:
   // Claims and queues the next request; false when the run is over (then WritesDone follows).
   bool SendNext() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (closing_) return false;  // Broken or finished: claim nothing more for this stream.
+    }
     absl::Time scheduled;
     const int64_t i = s_.Claim(&scheduled);  // Open loop: sleeps until the request's slot.
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (i < 0) {
         no_more_ = true;
-      } else if (!closing_) {
+      } else {
+        // Every claimed request is answered or counted as an error in OnDone, even one
+        // claimed as the stream broke: it is then never written.
         pending_[i] = scheduled;
-        queue_.push_back(s_.Request(i));
+        if (!closing_) queue_.push_back(s_.Request(i));
       }
     }
     Pump();

@@ -13,6 +13,7 @@
 #include "core/artifact.h"
 #include "core/dataset.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "cli/load_generator.h"
 #include "inference_node/inference_node.h"
 #include "kennel/v1/inference.grpc.pb.h"
 
@@ -379,6 +380,84 @@ TEST_F(ServingTest, MetricsScrapeHasTheExpectedSeries) {
                              "kennel_stage_seconds_count{stage=\"preprocess\"} 50", "kennel_queue_depth ",
                              "kennel_model_version{model=\"fashion\"} 1", "# TYPE kennel_batch_size histogram"}) {
     EXPECT_NE(body.find(series), std::string::npos) << series << "\n" << body;
+  }
+}
+
+
+// kennelctl's load generator (cli/load_generator) against the real server.
+class LoadGeneratorTest : public ServingTest {
+ protected:
+  cli::LoadReport Load(cli::LoadOptions o, std::set<int64_t>* answered = nullptr) {
+    absl::Mutex mu;
+    return cli::RunLoad(o, static_cast<int64_t>(pngs_.size()),
+                        [this](int64_t i) -> const std::string& { return pngs_[static_cast<size_t>(i)]; },
+                        [&](int64_t i, const v1::ClassifyResponse&) {
+                          absl::MutexLock lock(&mu);
+                          if (answered != nullptr) {
+                            EXPECT_TRUE(answered->insert(i).second) << "twice: " << i;
+                          }
+                        });
+  }
+  static int64_t Errors(const cli::LoadReport& r) {
+    int64_t n = 0;
+    for (const auto& [code, count] : r.errors) n += count;
+    return n;
+  }
+};
+
+TEST_F(LoadGeneratorTest, ClosedLoopStreamsAnswerEveryRequestOnce) {
+  Start({});
+  cli::LoadOptions o;
+  o.server = absl::StrCat("127.0.0.1:", node_->port());
+  o.concurrency = 3;
+  o.depth = 5;
+  o.max_requests = 200;
+  std::set<int64_t> answered;
+  cli::LoadReport r = Load(o, &answered);
+  EXPECT_EQ(r.sent, 200);
+  EXPECT_EQ(r.ok, 200);
+  EXPECT_TRUE(r.errors.empty());
+  ASSERT_EQ(answered.size(), 200u);
+  EXPECT_EQ(*answered.begin(), 0);
+  EXPECT_EQ(*answered.rbegin(), 199);
+  EXPECT_GE(r.mean_batch, 1.0);
+  EXPECT_GT(r.p99_ms, 0.0);
+  EXPECT_GE(r.max_ms, r.p99_ms);
+}
+
+TEST_F(LoadGeneratorTest, OpenLoopAndUnaryAccountForEveryRequest) {
+  Start({});
+  cli::LoadOptions o;
+  o.server = absl::StrCat("127.0.0.1:", node_->port());
+  o.concurrency = 2;
+  o.rate = 200;
+  o.duration = absl::Milliseconds(500);
+  cli::LoadReport r = Load(o);
+  EXPECT_GT(r.sent, 0);
+  EXPECT_LE(r.sent, 101);  // Paced: at most rate x duration (+ the one at time zero).
+  EXPECT_EQ(r.ok, r.sent);
+  EXPECT_TRUE(r.errors.empty());
+  o.rate = 0;
+  o.unary = true;
+  o.max_requests = 20;
+  r = Load(o);
+  EXPECT_EQ(r.ok, 20);
+  EXPECT_TRUE(r.errors.empty());
+}
+
+TEST_F(LoadGeneratorTest, AServerThatIsNotThereIsAnErrorForEveryRequestSent) {
+  cli::LoadOptions o;
+  o.server = "127.0.0.1:1";
+  o.concurrency = 2;
+  o.depth = 3;
+  o.duration = absl::Seconds(1);
+  for (double rate : {0.0, 100.0}) {
+    o.rate = rate;
+    cli::LoadReport r = Load(o);
+    EXPECT_EQ(r.ok, 0);
+    EXPECT_GT(r.sent, 0);
+    EXPECT_EQ(Errors(r), r.sent) << "rate " << rate;
+    EXPECT_GT(r.errors["UNAVAILABLE"], 0) << "rate " << rate;
   }
 }
 
