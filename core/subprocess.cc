@@ -5,7 +5,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -23,21 +25,47 @@ absl::StatusOr<std::unique_ptr<Process>> Process::Start(const std::vector<std::s
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
-  const pid_t pid = ::fork();
-  if (pid < 0) return absl::InternalError("fork failed");
-  if (pid == 0) {
-    const int fd = ::open(log_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    ::dup2(fd, STDOUT_FILENO);
-    if (stderr_file.empty()) {
-      ::dup2(fd, STDERR_FILENO);
-    } else {
-      const int err = ::open(stderr_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      ::dup2(err, STDERR_FILENO);
+  // The environment, with `env`'s NAME=VALUE entries replacing inherited ones, built before
+  // fork: the child of a threaded parent should only call async-signal-safe functions.
+  std::vector<std::string> environment;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string entry = *e;
+    const std::string name = entry.substr(0, entry.find('=') + 1);
+    bool replaced = false;
+    for (const auto& add : env) replaced = replaced || add.rfind(name, 0) == 0;
+    if (!replaced) environment.push_back(entry);
+  }
+  environment.insert(environment.end(), env.begin(), env.end());
+  std::vector<char*> envp;
+  for (auto& e : environment) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  // The log files are truncated here, before the child exists: a caller that waits for a line
+  // in the log must never read what an earlier process left in the same file.
+  auto open_log = [](const std::string& path) -> absl::StatusOr<int> {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return absl::InternalError(absl::StrCat("cannot write ", path, ": ", std::strerror(errno)));
+    return fd;
+  };
+  auto out = open_log(log_file);
+  if (!out.ok()) return out.status();
+  absl::StatusOr<int> err = *out;
+  if (!stderr_file.empty()) {
+    err = open_log(stderr_file);
+    if (!err.ok()) {
+      ::close(*out);
+      return err.status();
     }
-    for (const auto& e : env) ::putenv(const_cast<char*>(e.c_str()));
-    ::execv(args[0], args.data());
+  }
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(*out, STDOUT_FILENO);  // dup2 clears close-on-exec on the copies.
+    ::dup2(*err, STDERR_FILENO);
+    ::execve(args[0], args.data(), envp.data());
     ::_exit(127);
   }
+  ::close(*out);
+  if (*err != *out) ::close(*err);
+  if (pid < 0) return absl::InternalError(absl::StrCat("fork failed: ", std::strerror(errno)));
   return std::unique_ptr<Process>(new Process(pid, log_file));
 }
 
