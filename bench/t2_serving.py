@@ -105,11 +105,12 @@ def one_model(name, args, work):
     small = name == "small_cnn"
     conc = 16 if small else 4
     # Kennel, same 2-thread budget: two instances of one torch thread each (on this CPU both
-    # models run faster that way than one instance on two threads); batches up to 32 for the
-    # small CNN, 1 for ResNet-50 (its fastest); one preprocessing thread (two for JPEGs).
+    # models run as fast or faster that way than one instance on two threads); batches up to
+    # the raw model's best batch for the small CNN, 1 for ResNet-50 (within noise of its best,
+    # at the lowest latency); one preprocessing thread (two for JPEGs).
     node_cmd = [f"{build}/inference_node/kennel-inference", "--listen", "127.0.0.1:0", "--metrics_port", "-1",
                 "--model_dir", artifact, "--instances", "2",
-                "--torch_threads", "1", "--max_batch", "32" if small else "1",
+                "--torch_threads", "1", "--max_batch", batch.split()[0] if small else "1",
                 "--max_delay_us", "0", "--preprocess_threads", "1" if small else "2", "--queue", "4096"]
     stubs = os.path.join(work, "stubs")
     if not os.path.exists(stubs):
