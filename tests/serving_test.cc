@@ -398,6 +398,14 @@ class LoadGeneratorTest : public ServingTest {
                           }
                         });
   }
+  // Starts the node and returns options aimed at it.
+  cli::LoadOptions AimedAtNode(int concurrency) {
+    Start({});
+    cli::LoadOptions o;
+    o.server = absl::StrCat("127.0.0.1:", node_->port());
+    o.concurrency = concurrency;
+    return o;
+  }
   static int64_t Errors(const cli::LoadReport& r) {
     int64_t n = 0;
     for (const auto& [code, count] : r.errors) n += count;
@@ -406,10 +414,7 @@ class LoadGeneratorTest : public ServingTest {
 };
 
 TEST_F(LoadGeneratorTest, ClosedLoopStreamsAnswerEveryRequestOnce) {
-  Start({});
-  cli::LoadOptions o;
-  o.server = absl::StrCat("127.0.0.1:", node_->port());
-  o.concurrency = 3;
+  cli::LoadOptions o = AimedAtNode(3);
   o.depth = 5;
   o.max_requests = 200;
   std::set<int64_t> answered;
@@ -426,10 +431,7 @@ TEST_F(LoadGeneratorTest, ClosedLoopStreamsAnswerEveryRequestOnce) {
 }
 
 TEST_F(LoadGeneratorTest, OpenLoopAndUnaryAccountForEveryRequest) {
-  Start({});
-  cli::LoadOptions o;
-  o.server = absl::StrCat("127.0.0.1:", node_->port());
-  o.concurrency = 2;
+  cli::LoadOptions o = AimedAtNode(2);
   o.rate = 200;
   o.duration = absl::Milliseconds(500);
   cli::LoadReport r = Load(o);
