@@ -181,18 +181,12 @@ grpc::Status AdminService::GetClusterStatus(grpc::ServerContext*, const v1::GetC
 
 grpc::Status AdminService::SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest* request,
                                      v1::JobStatus* response) {
-  auto job = cluster_->SubmitJob(request->spec());
-  if (!job.ok()) return ToGrpcStatus(job.status());
-  *response = *std::move(job);
-  return grpc::Status::OK;
+  return core::RespondWith(cluster_->SubmitJob(request->spec()), response);
 }
 
 grpc::Status AdminService::CancelJob(grpc::ServerContext*, const v1::CancelJobRequest* request,
                                      v1::JobStatus* response) {
-  auto job = cluster_->CancelJob(request->job_id());
-  if (!job.ok()) return ToGrpcStatus(job.status());
-  *response = *std::move(job);
-  return grpc::Status::OK;
+  return core::RespondWith(cluster_->CancelJob(request->job_id()), response);
 }
 
 grpc::Status AdminService::ListJobs(grpc::ServerContext*, const v1::ListJobsRequest* request,
@@ -204,10 +198,7 @@ grpc::Status AdminService::ListJobs(grpc::ServerContext*, const v1::ListJobsRequ
 
 grpc::Status AdminService::GetJob(grpc::ServerContext*, const v1::GetJobRequest* request,
                                   v1::JobStatus* response) {
-  auto job = cluster_->GetJob(request->job_id());
-  if (!job.ok()) return ToGrpcStatus(job.status());
-  *response = *std::move(job);
-  return grpc::Status::OK;
+  return core::RespondWith(cluster_->GetJob(request->job_id()), response);
 }
 
 grpc::Status AdminService::WatchJob(grpc::ServerContext* context, const v1::GetJobRequest* request,
@@ -239,10 +230,7 @@ namespace kennel::coordinator {
 
 grpc::Status AdminService::Deploy(grpc::ServerContext*, const v1::DeployRequest* request,
                                   v1::DeployResponse* response) {
-  auto result = cluster_->Deploy(*request);
-  if (!result.ok()) return core::ToGrpcStatus(result.status());
-  *response = *std::move(result);
-  return grpc::Status::OK;
+  return core::RespondWith(cluster_->Deploy(*request), response);
 }
 
 }  // namespace kennel::coordinator
