@@ -167,6 +167,8 @@ class StreamClient : public grpc::ClientBidiReactor<v1::ClassifyRequest, v1::Cla
     }
     absl::Time scheduled;
     const int64_t i = s_.Claim(&scheduled);  // Open loop: sleeps until the request's slot.
+    // Built outside the lock: it copies the image, and responses take `mu_` too.
+    v1::ClassifyRequest request = i >= 0 ? s_.Request(i) : v1::ClassifyRequest();
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (i < 0) {
@@ -175,7 +177,7 @@ class StreamClient : public grpc::ClientBidiReactor<v1::ClassifyRequest, v1::Cla
         // Every claimed request is answered or counted as an error in OnDone, even one
         // claimed as the stream broke: it is then never written.
         pending_[i] = scheduled;
-        if (!closing_) queue_.push_back(s_.Request(i));
+        if (!closing_) queue_.push_back(std::move(request));
       }
     }
     Pump();
