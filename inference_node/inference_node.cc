@@ -9,7 +9,6 @@
 
 #include <filesystem>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "core/artifact.h"
@@ -70,7 +69,7 @@ absl::StatusOr<std::unique_ptr<InferenceNode>> InferenceNode::Create(InferenceNo
               r.set_role(v1::INFERENCE);
               r.set_serving_address(self->options_.advertise_address);
               r.mutable_resources()->set_cpu_cores(static_cast<int32_t>(std::thread::hardware_concurrency()));
-              const bool gpu = absl::StartsWith(self->options_.engine.model.device, "cuda");
+              const bool gpu = self->options_.engine.model.on_gpu();
               r.mutable_resources()->set_device(gpu ? "cuda" : "cpu");
               r.mutable_resources()->set_gpus(gpu ? static_cast<int32_t>(torch::cuda::device_count()) : 0);
               return r;

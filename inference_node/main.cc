@@ -61,8 +61,7 @@ int main(int argc, char** argv) {
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
   const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-  const bool gpu = o.engine.model.device.rfind("cuda", 0) == 0;
-  o.engine.model.instances = instances > 0 ? instances : (gpu ? 2 : std::min(4, cores));
+  o.engine.model.instances = instances > 0 ? instances : (o.engine.model.on_gpu() ? 2 : std::min(4, cores));
   torch::set_num_threads(torch_threads > 0 ? torch_threads : std::max(1, cores / o.engine.model.instances));
   auto node = kennel::inference::InferenceNode::Create(o);
   if (!node.ok()) {

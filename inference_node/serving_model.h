@@ -26,6 +26,8 @@ struct ServingModelOptions {
   // "fp32", "bf16", or "fp16" (CUDA only). Requests stay float32 up to the device, where the
   // batch is converted; probabilities come back as float32.
   std::string precision = "fp32";
+
+  bool on_gpu() const { return device.rfind("cuda", 0) == 0; }
 };
 
 // The device and dtype that options name, checked: INVALID_ARGUMENT for a malformed device,
