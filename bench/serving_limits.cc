@@ -17,10 +17,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "core/artifact.h"
-#include "core/dataset.h"
+#include "core/ml/artifact.h"
+#include "core/ml/dataset.h"
 #include "core/files.h"
-#include "core/image.h"
+#include "core/ml/image.h"
 #include "core/process_setup.h"
 #include "inference_node/serving_model.h"
 

@@ -1,8 +1,11 @@
 #include "cli/client.h"
 
 #include <cstdlib>
+#include <filesystem>
 
-#include "core/coordinator_client.h"
+#include "absl/strings/str_cat.h"
+#include "core/grpc_status.h"
+#include "core/member/coordinator_client.h"
 
 namespace kennel::cli {
 
@@ -23,6 +26,45 @@ std::unique_ptr<grpc::ClientContext> Context(int seconds) {
   auto context = std::make_unique<grpc::ClientContext>();
   context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
   return context;
+}
+
+absl::StatusOr<std::string> FindKennelBinary(const std::string& name, const std::string& build_folder) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path self = fs::read_symlink("/proc/self/exe", ec).parent_path();
+  for (const fs::path& p : {self / name, self.parent_path() / build_folder / name}) {
+    if (fs::exists(p, ec)) return p.string();
+  }
+  return absl::NotFoundError(absl::StrCat("cannot find ", name, " in ", self.string(), " or ",
+                                          (self.parent_path() / build_folder).string(),
+                                          " (it is installed beside kennelctl)"));
+}
+
+absl::Status RpcError(const grpc::Status& status, Peer peer, absl::string_view address) {
+  if (status.ok()) return absl::OkStatus();
+  const bool coordinator = peer == Peer::kCoordinator;
+  const std::string what = coordinator ? "the coordinator" : "the inference node";
+  const std::string detail = status.error_message().empty() ? "" : absl::StrCat(": ", status.error_message());
+  switch (status.error_code()) {
+    case grpc::StatusCode::UNAVAILABLE:
+      return absl::UnavailableError(absl::StrCat("cannot reach ", what, " at ", address, detail));
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return absl::DeadlineExceededError(absl::StrCat(what, " at ", address, " did not answer in time", detail));
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return absl::FailedPreconditionError(absl::StrCat(
+          address, " is not a Kennel ", coordinator ? "coordinator" : "inference node",
+          " (it does not serve ", coordinator ? "kennel.v1.Admin" : "kennel.v1.Inference", "; ",
+          coordinator ? "is it an inference node's address? set -c to the coordinator's"
+                      : "is it the coordinator's address? set -s to an inference node's",
+          ")"));
+    default: {
+      // The server's own words (a refused spec, an unknown job) need no prefix.
+      absl::Status converted = core::FromGrpcStatus(status);
+      if (!status.error_message().empty()) return converted;
+      return absl::Status(converted.code(), absl::StrCat(what, " at ", address, " answered ",
+                                                         absl::StatusCodeToString(converted.code())));
+    }
+  }
 }
 
 }  // namespace kennel::cli

@@ -8,7 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "cli/client.h"
 #include "core/grpc_status.h"
-#include "core/models.h"
+#include "core/model_spec.h"
 
 namespace kennel::cli {
 namespace {
@@ -18,11 +18,7 @@ std::string Lower(const std::string& s) { return absl::AsciiStrToLower(s); }
 std::string StateName(v1::JobState s) { return Lower(v1::JobState_Name(s)); }
 
 int RpcFail(const grpc::Status& status, const std::string& address) {
-  if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
-    return Fail(absl::UnavailableError(absl::StrCat("cannot reach the coordinator at ", address, ": ",
-                                                    status.error_message())));
-  }
-  return Fail(core::FromGrpcStatus(status));
+  return Fail(RpcError(status, Peer::kCoordinator, address));
 }
 
 int Status(const GlobalOptions& global) {
@@ -143,7 +139,8 @@ int Models(const GlobalOptions& global, const std::string& name) {
     rows.push_back({m.name(), std::to_string(m.version()),
                     core::ArchitectureName(m.manifest().model().architecture()),
                     std::to_string(m.manifest().class_names_size()),
-                    absl::StrFormat("%.4f", m.manifest().metrics().test_accuracy()), m.job_id(),
+                    m.manifest().lineage().imported() ? "-" : absl::StrFormat("%.4f", m.manifest().metrics().test_accuracy()),
+                    m.manifest().lineage().imported() ? "imported" : m.job_id(),
                     Ago(m.created_unix_ms())});
   }
   PrintTable({"NAME", "VERSION", "ARCHITECTURE", "CLASSES", "ACCURACY", "JOB", "CREATED"}, rows);

@@ -6,7 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cli/output.h"
-#include "core/dataset.h"
+#include "core/dataset_index.h"
 
 namespace kennel::cli {
 namespace {

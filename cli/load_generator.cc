@@ -37,6 +37,13 @@ struct State {
   std::map<std::string, int64_t> errors ABSL_GUARDED_BY(mu);
   int64_t batch_sum ABSL_GUARDED_BY(mu) = 0;
   std::atomic<int64_t> sent{0};
+  std::atomic<int64_t> restarts{0};
+
+  // True once no more requests will be claimed.
+  bool Over() const {
+    if (options.max_requests > 0) return next.load() >= options.max_requests;
+    return absl::Now() >= end;
+  }
 
   // The next request index, or -1 when the run is over. Open loop: waits for its slot.
   int64_t Claim(absl::Time* scheduled) {
@@ -85,6 +92,7 @@ void UnaryWorker(State& s, v1::Inference::Stub& stub) {
     v1::ClassifyResponse response;
     grpc::Status rpc = stub.Classify(&context, request, &response);
     s.Record(i, scheduled, rpc, response);
+    if (rpc.error_code() == grpc::StatusCode::UNAVAILABLE) absl::SleepFor(absl::Milliseconds(100));
   }
 }
 
@@ -106,14 +114,16 @@ class StreamClient : public grpc::ClientBidiReactor<v1::ClassifyRequest, v1::Cla
     StartCall();
   }
 
-  // Sends this stream's share of the load and blocks until the stream has ended.
-  void Run() {
+  // Sends this stream's share of the load and blocks until the stream has ended; returns how
+  // it ended.
+  grpc::Status Run() {
     const int initial = s_.options.rate > 0 ? std::numeric_limits<int>::max() : s_.options.depth;
     for (int k = 0; k < initial && SendNext(); ++k) {
     }
     RemoveHold();
     std::unique_lock<std::mutex> lock(done_mu_);
     done_cv_.wait(lock, [this] { return done_; });
+    return status_;
   }
 
   void OnWriteDone(bool ok) override {
@@ -146,6 +156,7 @@ class StreamClient : public grpc::ClientBidiReactor<v1::ClassifyRequest, v1::Cla
   }
 
   void OnDone(const grpc::Status& status) override {
+    status_ = status;
     {
       std::lock_guard<std::mutex> lock(mu_);
       absl::MutexLock state_lock(&s_.mu);
@@ -214,11 +225,24 @@ class StreamClient : public grpc::ClientBidiReactor<v1::ClassifyRequest, v1::Cla
   std::mutex done_mu_;
   std::condition_variable done_cv_;
   bool done_ = false;
+  grpc::Status status_;  // Set in OnDone, read after done_.
 };
 
 void StreamWorker(State& s, v1::Inference::Stub& stub) {
-  StreamClient client(s, stub);
-  client.Run();
+  absl::Duration backoff = absl::Milliseconds(50);
+  while (true) {
+    grpc::Status ended;
+    {
+      StreamClient client(s, stub);
+      ended = client.Run();
+    }
+    if (s.Over()) return;
+    // The stream broke early (a restarting node, a reset connection): open another.
+    s.restarts.fetch_add(1);
+    absl::SleepFor(std::min(backoff, s.options.max_requests > 0 ? backoff : s.end - absl::Now()));
+    backoff = std::min(backoff * 2, absl::Seconds(1));
+    if (ended.ok()) backoff = absl::Milliseconds(50);
+  }
 }
 
 double Percentile(std::vector<double>& v, double p) {
@@ -229,6 +253,12 @@ double Percentile(std::vector<double>& v, double p) {
 }
 
 }  // namespace
+
+int64_t LoadReport::failed() const {
+  int64_t n = 0;
+  for (const auto& [code, count] : errors) n += count;
+  return n;
+}
 
 LoadReport RunLoad(const LoadOptions& options, int64_t payload_count,
                    const std::function<const std::string&(int64_t)>& payload,
@@ -254,6 +284,7 @@ LoadReport RunLoad(const LoadOptions& options, int64_t payload_count,
   report.seconds = absl::ToDoubleSeconds(absl::Now() - s.start);
   absl::MutexLock lock(&s.mu);
   report.sent = s.sent;
+  report.stream_restarts = s.restarts;
   report.ok = static_cast<int64_t>(s.latencies_ms.size());
   report.errors = s.errors;
   report.throughput = report.seconds > 0 ? static_cast<double>(report.ok) / report.seconds : 0;

@@ -31,12 +31,18 @@ struct LoadReport {
   int64_t sent = 0;
   int64_t ok = 0;
   std::map<std::string, int64_t> errors;  // By status code name.
-  double seconds = 0;
+  int64_t failed() const;                 // Sum of errors.
+  // Streams that broke before the run ended and were opened again (after a short backoff).
+  int64_t stream_restarts = 0;
+  double seconds = 0;                     // How long the run really took.
   double throughput = 0;                  // OK responses per second.
   double p50_ms = 0, p90_ms = 0, p99_ms = 0, max_ms = 0;
   double mean_batch = 0;                  // Mean server batch size seen.
 };
 
+// A stream that breaks (the node restarted, a connection reset) is opened again after a
+// backoff while the run lasts; its unanswered requests count as errors. Unary callers back
+// off after UNAVAILABLE instead of spinning.
 // `payload(i)` gives request i's image bytes (cycled by the caller as it likes);
 // `on_response(i, response)` sees every successful response (e.g. to score accuracy).
 LoadReport RunLoad(const LoadOptions& options, int64_t payload_count,

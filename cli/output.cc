@@ -10,10 +10,27 @@
 
 namespace kennel::cli {
 
+void AddGlobalFlags(CLI::App& app, GlobalOptions& global) {
+  app.add_option("-o,--output", global.output, "Output format: table or json")
+      ->check(CLI::IsMember({"table", "json"}))
+      ->capture_default_str()
+      ->group("Global options");
+  app.add_option("-c,--coordinator", global.coordinator,
+                 "Coordinator host:port (default: $KENNEL_COORDINATOR or 127.0.0.1:7070)")
+      ->capture_default_str()
+      ->group("Global options");
+}
+
 int Fail(const absl::Status& status) {
   if (status.ok()) return kExitOk;
   std::cerr << "kennelctl: " << status.message() << "\n";
+  return ExitCodeFor(status);
+}
+
+int ExitCodeFor(const absl::Status& status) {
   switch (status.code()) {
+    case absl::StatusCode::kOk:
+      return kExitOk;
     case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kNotFound:
     case absl::StatusCode::kAlreadyExists:
@@ -55,8 +72,14 @@ void PrintJson(const nlohmann::json& value) { std::cout << value.dump(2) << "\n"
 nlohmann::json ProtoToJson(const google::protobuf::Message& message) {
   google::protobuf::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
   std::string json;
-  (void)google::protobuf::util::MessageToJsonString(message, &json, options);
+  auto status = google::protobuf::util::MessageToJsonString(message, &json, options);
+  if (!status.ok()) {
+    // Not expected for Kennel's messages; say so rather than print nothing.
+    return nlohmann::json{{"error", absl::StrCat("cannot print ", message.GetTypeName(), " as JSON: ",
+                                                 status.message().as_string())}};
+  }
   return nlohmann::json::parse(json);
 }
 

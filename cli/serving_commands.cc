@@ -3,14 +3,15 @@
 #include <grpcpp/create_channel.h>
 
 #include <filesystem>
+#include <limits>
 #include <iostream>
-#include <opencv2/imgcodecs.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "cli/client.h"
-#include "core/dataset.h"
+#include "cli/sample_images.h"
+#include "core/dataset_index.h"
 #include "core/files.h"
 #include "core/grpc_status.h"
 
@@ -27,7 +28,7 @@ int Deploy(const GlobalOptions& global, const std::string& name, int64_t version
   for (const auto& n : nodes) request.add_nodes(n);
   v1::DeployResponse response;
   grpc::Status rpc = stub->Deploy(Context(600).get(), request, &response);
-  if (!rpc.ok()) return Fail(core::FromGrpcStatus(rpc));
+  if (!rpc.ok()) return Fail(RpcError(rpc, Peer::kCoordinator, global.coordinator));
   bool all_ok = true;
   for (const auto& r : response.results()) all_ok = all_ok && r.ok();
   if (global.json()) {
@@ -43,17 +44,44 @@ int Deploy(const GlobalOptions& global, const std::string& name, int64_t version
   return all_ok ? kExitOk : kExitFailed;
 }
 
+// The exit code and one message for a set of failed classification calls: an unreachable node
+// is said once (exit 3); otherwise server-side failures (1) outrank rejected inputs (2).
+int ClassifyExitCode(const std::vector<grpc::Status>& failures, const std::string& server) {
+  int code = kExitOk;
+  for (const auto& f : failures) {
+    const absl::Status status = RpcError(f, Peer::kInferenceNode, server);
+    const int c = ExitCodeFor(status);
+    if (c == kExitUnavailable || status.code() == absl::StatusCode::kFailedPrecondition) {
+      return Fail(status);  // Unreachable, or not an inference node: every file failed alike.
+    }
+    if (code == kExitOk || c == kExitFailed) code = c;
+  }
+  return code;
+}
+
 int Classify(const GlobalOptions& global, const std::string& server, const std::vector<std::string>& inputs,
              int top_k) {
   std::vector<std::string> files;
   for (const auto& in : inputs) {
     std::error_code ec;
-    if (fs::is_directory(in, ec)) {
-      for (const auto& e : fs::recursive_directory_iterator(in, ec)) {
-        if (e.is_regular_file() && core::HasImageExtension(e.path().string())) files.push_back(e.path().string());
+    if (!fs::exists(in, ec)) return Fail(absl::NotFoundError(absl::StrCat(in, ": no such file or folder")));
+    if (!fs::is_directory(in, ec)) {
+      files.push_back(in);  // Named explicitly: sent whatever its name; the node judges it.
+      continue;
+    }
+    int64_t skipped = 0;
+    std::string example;
+    for (const auto& e : fs::recursive_directory_iterator(in, ec)) {
+      if (!e.is_regular_file()) continue;
+      if (core::HasImageExtension(e.path().string())) {
+        files.push_back(e.path().string());
+      } else if (skipped++ == 0) {
+        example = e.path().string();
       }
-    } else {
-      files.push_back(in);
+    }
+    if (skipped > 0) {
+      std::cerr << "kennelctl: skipped " << skipped << " file(s) in " << in
+                << " without a .jpg, .jpeg or .png name (e.g. " << example << "); name them to send them\n";
     }
   }
   std::sort(files.begin(), files.end());
@@ -75,17 +103,20 @@ int Classify(const GlobalOptions& global, const std::string& server, const std::
   auto channel = grpc::CreateChannel(server, grpc::InsecureChannelCredentials());
   auto stub = v1::Inference::NewStub(channel);
   nlohmann::json out = nlohmann::json::array();
-  int failures = 0;
+  std::vector<grpc::Status> failures;
   for (size_t i = 0; i < files.size(); ++i) {
-    std::string error;
+    grpc::Status rpc;
     if (responses[i].predictions().empty()) {
       v1::ClassifyRequest request;
       request.set_image(bytes[i]);
       request.set_top_k(top_k);
-      grpc::Status rpc = stub->Classify(Context(60).get(), request, &responses[i]);
-      if (!rpc.ok()) error = absl::StrCat(rpc.error_code(), ": ", rpc.error_message());
+      rpc = stub->Classify(Context(60).get(), request, &responses[i]);
+      if (!rpc.ok()) failures.push_back(rpc);
+      if (rpc.error_code() == grpc::StatusCode::UNAVAILABLE || rpc.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
+        return ClassifyExitCode(failures, server);
+      }
     }
-    if (!error.empty()) ++failures;
+    const std::string error = rpc.ok() ? "" : absl::StrCat(absl::StatusCodeToString(core::FromGrpcStatus(rpc).code()), ": ", rpc.error_message());
     if (global.json()) {
       nlohmann::json j = error.empty() ? ProtoToJson(responses[i]) : nlohmann::json{{"error", error}};
       j["file"] = files[i];
@@ -102,9 +133,13 @@ int Classify(const GlobalOptions& global, const std::string& server, const std::
     }
     std::cout << files[i] << ": " << absl::StrJoin(preds, ", ") << "\n";
   }
-  if (global.json()) PrintJson(out);
-  else std::cerr << absl::StrFormat("%d files in %.2fs (%.0f/s)\n", files.size(), report.seconds, files.size() / report.seconds);
-  return failures == 0 ? kExitOk : kExitFailed;
+  if (global.json()) {
+    PrintJson(out);
+  } else {
+    std::cerr << absl::StrFormat("classified %d of %d files in %.2fs\n", files.size() - failures.size(),
+                                 files.size(), report.seconds);
+  }
+  return ClassifyExitCode(failures, server);
 }
 
 struct BenchFlags {
@@ -128,7 +163,7 @@ int Bench(const GlobalOptions& global, const BenchFlags& f) {
       if (!b.ok()) return Fail(b.status());
       payloads.push_back(*std::move(b));
     }
-    if (payloads.empty()) return Fail(absl::InvalidArgumentError(absl::StrCat("no images under ", f.images)));
+    if (payloads.empty()) return Fail(absl::InvalidArgumentError(absl::StrCat("no .jpg/.jpeg/.png images under ", f.images)));
   } else {
     std::vector<int> labels;
     absl::Status s = LoadFashionMnistPngs(f.fashion, &payloads, &labels);
@@ -143,31 +178,22 @@ int Bench(const GlobalOptions& global, const BenchFlags& f) {
                                   f.unary ? "callers" : "streams",
                                   f.rate > 0 ? absl::StrFormat(", open loop %.0f/s", f.rate)
                                              : f.unary ? "" : absl::StrFormat(", %d in flight each", f.depth)));
-  return report.ok > 0 ? kExitOk : kExitFailed;
+  if (report.failed() == 0) return kExitOk;
+  // Say why, loudly: an unreachable node, or requests that failed.
+  if (report.ok == 0 && (report.errors.contains("UNAVAILABLE") || report.errors.contains("UNIMPLEMENTED"))) {
+    const auto code = report.errors.contains("UNIMPLEMENTED") ? grpc::StatusCode::UNIMPLEMENTED
+                                                              : grpc::StatusCode::UNAVAILABLE;
+    return Fail(RpcError(grpc::Status(code, ""), Peer::kInferenceNode, f.server));
+  }
+  return Fail(absl::InternalError(absl::StrCat(report.failed(), " of ", report.sent, " requests failed")));
 }
 
 }  // namespace
 
-absl::Status LoadFashionMnistPngs(int64_t limit, std::vector<std::string>* images, std::vector<int>* labels) {
-  auto index = core::IndexFashionMnist(core::kDebianFashionMnistRoot, "test");
-  if (!index.ok()) return index.status();
-  auto reader = core::DatasetReader::Create(*index, core::kDebianFashionMnistRoot);
-  if (!reader.ok()) return reader.status();
-  const int64_t n = limit > 0 ? std::min<int64_t>(limit, (*reader)->size()) : (*reader)->size();
-  for (int64_t i = 0; i < n; ++i) {
-    auto img = (*reader)->Load(i, 1);
-    if (!img.ok()) return img.status();
-    std::vector<uchar> buf;
-    cv::imencode(".png", *img, buf);
-    images->emplace_back(buf.begin(), buf.end());
-    labels->push_back((*reader)->label(i));
-  }
-  return absl::OkStatus();
-}
-
 void PrintLoadReport(const LoadReport& r, const GlobalOptions& global, const std::string& title) {
   if (global.json()) {
-    PrintJson({{"mode", title}, {"sent", r.sent}, {"ok", r.ok}, {"errors", r.errors}, {"seconds", r.seconds},
+    PrintJson({{"mode", title}, {"sent", r.sent}, {"ok", r.ok}, {"failed", r.failed()}, {"errors", r.errors},
+               {"stream_restarts", r.stream_restarts}, {"seconds", r.seconds},
                {"throughput", r.throughput}, {"p50_ms", r.p50_ms}, {"p90_ms", r.p90_ms},
                {"p99_ms", r.p99_ms}, {"max_ms", r.max_ms}, {"mean_batch", r.mean_batch}});
     return;
@@ -175,10 +201,11 @@ void PrintLoadReport(const LoadReport& r, const GlobalOptions& global, const std
   std::vector<std::string> errors;
   for (const auto& [code, n] : r.errors) errors.push_back(absl::StrCat(code, " ", n));
   std::cout << absl::StrFormat(
-      "%s: %.0f req/s, latency p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms; %d ok, errors: %s; "
+      "%s, %.1f s: %.0f req/s, latency p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms; %d ok, errors: %s%s; "
       "mean batch %.1f\n",
-      title, r.throughput, r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms, r.ok,
-      errors.empty() ? "none" : absl::StrJoin(errors, ", "), r.mean_batch);
+      title, r.seconds, r.throughput, r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms, r.ok,
+      errors.empty() ? "none" : absl::StrJoin(errors, ", "),
+      r.stream_restarts > 0 ? absl::StrCat(" (", r.stream_restarts, " stream restarts)") : "", r.mean_batch);
 }
 
 void AddServingCommands(CLI::App& app, const GlobalOptions& global) {
@@ -188,7 +215,7 @@ void AddServingCommands(CLI::App& app, const GlobalOptions& global) {
   auto* deploy = app.add_subcommand(
       "deploy", "Roll a model version out to inference nodes without dropping requests");
   deploy->add_option("model", *deploy_name, "Model name")->required();
-  deploy->add_option("--version", *deploy_version, "Version (default: newest)");
+  deploy->add_option("--version", *deploy_version, "Version (default: newest)")->check(CLI::Range(int64_t{1}, std::numeric_limits<int64_t>::max()));
   deploy->add_option("--nodes", *deploy_nodes, "Inference nodes (default: all connected)")->delimiter(',');
   deploy->callback([&global, deploy_name, deploy_version, deploy_nodes] {
     throw CLI::RuntimeError(Deploy(global, *deploy_name, *deploy_version, *deploy_nodes));
@@ -211,11 +238,16 @@ void AddServingCommands(CLI::App& app, const GlobalOptions& global) {
       "bench", "Load-test an inference node: concurrent streams (or unary callers), closed loop or "
                "open loop at a rate; prints throughput, latency percentiles and errors by code");
   bench->add_option("--server,-s", f->server, "Inference node host:port")->capture_default_str();
-  bench->add_option("--images", f->images, "Folder of JPEG/PNG files to send (default: Fashion-MNIST test PNGs)");
-  bench->add_option("--fashion-mnist", f->fashion, "How many Fashion-MNIST test images to cycle through")->capture_default_str();
-  bench->add_option("--concurrency,-c", f->concurrency, "Streams / callers")->check(CLI::Range(1, 4096))->capture_default_str();
+  bench->add_option("--images", f->images, "Folder of JPEG/PNG files to send (default: Fashion-MNIST test PNGs)")
+      ->check(CLI::ExistingDirectory);
+  bench->add_option("--fashion-mnist", f->fashion, "How many Fashion-MNIST test images to cycle through")
+      ->check(CLI::Range(int64_t{1}, int64_t{10000}))
+      ->capture_default_str();
+  bench->add_option("--concurrency", f->concurrency, "Streams / callers")->check(CLI::Range(1, 4096))->capture_default_str();
   bench->add_option("--depth", f->depth, "Closed loop: requests in flight per stream")->check(CLI::Range(1, 4096))->capture_default_str();
-  bench->add_option("--rate", f->rate, "Open loop: total requests per second (0: closed loop)")->capture_default_str();
+  bench->add_option("--rate", f->rate, "Open loop: total requests per second (0: closed loop)")
+      ->check(CLI::Range(0.0, 10'000'000.0))
+      ->capture_default_str();
   bench->add_option("--duration", f->duration_s, "Seconds")->check(CLI::Range(0.1, 86400.0))->capture_default_str();
   bench->add_flag("--unary", f->unary, "Unary Classify calls instead of streams");
   bench->callback([&global, f] { throw CLI::RuntimeError(Bench(global, *f)); });

@@ -15,9 +15,6 @@ void AddServingCommands(CLI::App& app, const GlobalOptions& global);
 // Prints a load report as a table line or JSON.
 void PrintLoadReport(const LoadReport& report, const GlobalOptions& global, const std::string& title);
 
-// PNG encodings of the first `limit` Fashion-MNIST test images (0: all) and their labels.
-absl::Status LoadFashionMnistPngs(int64_t limit, std::vector<std::string>* images, std::vector<int>* labels);
-
 }  // namespace kennel::cli
 
 #endif  // KENNEL_CLI_SERVING_COMMANDS_H_

@@ -3,7 +3,10 @@
 #include <google/protobuf/util/json_util.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <csignal>
+#include <cstdlib>
+#include <limits>
 #include <filesystem>
 #include <iostream>
 #include <thread>
@@ -13,18 +16,25 @@
 #include "absl/strings/str_format.h"
 #include "cli/client.h"
 #include "cli/cluster_commands.h"
-#include "core/dataset.h"
+#include "core/dataset_index.h"
 #include "core/files.h"
 #include "core/grpc_status.h"
-#include "core/models.h"
+#include "core/model_spec.h"
 
 namespace kennel::cli {
 namespace {
 
 volatile std::sig_atomic_t g_interrupted = 0;
 
-// Flags the user gave explicitly override the config file.
-absl::StatusOr<v1::JobSpec> BuildSpec(const TrainFlags& f, const CLI::App* cmd) {
+// The value a flag contributes: with a config file, only a flag given on the command line;
+// without one, any value the flag holds (given, or the command's own default).
+template <typename T>
+const std::optional<T>& Pick(const std::optional<T>& value, const char* flag, const TrainFlags& f, const CLI::App& cmd) {
+  static const std::optional<T> kNone;
+  return f.config.empty() || cmd.count(flag) > 0 ? value : kNone;
+}
+
+absl::StatusOr<v1::JobSpec> BuildSpec(const TrainFlags& f, const CLI::App& cmd) {
   v1::JobSpec spec;
   if (!f.config.empty()) {
     auto text = core::ReadFile(f.config, 1 << 20);
@@ -35,10 +45,10 @@ absl::StatusOr<v1::JobSpec> BuildSpec(const TrainFlags& f, const CLI::App* cmd) 
                                                      parsed.message().as_string()));
     }
   }
-  auto given = [&](const char* flag) { return f.config.empty() || cmd == nullptr || cmd->count(flag) > 0; };
+  auto given = [&](const char* flag) { return f.config.empty() || cmd.count(flag) > 0; };
   if (given("--name")) spec.set_name(f.name);
-  if (given("--world-size")) spec.set_world_size(f.world_size);
-  if (given("--backend")) spec.set_backend(f.backend);
+  if (auto& v = Pick(f.world_size, "--world-size", f, cmd)) spec.set_world_size(*v);
+  if (auto& v = Pick(f.backend, "--backend", f, cmd)) spec.set_backend(*v);
   auto& data = *spec.mutable_dataset();
   if (given("--dataset")) data.set_root(f.dataset);
   if (given("--format") || data.format() == v1::DatasetIndex::FORMAT_UNSPECIFIED) {
@@ -50,62 +60,62 @@ absl::StatusOr<v1::JobSpec> BuildSpec(const TrainFlags& f, const CLI::App* cmd) 
     data.set_format(format == "idx" ? v1::DatasetIndex::IDX : v1::DatasetIndex::IMAGE_FOLDER);
   }
   const bool idx = data.format() == v1::DatasetIndex::IDX;
-  if (given("--max-train-samples")) data.set_max_train_samples(f.max_train_samples);
-  if (given("--max-eval-samples")) data.set_max_eval_samples(f.max_eval_samples);
+  if (auto& v = Pick(f.max_train_samples, "--max-train-samples", f, cmd)) data.set_max_train_samples(*v);
+  if (auto& v = Pick(f.max_eval_samples, "--max-eval-samples", f, cmd)) data.set_max_eval_samples(*v);
 
   auto& model = *spec.mutable_model();
-  if (given("--arch") || model.architecture() == v1::ARCHITECTURE_UNSPECIFIED) {
+  if ((given("--arch") && !f.arch.empty()) || model.architecture() == v1::ARCHITECTURE_UNSPECIFIED) {
     auto arch = core::ParseArchitecture(f.arch.empty() ? (idx ? "small_cnn" : "resnet50") : f.arch);
     if (!arch.ok()) return arch.status();
     model.set_architecture(*arch);
   }
-  if (given("--classes")) model.set_num_classes(f.classes);
+  if (auto& v = Pick(f.classes, "--classes", f, cmd)) model.set_num_classes(*v);
   if (given("--head")) model.set_head(f.head == "mlp" ? v1::MLP : v1::LINEAR);
   const bool small = model.architecture() == v1::SMALL_CNN;
   if (model.in_channels() == 0) model.set_in_channels(small ? 1 : 3);
 
+  // Preprocessing: the architecture's defaults, then the file's values, then the flags.
   auto& pre = *spec.mutable_preprocess();
-  if (given("--image-size") || pre.height() == 0) {
-    const int size = f.image_size > 0 ? f.image_size : (small ? 28 : 224);
-    pre.set_height(size);
-    pre.set_width(size);
+  const v1::PreprocessSpec defaults = core::DefaultPreprocess(model.architecture(), f.image_size.value_or(0));
+  if (cmd.count("--image-size") > 0 || pre.height() == 0) {
+    pre.set_height(defaults.height());
+    pre.set_width(defaults.width());
+    if (cmd.count("--resize-shorter") == 0) pre.set_resize_shorter(defaults.resize_shorter());
   }
-  if (given("--resize-shorter") || (f.config.empty() && !small)) {
-    pre.set_resize_shorter(f.resize_shorter >= 0 ? f.resize_shorter : (small ? 0 : pre.height() * 8 / 7));
-  }
+  if (auto& v = Pick(f.resize_shorter, "--resize-shorter", f, cmd)) pre.set_resize_shorter(*v);
   pre.set_channels(model.in_channels());
-  if (given("--mean") || pre.mean().empty()) {
+  if (cmd.count("--mean") > 0 || pre.mean().empty()) {
     pre.clear_mean();
-    if (!f.mean.empty()) for (float v : f.mean) pre.add_mean(v);
-    else if (small) pre.add_mean(0.2860f);
-    else for (float v : {0.485f, 0.456f, 0.406f}) pre.add_mean(v);  // ImageNet, as torchvision.
+    for (float v : f.mean.empty() ? std::vector<float>(defaults.mean().begin(), defaults.mean().end()) : f.mean) {
+      pre.add_mean(v);
+    }
   }
-  if (given("--std") || pre.std().empty()) {
+  if (cmd.count("--std") > 0 || pre.std().empty()) {
     pre.clear_std();
-    if (!f.std.empty()) for (float v : f.std) pre.add_std(v);
-    else if (small) pre.add_std(0.3530f);
-    else for (float v : {0.229f, 0.224f, 0.225f}) pre.add_std(v);
+    for (float v : f.std.empty() ? std::vector<float>(defaults.std().begin(), defaults.std().end()) : f.std) {
+      pre.add_std(v);
+    }
   }
 
   auto& t = *spec.mutable_training();
-  if (given("--epochs")) t.set_epochs(f.epochs);
-  if (given("--batch-size")) t.set_batch_size(f.batch_size);
-  if (given("--optimizer")) t.set_optimizer(f.optimizer == "adamw" ? v1::ADAMW : v1::SGD);
-  if (given("--lr")) t.set_learning_rate(f.lr);
-  if (given("--momentum")) t.set_momentum(f.momentum);
-  if (given("--weight-decay")) t.set_weight_decay(f.weight_decay);
-  if (given("--schedule")) {
-    t.set_schedule(f.schedule == "cosine" ? v1::COSINE : f.schedule == "step" ? v1::STEP : v1::CONSTANT);
+  if (auto& v = Pick(f.epochs, "--epochs", f, cmd)) t.set_epochs(*v);
+  if (auto& v = Pick(f.batch_size, "--batch-size", f, cmd)) t.set_batch_size(*v);
+  if (auto& v = Pick(f.optimizer, "--optimizer", f, cmd)) t.set_optimizer(*v == "adamw" ? v1::ADAMW : v1::SGD);
+  if (auto& v = Pick(f.lr, "--lr", f, cmd)) t.set_learning_rate(*v);
+  if (auto& v = Pick(f.momentum, "--momentum", f, cmd)) t.set_momentum(*v);
+  if (auto& v = Pick(f.weight_decay, "--weight-decay", f, cmd)) t.set_weight_decay(*v);
+  if (auto& v = Pick(f.schedule, "--schedule", f, cmd)) {
+    t.set_schedule(*v == "cosine" ? v1::COSINE : *v == "step" ? v1::STEP : v1::CONSTANT);
   }
-  if (given("--warmup-steps")) t.set_warmup_steps(f.warmup_steps);
-  if (given("--seed")) t.set_seed(f.seed);
+  if (auto& v = Pick(f.warmup_steps, "--warmup-steps", f, cmd)) t.set_warmup_steps(*v);
+  if (auto& v = Pick(f.seed, "--seed", f, cmd)) t.set_seed(*v);
   if (given("--augment")) t.set_augment(f.augment);
   if (given("--freeze-backbone")) t.set_freeze_backbone(f.freeze_backbone);
   if (given("--init-weights")) t.set_init_weights(f.init_weights);
-  if (given("--checkpoint-every")) t.set_checkpoint_every_steps(f.checkpoint_every);
-  if (given("--data-workers")) t.set_data_workers(f.data_workers);
-  if (given("--torch-threads")) t.set_torch_threads(f.torch_threads);
-  if (given("--collective-timeout")) t.set_collective_timeout_s(f.collective_timeout_s);
+  if (auto& v = Pick(f.checkpoint_every, "--checkpoint-every", f, cmd)) t.set_checkpoint_every_steps(*v);
+  if (auto& v = Pick(f.data_workers, "--data-workers", f, cmd)) t.set_data_workers(*v);
+  if (auto& v = Pick(f.torch_threads, "--torch-threads", f, cmd)) t.set_torch_threads(*v);
+  if (auto& v = Pick(f.collective_timeout_s, "--collective-timeout", f, cmd)) t.set_collective_timeout_s(*v);
   return spec;
 }
 
@@ -128,37 +138,32 @@ std::string ProgressLine(const v1::JobStatus& job) {
                          Bar(done, 24), s.step(), s.steps_per_epoch(), s.loss(), acc, s.images_per_second());
 }
 
-int Train(const TrainFlags& flags, const CLI::App& cmd, const GlobalOptions& global) {
-  auto spec = BuildSpec(flags, &cmd);
+int Train(const TrainFlags& flags, bool wait, bool detach, const CLI::App& cmd, const GlobalOptions& global) {
+  auto spec = BuildSpec(flags, cmd);
   if (!spec.ok()) return Fail(spec.status());
   auto stub = AdminStub(global.coordinator);
   v1::SubmitJobRequest request;
   *request.mutable_spec() = *spec;
   v1::JobStatus job;
   grpc::Status rpc = stub->SubmitJob(Context(600).get(), request, &job);
-  if (!rpc.ok()) {
-    if (rpc.error_code() == grpc::StatusCode::UNAVAILABLE) {
-      return Fail(absl::UnavailableError(absl::StrCat("cannot reach the coordinator at ", global.coordinator)));
-    }
-    return Fail(core::FromGrpcStatus(rpc));
-  }
-  if (global.json() && flags.detach) {
+  if (!rpc.ok()) return Fail(RpcError(rpc, Peer::kCoordinator, global.coordinator));
+  if (global.json() && detach) {
     PrintJson(ProtoToJson(job));
     return kExitOk;
   }
   std::cerr << "submitted " << job.id() << ": " << job.spec().name() << " ("
             << core::ArchitectureName(job.spec().model().architecture()) << ", " << job.train_samples()
             << " training samples, world size " << job.spec().world_size() << ")\n";
-  if (flags.detach) {
+  if (detach) {
     std::cout << job.id() << "\n";
     return kExitOk;
   }
-  return FollowJob(global, job.id(), flags.wait || global.json());
+  return FollowJob(global, job.id(), wait || global.json());
 }
 
 }  // namespace
 
-absl::StatusOr<v1::JobSpec> SpecFromFlags(const TrainFlags& flags) { return BuildSpec(flags, nullptr); }
+absl::StatusOr<v1::JobSpec> SpecFromFlags(const TrainFlags& flags, const CLI::App& cmd) { return BuildSpec(flags, cmd); }
 
 int FollowJob(const GlobalOptions& global, const std::string& job_id, bool quiet) {
   auto stub = AdminStub(global.coordinator);
@@ -206,7 +211,7 @@ int FollowJob(const GlobalOptions& global, const std::string& job_id, bool quiet
     if (ended) break;
     if (!status.ok() && status.error_code() != grpc::StatusCode::UNAVAILABLE) {
       std::signal(SIGINT, previous);
-      return Fail(core::FromGrpcStatus(status));
+      return Fail(RpcError(status, Peer::kCoordinator, global.coordinator));
     }
     std::this_thread::sleep_for(std::chrono::seconds(1));  // Coordinator restarting: watch again.
   }
@@ -224,47 +229,85 @@ int FollowJob(const GlobalOptions& global, const std::string& job_id, bool quiet
   return JobExitCode(last);
 }
 
+namespace {
+
+// An option that fills `target` only when given; `target`'s value (if any) is shown as the
+// default.
+template <typename T>
+CLI::Option* Optional(CLI::App& cmd, const std::string& name, std::optional<T>& target, const std::string& help) {
+  CLI::Option* option = cmd.add_option_function<T>(name, [&target](const T& v) { target = v; }, help);
+  if (target.has_value()) {
+    if constexpr (std::is_same_v<T, std::string>) {
+      option->default_str(*target);
+    } else {
+      option->default_str(absl::StrCat(*target));
+    }
+  }
+  return option;
+}
+
+// CLI11's Range lets NaN through (every comparison with NaN is false).
+const CLI::Validator kFinite(
+    [](std::string& text) -> std::string {
+      char* end = nullptr;
+      const double v = std::strtod(text.c_str(), &end);
+      if (end == text.c_str() || *end != '\0') return "not a number: " + text;
+      return std::isfinite(v) ? "" : "must be a finite number, not " + text;
+    },
+    "FINITE");
+
+}  // namespace
+
+void AddJobFlags(CLI::App& cmd, TrainFlags& f) {
+  cmd.add_option("--config", f.config, "JobSpec as JSON (proto3 field names); flags given override it")
+      ->check(CLI::ExistingFile);
+  cmd.add_option("--name", f.name, "Name to register the model under")->capture_default_str();
+  cmd.add_option("--dataset", f.dataset, "Dataset root on the coordinator: IDX files (Fashion-MNIST) or a dogImages-style folder")->capture_default_str();
+  cmd.add_option("--format", f.format, "auto, idx or folder")->check(CLI::IsMember({"auto", "idx", "folder"}))->capture_default_str();
+  cmd.add_option("--arch", f.arch, "small_cnn, resnet18, resnet34, resnet50 (default by dataset)")
+      ->check(CLI::IsMember({"small_cnn", "resnet18", "resnet34", "resnet50"}, CLI::ignore_case));
+  cmd.add_option("--head", f.head, "linear, or mlp (Linear-ReLU-Linear, as the dog-breed seed)")->check(CLI::IsMember({"linear", "mlp"}))->capture_default_str();
+  Optional(cmd, "--classes", f.classes, "Number of classes (default: from the dataset)")->check(CLI::Range(1, 1000000));
+  Optional(cmd, "--world-size,-w", f.world_size, "Trainers to train on")->check(CLI::Range(1, 1024));
+  Optional(cmd, "--epochs,-e", f.epochs, "Epochs")->check(CLI::Range(1, 10000));
+  Optional(cmd, "--batch-size,-b", f.batch_size, "Batch size per trainer (default 64)")->check(CLI::Range(1, 65536));
+  Optional(cmd, "--optimizer", f.optimizer, "sgd or adamw (default sgd)")->check(CLI::IsMember({"sgd", "adamw"}));
+  Optional(cmd, "--lr", f.lr, "Learning rate, in (0, 100) (default 0.01 for SGD, 0.001 for AdamW)")
+      ->check(kFinite)
+      ->check(CLI::Range(std::numeric_limits<double>::min(), 100.0));
+  Optional(cmd, "--momentum", f.momentum, "SGD momentum in [0, 1) (default 0.9; 0 is plain SGD)")->check(kFinite)->check(CLI::Range(0.0, 0.999999999));
+  Optional(cmd, "--weight-decay", f.weight_decay, "Weight decay (default 0)")->check(kFinite)->check(CLI::Range(0.0, 1e6));
+  Optional(cmd, "--schedule", f.schedule, "constant, step or cosine (default constant)")->check(CLI::IsMember({"constant", "step", "cosine"}));
+  Optional(cmd, "--warmup-steps", f.warmup_steps, "Linear warm-up steps (default 0)")->check(CLI::Range(0, 100000000));
+  Optional(cmd, "--seed", f.seed, "Seed for initialisation, shuffling and augmentation (default 0)");
+  cmd.add_flag("--augment", f.augment, "RandomResizedCrop + horizontal flip");
+  cmd.add_flag("--freeze-backbone", f.freeze_backbone, "Train only the head (needs --init-weights)");
+  cmd.add_option("--init-weights", f.init_weights, "torchvision weights (.pth state_dict or .safetensors) on every trainer");
+  Optional(cmd, "--image-size", f.image_size, "Input height and width (default 28 / 224)")->check(CLI::Range(1, 4096));
+  Optional(cmd, "--resize-shorter", f.resize_shorter, "Evaluation resize of the shorter side before the center crop (0: resize straight to the input size)")->check(CLI::Range(0, 8192));
+  cmd.add_option("--mean", f.mean, "Per-channel mean")->expected(1, 3);
+  cmd.add_option("--std", f.std, "Per-channel std")->expected(1, 3);
+  Optional(cmd, "--max-train-samples", f.max_train_samples, "Train on a seeded random subset (default: all)")->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  Optional(cmd, "--max-eval-samples", f.max_eval_samples, "Evaluate on a seeded random subset (default: all)")->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  Optional(cmd, "--checkpoint-every", f.checkpoint_every, "Checkpoint every N steps (0: epoch ends only)")->check(CLI::Range(0, 100000000));
+  Optional(cmd, "--data-workers", f.data_workers, "Decode/augment threads per trainer (default 2)")->check(CLI::Range(1, 256));
+  Optional(cmd, "--torch-threads", f.torch_threads, "Torch threads per trainer (default 1)")->check(CLI::Range(1, 256));
+  Optional(cmd, "--backend", f.backend, "gloo (CPU) or nccl (GPU) (default gloo)")->check(CLI::IsMember({"gloo", "nccl"}));
+  Optional(cmd, "--collective-timeout", f.collective_timeout_s, "Seconds before a collective fails naming the missing rank (default 60)")->check(CLI::Range(1, 86400));
+}
+
 void AddTrainCommand(CLI::App& app, const GlobalOptions& global) {
   auto f = std::make_shared<TrainFlags>();
+  auto wait = std::make_shared<bool>(false), detach = std::make_shared<bool>(false);
   CLI::App* cmd = app.add_subcommand(
       "train",
       "Submit a data-parallel training job and follow it. Defaults train the small CNN on "
       "Debian's Fashion-MNIST on 2 trainers; a dogImages-style folder defaults to ResNet-50 at "
       "224x224 with ImageNet normalisation.");
-  cmd->add_option("--config", f->config, "JobSpec as JSON (proto3 field names); flags given override it");
-  cmd->add_option("--name", f->name, "Name to register the model under")->capture_default_str();
-  cmd->add_option("--dataset", f->dataset, "Dataset root on the coordinator")->capture_default_str();
-  cmd->add_option("--format", f->format, "auto, idx or folder")->check(CLI::IsMember({"auto", "idx", "folder"}))->capture_default_str();
-  cmd->add_option("--arch", f->arch, "small_cnn, resnet18, resnet34, resnet50 (default by dataset)");
-  cmd->add_option("--head", f->head, "linear, or mlp (Linear-ReLU-Linear, as the dog-breed seed)")->check(CLI::IsMember({"linear", "mlp"}))->capture_default_str();
-  cmd->add_option("--classes", f->classes, "Number of classes (0: from the dataset)")->capture_default_str();
-  cmd->add_option("--world-size,-w", f->world_size, "Trainers to train on")->check(CLI::Range(1, 1024))->capture_default_str();
-  cmd->add_option("--epochs,-e", f->epochs, "Epochs")->check(CLI::Range(1, 10000))->capture_default_str();
-  cmd->add_option("--batch-size,-b", f->batch_size, "Batch size per trainer")->check(CLI::Range(1, 65536))->capture_default_str();
-  cmd->add_option("--optimizer", f->optimizer, "sgd or adamw")->check(CLI::IsMember({"sgd", "adamw"}))->capture_default_str();
-  cmd->add_option("--lr", f->lr, "Learning rate")->capture_default_str();
-  cmd->add_option("--momentum", f->momentum, "SGD momentum")->capture_default_str();
-  cmd->add_option("--weight-decay", f->weight_decay, "Weight decay")->capture_default_str();
-  cmd->add_option("--schedule", f->schedule, "constant, step or cosine")->check(CLI::IsMember({"constant", "step", "cosine"}))->capture_default_str();
-  cmd->add_option("--warmup-steps", f->warmup_steps, "Linear warm-up steps")->capture_default_str();
-  cmd->add_option("--seed", f->seed, "Seed for initialisation, shuffling and augmentation")->capture_default_str();
-  cmd->add_flag("--augment", f->augment, "RandomResizedCrop + horizontal flip");
-  cmd->add_flag("--freeze-backbone", f->freeze_backbone, "Train only the head (needs --init-weights)");
-  cmd->add_option("--init-weights", f->init_weights, "torchvision weights (.pth state_dict or .safetensors) on every trainer");
-  cmd->add_option("--image-size", f->image_size, "Input height and width (default 28 / 224)");
-  cmd->add_option("--resize-shorter", f->resize_shorter, "Evaluation resize of the shorter side before the center crop (0: resize straight to the input size)");
-  cmd->add_option("--mean", f->mean, "Per-channel mean")->expected(1, 3);
-  cmd->add_option("--std", f->std, "Per-channel std")->expected(1, 3);
-  cmd->add_option("--max-train-samples", f->max_train_samples, "Train on a seeded random subset (0: all)");
-  cmd->add_option("--max-eval-samples", f->max_eval_samples, "Evaluate on a seeded random subset (0: all)");
-  cmd->add_option("--checkpoint-every", f->checkpoint_every, "Checkpoint every N steps (0: epoch ends only)");
-  cmd->add_option("--data-workers", f->data_workers, "Decode/augment threads per trainer (0: 2)");
-  cmd->add_option("--torch-threads", f->torch_threads, "Torch threads per trainer (0: 1)");
-  cmd->add_option("--backend", f->backend, "gloo (CPU) or nccl (GPU)")->check(CLI::IsMember({"gloo", "nccl"}))->capture_default_str();
-  cmd->add_option("--collective-timeout", f->collective_timeout_s, "Seconds before a collective fails naming the missing rank (0: 60)");
-  cmd->add_flag("--wait", f->wait, "Block until the job ends without a progress display (for scripts)");
-  cmd->add_flag("--detach", f->detach, "Print the job id and return at once");
-  cmd->callback([f, cmd, &global] { throw CLI::RuntimeError(Train(*f, *cmd, global)); });
+  AddJobFlags(*cmd, *f);
+  cmd->add_flag("--wait", *wait, "Block until the job ends without a progress display (for scripts)");
+  cmd->add_flag("--detach", *detach, "Print the job id and return at once");
+  cmd->callback([f, wait, detach, cmd, &global] { throw CLI::RuntimeError(Train(*f, *wait, *detach, *cmd, global)); });
 }
 
 }  // namespace kennel::cli

@@ -4,15 +4,21 @@
 #ifndef KENNEL_CLI_TRAIN_COMMAND_H_
 #define KENNEL_CLI_TRAIN_COMMAND_H_
 
+#include <optional>
+#include <string>
+#include <vector>
+
 #include <CLI/CLI.hpp>
 
-#include "cli/output.h"
 #include "absl/status/statusor.h"
+#include "cli/output.h"
 #include "kennel/v1/job.pb.h"
 
 namespace kennel::cli {
 
-// What kennelctl train's flags hold (also used by kennelctl up).
+// What the job flags hold; kennelctl train and kennelctl up share them (AddJobFlags). An
+// empty optional leaves the field unset, so the coordinator's default applies (and with
+// --config, the file's value); a value set here is the command's own default.
 struct TrainFlags {
   std::string config;
   std::string name = "fashion";
@@ -20,36 +26,37 @@ struct TrainFlags {
   std::string format = "auto";
   std::string arch;
   std::string head = "linear";
-  int classes = 0;
-  int world_size = 2;
-  int epochs = 5;
-  int batch_size = 64;
-  std::string optimizer = "sgd";
-  double lr = 0.01;
-  double momentum = 0.9;
-  double weight_decay = 0;
-  std::string schedule = "constant";
-  int warmup_steps = 0;
-  uint64_t seed = 1;
+  std::optional<int> classes;
+  std::optional<int> world_size = 2;
+  std::optional<int> epochs = 5;
+  std::optional<int> batch_size;
+  std::optional<std::string> optimizer;
+  std::optional<double> lr, momentum, weight_decay;
+  std::optional<std::string> schedule;
+  std::optional<int> warmup_steps;
+  std::optional<uint64_t> seed;
   bool augment = false;
   bool freeze_backbone = false;
   std::string init_weights;
-  int image_size = 0;
-  int resize_shorter = -1;
+  std::optional<int> image_size;
+  std::optional<int> resize_shorter;
   std::vector<float> mean, std;
-  int64_t max_train_samples = 0, max_eval_samples = 0;
-  int checkpoint_every = 0;
-  int data_workers = 0, torch_threads = 0;
-  std::string backend = "gloo";
-  int collective_timeout_s = 0;
-  bool wait = false, detach = false;
+  std::optional<int64_t> max_train_samples, max_eval_samples;
+  std::optional<int> checkpoint_every;
+  std::optional<int> data_workers, torch_threads;
+  std::optional<std::string> backend;
+  std::optional<int> collective_timeout_s;
 };
 
+// Adds the job flags (model, data, hyperparameters, placement) with their checks to `cmd`.
+// `f` must outlive parsing.
+void AddJobFlags(CLI::App& cmd, TrainFlags& f);
 
 void AddTrainCommand(CLI::App& app, const GlobalOptions& global);
 
-// The JobSpec the flags describe (no config file, every field from `flags`).
-absl::StatusOr<kennel::v1::JobSpec> SpecFromFlags(const TrainFlags& flags);
+// The JobSpec the flags describe: with a config file, only flags given on the command line
+// (cmd.count() > 0) override it; without one, every flag with a value applies.
+absl::StatusOr<kennel::v1::JobSpec> SpecFromFlags(const TrainFlags& flags, const CLI::App& cmd);
 
 // Follows a job until it ends (progress on stderr unless quiet). Returns the job's exit code,
 // or kExitOk when the user detached with Ctrl-C.

@@ -12,9 +12,10 @@
 #include "absl/time/clock.h"
 #include "cli/client.h"
 #include "cli/load_generator.h"
+#include "cli/sample_images.h"
 #include "cli/serving_commands.h"
 #include "cli/train_command.h"
-#include "core/dataset.h"
+#include "core/dataset_index.h"
 #include "core/files.h"
 #include "core/grpc_status.h"
 #include "core/subprocess.h"
@@ -36,28 +37,18 @@ struct UpFlags {
 
 void Say(const std::string& s) { std::cerr << "\033[1m[kennel up]\033[0m " << s << std::endl; }
 
-// A Kennel binary next to kennelctl (installed) or in the build tree's sibling folder.
-absl::StatusOr<std::string> FindBinary(const std::string& name, const std::string& folder) {
-  const fs::path self = fs::read_symlink("/proc/self/exe").parent_path();
-  for (const fs::path& p : {self / name, self.parent_path() / folder / name}) {
-    std::error_code ec;
-    if (fs::exists(p, ec)) return p.string();
-  }
-  return absl::NotFoundError(absl::StrCat("cannot find ", name, " next to kennelctl or in ../", folder));
-}
-
 class LocalCluster {
  public:
   ~LocalCluster() { Stop(); }
 
-  absl::Status Start(const UpFlags& f) {
+  absl::Status Start(const UpFlags& f, int trainers) {
     logs_ = (fs::path(f.data_dir) / "logs").string();
     std::error_code ec;
     fs::create_directories(logs_, ec);
     if (ec) return absl::InvalidArgumentError(absl::StrCat("cannot create ", logs_, ": ", ec.message()));
-    auto coordinator = FindBinary("kennel-coordinator", "coordinator");
-    auto trainer = FindBinary("kennel-trainer", "trainer_node");
-    auto inference = FindBinary("kennel-inference", "inference_node");
+    auto coordinator = FindKennelBinary("kennel-coordinator", "coordinator");
+    auto trainer = FindKennelBinary("kennel-trainer", "trainer_node");
+    auto inference = FindKennelBinary("kennel-inference", "inference_node");
     for (const auto* b : {&coordinator, &trainer, &inference}) {
       if (!b->ok()) return b->status();
     }
@@ -70,7 +61,7 @@ class LocalCluster {
     if (!line.ok()) return line.status();
     address_ = absl::StrCat("127.0.0.1:", line->substr(line->rfind(' ') + 1));
     Say(absl::StrCat("coordinator on ", address_, " (state in ", f.data_dir, "/coordinator, logs in ", logs_, ")"));
-    for (int i = 0; i < f.train.world_size; ++i) {
+    for (int i = 0; i < trainers; ++i) {
       const std::string name = absl::StrCat("trainer-", i + 1);
       auto t = core::Process::Start({*trainer, "--coordinator", address_, "--name", name, "--work_dir",
                                      (fs::path(f.data_dir) / name).string()},
@@ -90,8 +81,8 @@ class LocalCluster {
       const std::string rest = l->substr(l->find("port ") + 5);
       inference_.push_back(absl::StrCat("127.0.0.1:", rest.substr(0, rest.find(' '))));
     }
-    Say(absl::StrCat(f.train.world_size, " trainers and ", f.inference_nodes, " inference node(s) starting"));
-    return WaitForMembers(f.train.world_size, f.inference_nodes);
+    Say(absl::StrCat(trainers, " trainers and ", f.inference_nodes, " inference node(s) starting"));
+    return WaitForMembers(trainers, f.inference_nodes);
   }
 
   absl::Status WaitForMembers(int trainers, int inference) {
@@ -148,11 +139,15 @@ absl::Status TestImages(const v1::JobSpec& spec, int64_t limit, std::vector<std:
   return absl::OkStatus();
 }
 
-int Up(UpFlags f, GlobalOptions& global) {
-  auto spec = SpecFromFlags(f.train);
+int Up(const UpFlags& f, const CLI::App& cmd, GlobalOptions& global) {
+  auto spec = SpecFromFlags(f.train, cmd);
   if (!spec.ok()) return Fail(spec.status());
+  const int trainers = spec->has_world_size() ? spec->world_size() : 1;
+  if (trainers < 1 || trainers > 16) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat("kennelctl up starts 1 to 16 trainers, not ", trainers)));
+  }
   LocalCluster cluster;
-  if (absl::Status s = cluster.Start(f); !s.ok()) return Fail(s);
+  if (absl::Status s = cluster.Start(f, trainers); !s.ok()) return Fail(s);
   global.coordinator = cluster.address();
 
   Say(absl::StrCat("training ", spec->name(), " on ", spec->dataset().root()));
@@ -161,7 +156,7 @@ int Up(UpFlags f, GlobalOptions& global) {
   *submit.mutable_spec() = *spec;
   v1::JobStatus job;
   grpc::Status rpc = admin->SubmitJob(Context(600).get(), submit, &job);
-  if (!rpc.ok()) return Fail(core::FromGrpcStatus(rpc));
+  if (!rpc.ok()) return Fail(RpcError(rpc, Peer::kCoordinator, cluster.address()));
   if (int code = FollowJob(global, job.id(), /*quiet=*/false); code != kExitOk) return code;
   rpc = admin->GetJob(Context().get(), [&] { v1::GetJobRequest r; r.set_job_id(job.id()); return r; }(), &job);
   if (!rpc.ok() || job.state() != v1::SUCCEEDED) {
@@ -174,7 +169,7 @@ int Up(UpFlags f, GlobalOptions& global) {
   deploy.set_version(job.model_version());
   v1::DeployResponse deployed;
   rpc = admin->Deploy(Context(600).get(), deploy, &deployed);
-  if (!rpc.ok()) return Fail(core::FromGrpcStatus(rpc));
+  if (!rpc.ok()) return Fail(RpcError(rpc, Peer::kCoordinator, cluster.address()));
   for (const auto& r : deployed.results()) {
     if (!r.ok()) return Fail(absl::InternalError(absl::StrCat("deploy to ", r.node(), " failed: ", r.error())));
   }
@@ -221,32 +216,27 @@ int Up(UpFlags f, GlobalOptions& global) {
 
 void AddUpCommand(CLI::App& app, GlobalOptions& global) {
   auto f = std::make_shared<UpFlags>();
+  // The demo's own defaults: 2 short epochs at a rate that gets there.
   f->train.epochs = 2;
   f->train.lr = 0.05;
   f->train.schedule = "cosine";
-  f->train.name = "fashion";
   CLI::App* cmd = app.add_subcommand(
       "up", "Kennel's main job on this machine: start a local cluster (coordinator, trainers, "
             "inference node), train, deploy, classify the test split over ClassifyStream, report, "
-            "shut down. Defaults: the small CNN on Debian's Fashion-MNIST, 2 trainers, 2 epochs.");
+            "shut down. Defaults: the small CNN on Debian's Fashion-MNIST, 2 trainers, 2 epochs. "
+            "Takes every job flag of `kennelctl train`.");
   cmd->alias("demo");
+  AddJobFlags(*cmd, f->train);
   cmd->add_option("--data-dir", f->data_dir, "Where the cluster keeps state and logs")->capture_default_str();
-  cmd->add_option("--dataset", f->train.dataset, "Dataset root: Fashion-MNIST IDX files or a dogImages-style folder")->capture_default_str();
-  cmd->add_option("--arch", f->train.arch, "small_cnn, resnet18, resnet34, resnet50 (default by dataset)");
-  cmd->add_option("--head", f->train.head, "linear or mlp (the dog-breed seed's head)")->capture_default_str();
-  cmd->add_option("--init-weights", f->train.init_weights, "torchvision weights for transfer learning");
-  cmd->add_flag("--freeze-backbone", f->train.freeze_backbone, "Train only the head");
-  cmd->add_option("--world-size,-w", f->train.world_size, "Trainers")->check(CLI::Range(1, 16))->capture_default_str();
-  cmd->add_option("--epochs,-e", f->train.epochs, "Epochs")->check(CLI::Range(1, 1000))->capture_default_str();
-  cmd->add_option("--batch-size,-b", f->train.batch_size, "Batch size per trainer")->capture_default_str();
-  cmd->add_option("--lr", f->train.lr, "Learning rate")->capture_default_str();
-  cmd->add_option("--schedule", f->train.schedule, "constant, step or cosine")->capture_default_str();
-  cmd->add_option("--optimizer", f->train.optimizer, "sgd or adamw")->capture_default_str();
-  cmd->add_option("--max-train-samples", f->train.max_train_samples, "Train on a random subset (0: all)");
-  cmd->add_option("--classify-limit", f->classify_limit, "Test images to stream (0: all)");
-  cmd->add_option("--concurrency", f->concurrency, "Client streams for the classification pass")->capture_default_str();
+  cmd->add_option("--inference-nodes", f->inference_nodes, "Inference nodes to start")
+      ->check(CLI::Range(1, 16))
+      ->capture_default_str();
+  cmd->add_option("--classify-limit", f->classify_limit, "Test images to stream (0: all)")->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
+  cmd->add_option("--concurrency", f->concurrency, "Client streams for the classification pass")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
   cmd->add_flag("--keep-running", f->keep_running, "Leave the cluster up until Ctrl-C");
-  cmd->callback([f, &global] { throw CLI::RuntimeError(Up(*f, global)); });
+  cmd->callback([f, cmd, &global] { throw CLI::RuntimeError(Up(*f, *cmd, global)); });
 }
 
 }  // namespace kennel::cli

@@ -18,14 +18,24 @@ if(NOT glog_FOUND)
   add_library(glog::glog UNKNOWN IMPORTED)
   set_target_properties(glog::glog PROPERTIES IMPORTED_LOCATION ${GLOG_LIBRARY})
 endif()
-find_package(GTest CONFIG QUIET)
-if(NOT GTest_FOUND)
-  find_package(GTest REQUIRED)
+find_package(PNG REQUIRED)
+# Only the tests need GoogleTest: a build without tests (the README's first command on a fresh
+# machine) must not look for it.
+if(KENNEL_BUILD_TESTS)
+  find_package(GTest CONFIG QUIET)
+  if(NOT GTest_FOUND)
+    find_package(GTest)
+  endif()
+  if(NOT GTest_FOUND)
+    message(FATAL_ERROR "KENNEL_BUILD_TESTS is ON but GoogleTest was not found: install "
+                        "googletest and libgtest-dev (deploy/bootstrap.sh deps --test) or configure "
+                        "with -DKENNEL_BUILD_TESTS=OFF")
+  endif()
 endif()
 
 find_program(KENNEL_PROTOC protoc REQUIRED)
 find_program(KENNEL_GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)
 
 # Debian's /usr/bin/python3 carries python3-torch / torchvision; another python3 first on
-# PATH may not.
+# PATH may not. Tests and benchmarks only.
 set(KENNEL_PYTHON /usr/bin/python3 CACHE FILEPATH "Python with torch/torchvision for tests")

@@ -16,9 +16,9 @@ function(kennel_target_defaults target)
 endfunction()
 
 # Torch headers are slow to parse (~15-20 s a TU on 2 cores): targets whose sources include
-# them reuse kennel_core's precompiled <torch/torch.h>.
+# them reuse kennel_ml's precompiled <torch/torch.h>.
 function(kennel_use_torch_pch target)
-  target_precompile_headers(${target} REUSE_FROM kennel_core)
+  target_precompile_headers(${target} REUSE_FROM kennel_ml)
 endfunction()
 
 # kennel_test(name SOURCES ... LIBS ... [PROPERTIES ...]): a GoogleTest binary (reusing the

@@ -10,7 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "core/artifact.h"
+#include "core/ml/artifact.h"
 #include "core/files.h"
 #include "core/status_macros.h"
 

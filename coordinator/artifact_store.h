@@ -13,7 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "coordinator/state_store.h"
-#include "core/artifact_transfer.h"
+#include "core/member/artifact_transfer.h"
 #include "kennel/v1/admin.pb.h"
 #include "kennel/v1/artifact.pb.h"
 

@@ -4,7 +4,7 @@
 
 #include <filesystem>
 
-#include "core/dataset.h"
+#include "core/ml/dataset.h"
 
 namespace kennel::coordinator {
 namespace {

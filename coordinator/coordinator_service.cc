@@ -138,7 +138,10 @@ grpc::Status CoordinatorService::UploadArtifact(grpc::ServerContext*,
   while (status.ok() && reader->Read(&chunk)) status = receiver->Consume(chunk);
   if (status.ok()) status = receiver->Finish();
   const v1::ArtifactRef ref = receiver->header().ref();
-  if (status.ok()) status = cluster_->CheckCurrentGeneration(ref.job_id(), ref.generation());
+  // A model without a job is an import (kennelctl import --register); anything a job uploads
+  // must come from its current generation.
+  const bool imported = ref.kind() == v1::ArtifactRef::MODEL && ref.job_id().empty();
+  if (status.ok() && !imported) status = cluster_->CheckCurrentGeneration(ref.job_id(), ref.generation());
   if (!status.ok()) {
     artifacts_->Discard(receiver->dir());
     return ToGrpcStatus(status);
@@ -156,7 +159,7 @@ grpc::Status CoordinatorService::UploadArtifact(grpc::ServerContext*,
   response->mutable_stored()->set_name(model->name());
   response->mutable_stored()->set_version(model->version());
   LOG(INFO) << "registered model " << model->name() << " version " << model->version()
-            << " from job " << ref.job_id();
+            << (imported ? " (imported)" : absl::StrCat(" from job ", ref.job_id()));
   return grpc::Status::OK;
 }
 

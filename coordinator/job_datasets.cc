@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "core/dataset.h"
+#include "core/dataset_index.h"
 #include "core/job_spec.h"
 #include "core/shard_plan.h"
 #include "core/status_macros.h"

@@ -4,8 +4,7 @@
 #include <numbers>
 
 #include "absl/strings/str_cat.h"
-#include "core/image.h"
-#include "core/models.h"
+#include "core/model_spec.h"
 #include "core/status_macros.h"
 
 namespace kennel::core {
@@ -19,12 +18,8 @@ absl::Status Bad(absl::string_view field, absl::string_view why) {
 
 absl::StatusOr<kennel::v1::JobSpec> NormalizeJobSpec(kennel::v1::JobSpec spec) {
   if (spec.name().empty()) return Bad("name", "is required (the model is registered under it)");
-  for (char c : spec.name()) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') {
-      return Bad("name", "may hold only letters, digits, '-', '_' and '.'");
-    }
-  }
-  if (spec.world_size() == 0) spec.set_world_size(1);
+  if (absl::Status s = ValidateModelName(spec.name()); !s.ok()) return Bad("name:", s.message());
+  if (!spec.has_world_size()) spec.set_world_size(1);
   if (spec.world_size() < 1 || spec.world_size() > 1024) return Bad("world_size", "must be in [1, 1024]");
   if (spec.backend().empty()) spec.set_backend("gloo");
   if (spec.backend() != "gloo" && spec.backend() != "nccl") {
@@ -59,37 +54,43 @@ absl::StatusOr<kennel::v1::JobSpec> NormalizeJobSpec(kennel::v1::JobSpec spec) {
   }
 
   auto& t = *spec.mutable_training();
-  if (t.epochs() == 0) t.set_epochs(1);
+  // Unset fields get their defaults; set ones are checked as given (0 is never "unset").
+  if (!t.has_epochs()) t.set_epochs(1);
   if (t.epochs() < 1 || t.epochs() > 10000) return Bad("training.epochs", "must be in [1, 10000]");
-  if (t.batch_size() == 0) t.set_batch_size(64);
+  if (!t.has_batch_size()) t.set_batch_size(64);
   if (t.batch_size() < 1 || t.batch_size() > 65536) {
     return Bad("training.batch_size", "must be in [1, 65536]");
   }
   if (t.optimizer() == kennel::v1::OPTIMIZER_UNSPECIFIED) t.set_optimizer(kennel::v1::SGD);
-  if (t.learning_rate() == 0) t.set_learning_rate(t.optimizer() == kennel::v1::ADAMW ? 1e-3 : 0.01);
+  if (!kennel::v1::Optimizer_IsValid(t.optimizer())) return Bad("training.optimizer", "is not SGD or ADAMW");
+  if (!t.has_learning_rate()) t.set_learning_rate(t.optimizer() == kennel::v1::ADAMW ? 1e-3 : 0.01);
   if (!(t.learning_rate() > 0 && t.learning_rate() < 100)) {
     return Bad("training.learning_rate", "must be in (0, 100)");
   }
-  if (t.optimizer() == kennel::v1::SGD && t.momentum() == 0) t.set_momentum(0.9);
-  if (t.momentum() < 0 || t.momentum() >= 1) return Bad("training.momentum", "must be in [0, 1)");
-  if (t.weight_decay() < 0) return Bad("training.weight_decay", "must not be negative");
-  if (t.schedule() == kennel::v1::LR_SCHEDULE_UNSPECIFIED) t.set_schedule(kennel::v1::CONSTANT);
-  if (t.schedule() == kennel::v1::STEP) {
-    if (t.step_epochs() == 0) t.set_step_epochs(1);
-    if (t.step_gamma() == 0) t.set_step_gamma(0.1);
-    if (t.step_epochs() < 1 || !(t.step_gamma() > 0 && t.step_gamma() <= 1)) {
-      return Bad("training.step_*", "needs step_epochs >= 1 and step_gamma in (0, 1]");
-    }
+  if (!t.has_momentum()) t.set_momentum(t.optimizer() == kennel::v1::SGD ? 0.9 : 0.0);
+  if (!(t.momentum() >= 0 && t.momentum() < 1)) return Bad("training.momentum", "must be in [0, 1)");
+  if (!t.has_weight_decay()) t.set_weight_decay(0);
+  if (!(t.weight_decay() >= 0 && std::isfinite(t.weight_decay()))) {
+    return Bad("training.weight_decay", "must be finite and not negative");
   }
+  if (t.schedule() == kennel::v1::LR_SCHEDULE_UNSPECIFIED) t.set_schedule(kennel::v1::CONSTANT);
+  if (!kennel::v1::LrSchedule_IsValid(t.schedule())) return Bad("training.schedule", "is not CONSTANT, STEP or COSINE");
+  if (!t.has_step_epochs()) t.set_step_epochs(1);
+  if (!t.has_step_gamma()) t.set_step_gamma(0.1);
+  if (t.step_epochs() < 1 || !(t.step_gamma() > 0 && t.step_gamma() <= 1)) {
+    return Bad("training.step_*", "needs step_epochs >= 1 and step_gamma in (0, 1]");
+  }
+  if (!t.has_warmup_steps()) t.set_warmup_steps(0);
   if (t.warmup_steps() < 0) return Bad("training.warmup_steps", "must not be negative");
+  if (!t.has_checkpoint_every_steps()) t.set_checkpoint_every_steps(0);
   if (t.checkpoint_every_steps() < 0) return Bad("training.checkpoint_every_steps", "must not be negative");
-  if (t.data_workers() == 0) t.set_data_workers(2);
+  if (!t.has_data_workers()) t.set_data_workers(2);
   if (t.data_workers() < 1 || t.data_workers() > 256) return Bad("training.data_workers", "must be in [1, 256]");
-  if (t.torch_threads() == 0) t.set_torch_threads(1);
+  if (!t.has_torch_threads()) t.set_torch_threads(1);
   if (t.torch_threads() < 1 || t.torch_threads() > 256) return Bad("training.torch_threads", "must be in [1, 256]");
-  if (t.collective_timeout_s() == 0) t.set_collective_timeout_s(60);
-  if (t.collective_timeout_s() < 1) return Bad("training.collective_timeout_s", "must be positive");
-  if (t.bucket_cap_bytes() == 0) t.set_bucket_cap_bytes(kDefaultBucketCapBytes);
+  if (!t.has_collective_timeout_s()) t.set_collective_timeout_s(60);
+  if (t.collective_timeout_s() < 1) return Bad("training.collective_timeout_s", "must be at least 1");
+  if (!t.has_bucket_cap_bytes()) t.set_bucket_cap_bytes(kDefaultBucketCapBytes);
   if (t.bucket_cap_bytes() < 1024) return Bad("training.bucket_cap_bytes", "must be at least 1024");
   if (t.mixed_precision() && spec.backend() != "nccl") {
     return Bad("training.mixed_precision", "needs GPU trainers (backend nccl)");

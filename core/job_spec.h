@@ -10,9 +10,11 @@ namespace kennel::core {
 
 inline constexpr int64_t kDefaultBucketCapBytes = 25 << 20;
 
-// Fills defaults (batch 64, SGD lr 0.01 momentum 0.9, constant schedule, backend gloo,
-// 2 data workers, 1 torch thread, 60 s collective timeout, 25 MiB buckets, splits) and
-// checks every field, naming the first bad one.
+// Fills defaults into fields that are not set (batch 64, SGD lr 0.01 momentum 0.9, constant
+// schedule, backend gloo, 2 data workers, 1 torch thread, 60 s collective timeout, 25 MiB
+// buckets, splits) and checks every field, naming the first bad one. A field set to 0 is 0
+// (momentum, weight decay) or refused (epochs, batch size, learning rate, world size); NaN
+// and infinite values are refused.
 absl::StatusOr<kennel::v1::JobSpec> NormalizeJobSpec(kennel::v1::JobSpec spec);
 
 // The learning rate at optimizer step `global_step` (0-based) of a run with

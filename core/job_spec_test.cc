@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
+
 namespace kennel::core {
 namespace {
 
@@ -58,6 +60,64 @@ TEST(JobSpecTest, BadFieldsAreNamed) {
   s = Minimal();
   s.mutable_training()->set_freeze_backbone(true);
   expect_bad(s, "freeze_backbone");
+}
+
+// proto3 zero used to mean "unset": momentum 0 became 0.9, batch 0 became 64.
+TEST(JobSpecTest, ZeroMeansZeroOrIsRefusedNeverADefault) {
+  v1::JobSpec s = Minimal();
+  s.mutable_training()->set_momentum(0);
+  s.mutable_training()->set_weight_decay(0);
+  auto spec = NormalizeJobSpec(s);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->training().momentum(), 0.0);
+  EXPECT_TRUE(spec->training().has_momentum());
+
+  auto expect_bad = [](v1::JobSpec spec, const std::string& field) {
+    auto r = NormalizeJobSpec(spec);
+    ASSERT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << field;
+    EXPECT_NE(r.status().message().find(field), std::string::npos) << r.status();
+  };
+  s = Minimal();
+  s.mutable_training()->set_batch_size(0);
+  expect_bad(s, "training.batch_size");
+  s = Minimal();
+  s.mutable_training()->set_epochs(0);
+  expect_bad(s, "training.epochs");
+  s = Minimal();
+  s.mutable_training()->set_learning_rate(0);
+  expect_bad(s, "training.learning_rate");
+  s = Minimal();
+  s.set_world_size(0);
+  expect_bad(s, "world_size");
+  s = Minimal();
+  s.mutable_training()->set_data_workers(0);
+  expect_bad(s, "training.data_workers");
+}
+
+TEST(JobSpecTest, NonFiniteHyperparametersAreRefused) {
+  auto expect_bad = [](v1::JobSpec spec, const std::string& field) {
+    auto r = NormalizeJobSpec(spec);
+    ASSERT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << field;
+    EXPECT_NE(r.status().message().find(field), std::string::npos) << r.status();
+  };
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const double inf = std::numeric_limits<double>::infinity();
+  v1::JobSpec s = Minimal();
+  s.mutable_training()->set_learning_rate(nan);
+  expect_bad(s, "learning_rate");
+  s = Minimal();
+  s.mutable_training()->set_momentum(nan);
+  expect_bad(s, "momentum");
+  s = Minimal();
+  s.mutable_training()->set_weight_decay(nan);
+  expect_bad(s, "weight_decay");
+  s = Minimal();
+  s.mutable_training()->set_weight_decay(inf);
+  expect_bad(s, "weight_decay");
+  s = Minimal();
+  s.mutable_training()->set_schedule(v1::STEP);
+  s.mutable_training()->set_step_gamma(nan);
+  expect_bad(s, "step_");
 }
 
 TEST(JobSpecTest, LearningRateSchedules) {

@@ -15,7 +15,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "core/image.h"
+#include "core/ml/image.h"
 #include "inference_node/metrics.h"
 #include "inference_node/serving_model.h"
 #include "inference_node/thread_pool.h"

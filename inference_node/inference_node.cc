@@ -11,8 +11,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "core/artifact.h"
-#include "core/coordinator_client.h"
+#include "core/ml/artifact.h"
+#include "core/member/coordinator_client.h"
 #include "core/status_macros.h"
 
 namespace kennel::inference {

@@ -14,7 +14,7 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
-#include "core/control_stream.h"
+#include "core/member/control_stream.h"
 #include "inference_node/engine.h"
 #include "inference_node/inference_service.h"
 #include "inference_node/metrics.h"

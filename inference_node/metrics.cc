@@ -1,5 +1,8 @@
 #include "inference_node/metrics.h"
 
+#include <charconv>
+#include <system_error>
+
 #include "absl/strings/str_cat.h"
 
 namespace kennel::inference {
@@ -24,16 +27,24 @@ void Histogram::Observe(double value) {
   }
 }
 
+std::string FormatMetricValue(double value) {
+  // Shortest text that reads back as the same double: a long-running node's sums keep every
+  // digit (StrCat's 6 significant digits turned 17533.912 s into 17533.9).
+  char buf[64];
+  const auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), value);
+  return ec == std::errc() ? std::string(buf, end) : absl::StrCat(value);
+}
+
 void Histogram::Render(const std::string& name, const std::string& labels, std::string* out) const {
   const std::string sep = labels.empty() ? "" : ",";
   int64_t cumulative = 0;
   for (size_t i = 0; i <= bounds_.size(); ++i) {
     cumulative += buckets_[i].load(std::memory_order_relaxed);
-    const std::string le = i < bounds_.size() ? absl::StrCat(bounds_[i]) : "+Inf";
+    const std::string le = i < bounds_.size() ? FormatMetricValue(bounds_[i]) : "+Inf";
     absl::StrAppend(out, name, "_bucket{", labels, sep, "le=\"", le, "\"} ", cumulative, "\n");
   }
   const std::string braces = labels.empty() ? "" : absl::StrCat("{", labels, "}");
-  absl::StrAppend(out, name, "_sum", braces, " ", sum_.load(std::memory_order_relaxed), "\n");
+  absl::StrAppend(out, name, "_sum", braces, " ", FormatMetricValue(sum_.load(std::memory_order_relaxed)), "\n");
   absl::StrAppend(out, name, "_count", braces, " ", count_.load(std::memory_order_relaxed), "\n");
 }
 

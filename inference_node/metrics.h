@@ -20,6 +20,9 @@
 
 namespace kennel::inference {
 
+// A sample value as Prometheus text: the shortest decimal that reads back as the same double.
+std::string FormatMetricValue(double value);
+
 class Histogram {
  public:
   explicit Histogram(std::vector<double> bounds);

@@ -3,9 +3,9 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
-#include "core/artifact.h"
+#include "core/ml/artifact.h"
 #include "core/status_macros.h"
-#include "core/torch_errors.h"
+#include "core/ml/torch_errors.h"
 
 namespace kennel::inference {
 namespace {

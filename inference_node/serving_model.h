@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "core/models.h"
+#include "core/ml/models.h"
 #include "inference_node/batcher.h"
 #include "inference_node/thread_pool.h"
 #include "kennel/v1/model.pb.h"

@@ -10,8 +10,8 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "core/artifact.h"
-#include "core/dataset.h"
+#include "core/ml/artifact.h"
+#include "core/ml/dataset.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "cli/load_generator.h"
 #include "inference_node/inference_node.h"

@@ -8,10 +8,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "core/artifact.h"
-#include "core/dataset.h"
-#include "core/image.h"
-#include "core/weights.h"
+#include "core/ml/artifact.h"
+#include "core/ml/dataset.h"
+#include "core/ml/image.h"
+#include "core/ml/weights.h"
 
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>

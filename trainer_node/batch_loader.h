@@ -17,8 +17,8 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "core/dataset.h"
-#include "core/image.h"
+#include "core/ml/dataset.h"
+#include "core/ml/image.h"
 #include "kennel/v1/model.pb.h"
 
 namespace kennel::trainer {

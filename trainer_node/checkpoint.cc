@@ -11,8 +11,8 @@
 #include "absl/strings/str_cat.h"
 #include "core/files.h"
 #include "core/status_macros.h"
-#include "core/torch_errors.h"
-#include "core/weights.h"
+#include "core/ml/torch_errors.h"
+#include "core/ml/weights.h"
 
 namespace kennel::trainer {
 namespace {

@@ -13,7 +13,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "core/models.h"
+#include "core/ml/models.h"
 
 namespace kennel::trainer {
 

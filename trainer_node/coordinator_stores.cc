@@ -7,7 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "core/coordinator_client.h"
+#include "core/member/coordinator_client.h"
 #include "core/files.h"
 #include "core/grpc_status.h"
 #include "core/status_macros.h"

@@ -7,13 +7,13 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
-#include "core/dataset.h"
+#include "core/ml/dataset.h"
 #include "core/files.h"
 #include "core/job_spec.h"
 #include "core/shard_plan.h"
 #include "core/status_macros.h"
-#include "core/torch_errors.h"
-#include "core/weights.h"
+#include "core/ml/torch_errors.h"
+#include "core/ml/weights.h"
 #include "trainer_node/batch_loader.h"
 #include "trainer_node/grad_sync.h"
 

@@ -16,7 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "core/models.h"
+#include "core/ml/models.h"
 #include "kennel/v1/dataset.pb.h"
 #include "kennel/v1/job.pb.h"
 #include "trainer_node/checkpoint.h"

@@ -9,10 +9,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "core/artifact.h"
-#include "core/coordinator_client.h"
+#include "core/ml/artifact.h"
+#include "core/member/coordinator_client.h"
 #include "core/grpc_status.h"
-#include "core/models.h"
+#include "core/ml/models.h"
 #include "trainer_node/communicator_internal.h"
 #include "trainer_node/coordinator_stores.h"
 #include "trainer_node/trainer.h"

@@ -17,7 +17,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "core/control_stream.h"
+#include "core/member/control_stream.h"
 #include "kennel/v1/coordinator.grpc.pb.h"
 
 namespace kennel::trainer {

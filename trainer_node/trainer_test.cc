@@ -6,7 +6,7 @@
 #include <filesystem>
 #include <thread>
 
-#include "core/dataset.h"
+#include "core/ml/dataset.h"
 #include "core/files.h"
 #include "core/job_spec.h"
 #include "trainer_node/grad_sync.h"

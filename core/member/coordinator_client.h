@@ -1,0 +1,38 @@
+// Client-side helpers for talking to a coordinator, shared by trainers, inference nodes and
+// kennelctl: channel creation with Kennel's message limits, and chunked artifact upload and
+// download over the Coordinator service's stubs.
+#ifndef KENNEL_CORE_MEMBER_COORDINATOR_CLIENT_H_
+#define KENNEL_CORE_MEMBER_COORDINATOR_CLIENT_H_
+
+#include <grpcpp/channel.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "kennel/v1/coordinator.grpc.pb.h"
+
+namespace kennel::core {
+
+// An insecure channel (loopback / private network) accepting messages up to 256 MiB.
+std::shared_ptr<grpc::Channel> CreateCoordinatorChannel(const std::string& address);
+
+// Uploads `files` from `dir`; returns the reference the coordinator stored (with the model
+// version it assigned).
+absl::StatusOr<kennel::v1::ArtifactRef> UploadFolder(kennel::v1::Coordinator::StubInterface& stub,
+                                                     const std::string& dir,
+                                                     const std::vector<std::string>& files,
+                                                     const kennel::v1::ArtifactRef& ref,
+                                                     absl::Duration timeout);
+
+// Downloads an artifact into `dir` (which must not exist; filled atomically: nothing is left
+// at `dir` unless every file arrived intact). Returns the header's reference.
+absl::StatusOr<kennel::v1::ArtifactRef> DownloadFolder(kennel::v1::Coordinator::StubInterface& stub,
+                                                       const kennel::v1::ArtifactRef& ref,
+                                                       const std::string& dir, absl::Duration timeout);
+
+}  // namespace kennel::core
+
+#endif  // KENNEL_CORE_MEMBER_COORDINATOR_CLIENT_H_

@@ -1,0 +1,143 @@
+#include "core/ml/artifact.h"
+
+#include <google/protobuf/util/json_util.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "core/file_type.h"
+#include "core/files.h"
+#include "core/ml/image.h"
+#include "core/status_macros.h"
+#include "core/ml/weights.h"
+
+namespace kennel::core {
+namespace fs = std::filesystem;
+
+std::string ManifestToJson(const kennel::v1::ModelManifest& manifest) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = true;
+  options.preserve_proto_field_names = true;
+  std::string json;
+  // Serialising a valid message cannot fail.
+  (void)google::protobuf::util::MessageToJsonString(manifest, &json, options);
+  return json;
+}
+
+absl::StatusOr<kennel::v1::ModelManifest> ValidateManifest(kennel::v1::ModelManifest manifest) {
+  ASSIGN_OR_RETURN(*manifest.mutable_model(), NormalizeModelSpec(manifest.model()));
+  ASSIGN_OR_RETURN(*manifest.mutable_preprocess(), NormalizePreprocessSpec(manifest.preprocess()));
+  if (manifest.class_names_size() != manifest.model().num_classes()) {
+    return absl::InvalidArgumentError(absl::StrCat("manifest lists ", manifest.class_names_size(),
+                                                   " class names for a model with ",
+                                                   manifest.model().num_classes(), " classes"));
+  }
+  if (manifest.preprocess().channels() != manifest.model().in_channels()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "preprocessing produces ", manifest.preprocess().channels(),
+        " channels but the model takes ", manifest.model().in_channels()));
+  }
+  return manifest;
+}
+
+absl::Status WriteArtifact(const std::string& dir, kennel::v1::ModelManifest manifest,
+                           const Classifier& model) {
+  std::error_code ec;
+  if (fs::exists(dir, ec)) {
+    return absl::AlreadyExistsError(absl::StrCat("artifact folder ", dir, " already exists"));
+  }
+  manifest.set_format_version(kArtifactFormatVersion);
+  ASSIGN_OR_RETURN(manifest, ValidateManifest(std::move(manifest)));
+  ASSIGN_OR_RETURN(std::string weights, SerializeSafetensors(GetStateDict(model)));
+  manifest.set_weights_file(kWeightsFile);
+  manifest.set_weights_sha256(Sha256Hex(weights));
+  manifest.set_weights_bytes(static_cast<int64_t>(weights.size()));
+
+  const fs::path target(dir);
+  const fs::path parent = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  fs::create_directories(parent, ec);
+  const fs::path staging =
+      parent / absl::StrCat(".", target.filename().string(), ".staging-", ::getpid(), "-",
+                            std::random_device()());
+  if (!fs::create_directory(staging, ec)) {
+    return absl::InternalError(absl::StrCat("cannot create ", staging.string(), ": ", ec.message()));
+  }
+  absl::Status status = WriteFileSynced((staging / kWeightsFile).string(), weights);
+  if (status.ok()) status = WriteFileSynced((staging / kManifestFile).string(), ManifestToJson(manifest));
+  if (status.ok()) status = SyncDirectory(staging.string());
+  if (status.ok() && ::rename(staging.c_str(), target.c_str()) != 0) {
+    status = errno == EEXIST || errno == ENOTEMPTY
+                 ? absl::AlreadyExistsError(absl::StrCat("artifact folder ", dir, " already exists"))
+                 : absl::InternalError(absl::StrCat("rename to ", dir, ": ", std::strerror(errno)));
+  }
+  if (!status.ok()) {
+    fs::remove_all(staging, ec);
+    return status;
+  }
+  return SyncDirectory(parent.string());
+}
+
+absl::StatusOr<kennel::v1::ModelManifest> ReadManifest(const std::string& dir) {
+  auto json = ReadFile((fs::path(dir) / kManifestFile).string(), 16 << 20);
+  if (!json.ok()) {
+    if (absl::IsNotFound(json.status())) {
+      return absl::NotFoundError(absl::StrCat("no model artifact at ", dir, " (", kManifestFile,
+                                              " missing)"));
+    }
+    return json.status();
+  }
+  kennel::v1::ModelManifest manifest;
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = true;
+  auto parsed = google::protobuf::util::JsonStringToMessage(*json, &manifest, options);
+  if (!parsed.ok()) {
+    return absl::DataLossError(absl::StrCat(dir, "/", kManifestFile, " is corrupt: ",
+                                            parsed.message().as_string()));
+  }
+  if (manifest.format_version() != kArtifactFormatVersion) {
+    return absl::InvalidArgumentError(absl::StrCat(dir, ": artifact format version ",
+                                                   manifest.format_version(), ", this Kennel reads ",
+                                                   kArtifactFormatVersion));
+  }
+  const std::string& file = manifest.weights_file();
+  if (file.empty() || file.find('/') != std::string::npos || file == "." || file == "..") {
+    return absl::DataLossError(absl::StrCat(dir, ": manifest names no valid weights file"));
+  }
+  auto valid = ValidateManifest(std::move(manifest));
+  if (!valid.ok()) {
+    return absl::Status(valid.status().code(), absl::StrCat(dir, ": ", valid.status().message()));
+  }
+  return valid;
+}
+
+absl::StatusOr<LoadedModel> LoadArtifact(const std::string& dir) {
+  LoadedModel out;
+  ASSIGN_OR_RETURN(out.manifest, ReadManifest(dir));
+  const std::string path = (fs::path(dir) / out.manifest.weights_file()).string();
+  ASSIGN_OR_RETURN(std::string weights, ReadFile(path, int64_t{1} << 36));
+  if (static_cast<int64_t>(weights.size()) != out.manifest.weights_bytes()) {
+    return absl::DataLossError(absl::StrCat(path, " is ", weights.size(), " bytes, the manifest says ",
+                                            out.manifest.weights_bytes(), " (truncated or replaced)"));
+  }
+  if (Sha256Hex(weights) != out.manifest.weights_sha256()) {
+    return absl::DataLossError(absl::StrCat(path, " does not match the manifest's SHA-256 (corrupt)"));
+  }
+  if (const FileType type = DetectFileType(absl::string_view(weights).substr(0, kFileTypeProbeBytes));
+      type != FileType::kSafetensors) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, " is ", DescribeFileType(type), "; an artifact's weights must be safetensors (",
+        "`kennelctl import` turns a torch.save state_dict into an artifact)"));
+  }
+  ASSIGN_OR_RETURN(StateDict state, ParseSafetensors(weights));
+  ASSIGN_OR_RETURN(out.model, CreateModel(out.manifest.model()));
+  auto loaded = LoadStateDict(*out.model, state);
+  if (!loaded.ok()) return absl::DataLossError(absl::StrCat(dir, ": ", loaded.message()));
+  out.model->eval();
+  return out;
+}
+
+}  // namespace kennel::core

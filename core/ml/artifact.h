@@ -1,0 +1,48 @@
+// Model artifacts: a folder holding manifest.json (the proto3 JSON form of
+// kennel.v1.ModelManifest: architecture, classes, preprocessing, metrics, lineage, checksum)
+// and the weights as safetensors. Written atomically (staging folder, fsync, rename) and
+// verified on load; inference needs nothing else to serve a model.
+#ifndef KENNEL_CORE_ML_ARTIFACT_H_
+#define KENNEL_CORE_ML_ARTIFACT_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "core/ml/models.h"
+#include "kennel/v1/model.pb.h"
+
+namespace kennel::core {
+
+inline constexpr int kArtifactFormatVersion = 1;
+inline constexpr char kManifestFile[] = "manifest.json";
+inline constexpr char kWeightsFile[] = "weights.safetensors";
+
+// Checks a manifest's model and preprocessing specs and its class list; fills defaults.
+absl::StatusOr<kennel::v1::ModelManifest> ValidateManifest(kennel::v1::ModelManifest manifest);
+
+// Writes `model`'s weights and `manifest` (with format version, weights file, size and
+// SHA-256 filled in) as a new folder `dir`. ALREADY_EXISTS if `dir` exists: versions are
+// immutable. Nothing is left at `dir` unless the whole artifact was written.
+absl::Status WriteArtifact(const std::string& dir, kennel::v1::ModelManifest manifest,
+                           const Classifier& model);
+
+// Reads and validates manifest.json alone.
+absl::StatusOr<kennel::v1::ModelManifest> ReadManifest(const std::string& dir);
+
+struct LoadedModel {
+  kennel::v1::ModelManifest manifest;
+  std::shared_ptr<Classifier> model;  // In eval mode.
+};
+
+// Reads the manifest, verifies the weights' size and SHA-256, builds the model and loads the
+// weights strictly. DATA_LOSS for a corrupt or truncated artifact, INVALID_ARGUMENT for a
+// manifest that does not describe a valid model, NOT_FOUND for a missing one.
+absl::StatusOr<LoadedModel> LoadArtifact(const std::string& dir);
+
+std::string ManifestToJson(const kennel::v1::ModelManifest& manifest);
+
+}  // namespace kennel::core
+
+#endif  // KENNEL_CORE_ML_ARTIFACT_H_

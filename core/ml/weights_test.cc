@@ -1,0 +1,153 @@
+#include "core/ml/weights.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+
+#include "core/files.h"
+#include "core/ml/models.h"
+#include "core/testing/paths.h"
+
+namespace kennel::core {
+namespace {
+
+using testing::FixtureDir;
+
+std::shared_ptr<Classifier> Make(v1::Architecture arch, int classes, v1::Head head = v1::LINEAR) {
+  v1::ModelSpec spec;
+  spec.set_architecture(arch);
+  spec.set_num_classes(classes);
+  spec.set_head(head);
+  return *CreateModel(spec);
+}
+
+// Loads a torchvision state_dict file into our model and checks the eval-mode logits against
+// the ones torchvision computed for the same input.
+void ExpectParity(std::shared_ptr<Classifier> model, const std::string& weights_file,
+                  const std::string& io_file) {
+  auto weights = ReadWeightsFile(FixtureDir() + "/" + weights_file);
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  ASSERT_TRUE(LoadStateDict(*model, *weights).ok());
+  auto io = ParseSafetensors(*ReadFile(FixtureDir() + "/" + io_file));
+  ASSERT_TRUE(io.ok()) << io.status();
+  model->eval();
+  torch::NoGradGuard no_grad;
+  torch::Tensor ours = model->forward(io->at("input"));
+  const torch::Tensor& theirs = io->at("logits");
+  ASSERT_EQ(ours.sizes(), theirs.sizes());
+  const double max_diff = (ours - theirs).abs().max().item<double>();
+  EXPECT_LE(max_diff, 1e-4) << weights_file;
+  // Logits of distinct random inputs must differ: guards against a degenerate comparison.
+  EXPECT_GT(theirs.std().item<double>(), 1e-3);
+}
+
+TEST(WeightsTest, TorchvisionResnet18StateDictGivesSameLogits) {
+  ExpectParity(Make(v1::RESNET18, 1000), "resnet18.pth", "resnet18_io.safetensors");
+}
+
+TEST(WeightsTest, TorchvisionResnet50WithSeedHeadGivesSameLogits) {
+  ExpectParity(Make(v1::RESNET50, 133, v1::MLP), "resnet50_mlp.pth", "resnet50_mlp_io.safetensors");
+}
+
+TEST(WeightsTest, SafetensorsFromPythonGivesSameLogits) {
+  ExpectParity(Make(v1::RESNET50, 133, v1::MLP), "resnet50_mlp.safetensors",
+               "resnet50_mlp_io.safetensors");
+}
+
+TEST(WeightsTest, PickleWithArbitraryGlobalsIsRefused) {
+  auto weights = ReadWeightsFile(FixtureDir() + "/whole_model.pth");
+  ASSERT_FALSE(weights.ok());
+  EXPECT_EQ(weights.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(weights.status().message().find("torch.nn.modules.linear"), std::string::npos)
+      << weights.status();
+}
+
+TEST(WeightsTest, NotAWeightsFileIsRefused) {
+  const std::string path = ::testing::TempDir() + "/garbage.bin";
+  ASSERT_TRUE(WriteFileAtomic(path, "this is not a checkpoint at all").ok());
+  auto weights = ReadWeightsFile(path);
+  EXPECT_EQ(weights.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ReadWeightsFile("/nonexistent/w.pth").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(WeightsTest, SafetensorsRoundTripKeepsDtypesShapesAndValues) {
+  StateDict in;
+  in["a.float"] = torch::randn({3, 4});
+  in["b.long"] = torch::arange(7, torch::kLong);
+  in["c.half"] = torch::randn({2, 2}).to(torch::kHalf);
+  in["d.scalar"] = torch::tensor(5, torch::kLong);
+  in["e.strided"] = torch::randn({4, 6}).t();  // Non-contiguous.
+  auto bytes = SerializeSafetensors(in);
+  ASSERT_TRUE(bytes.ok());
+  auto out = ParseSafetensors(*bytes);
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_EQ(out->size(), in.size());
+  for (const auto& [name, t] : in) {
+    EXPECT_EQ(out->at(name).scalar_type(), t.scalar_type()) << name;
+    EXPECT_TRUE(torch::equal(out->at(name), t)) << name;
+  }
+}
+
+TEST(WeightsTest, TruncatedOrCorruptSafetensorsAreRefused) {
+  StateDict in{{"w", torch::randn({16, 16})}};
+  std::string bytes = *SerializeSafetensors(in);
+  EXPECT_FALSE(ParseSafetensors(bytes.substr(0, bytes.size() - 10)).ok());
+  EXPECT_FALSE(ParseSafetensors(bytes.substr(0, 5)).ok());
+  std::string bad_header = bytes;
+  bad_header[8] = '#';  // The JSON header's opening brace.
+  EXPECT_FALSE(ParseSafetensors(bad_header).ok());
+  std::string huge_len = bytes;
+  huge_len[7] = 0x7f;
+  EXPECT_FALSE(ParseSafetensors(huge_len).ok());
+}
+
+TEST(WeightsTest, MismatchListsEveryProblemAndCopiesNothing) {
+  auto model = Make(v1::RESNET18, 10);
+  StateDict weights = GetStateDict(*Make(v1::RESNET18, 10));
+  for (auto& [name, t] : weights) t = t.clone().fill_(0.5);
+  weights.erase("layer1.0.conv1.weight");
+  weights.erase("bn1.running_var");
+  weights["extra.weight"] = torch::zeros({1});
+  weights["conv1.weight"] = torch::zeros({64, 3, 3, 3});
+  weights["bn1.num_batches_tracked"] = torch::zeros({}, torch::kFloat32);   // An int64 buffer.
+  weights["layer1.0.bn1.weight"] = torch::ones({64}, torch::kInt64);         // Not a float.
+  weights["layer1.0.bn2.weight"] = torch::ones({64}, torch::kFloat16);       // Converts: fine.
+  const torch::Tensor before = model->named_parameters()["layer2.0.conv1.weight"].clone();
+  auto status = LoadStateDict(*model, weights);
+  ASSERT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  for (const char* name : {"layer1.0.conv1.weight", "bn1.running_var", "extra.weight",
+                           "conv1.weight (file [64, 3, 3, 3], model [64, 3, 7, 7])",
+                           "dtype mismatch: bn1.num_batches_tracked (file Float, model Long), "
+                           "layer1.0.bn1.weight (file Long, model Float)"}) {
+    EXPECT_NE(status.message().find(name), std::string::npos) << name << " in " << status;
+  }
+  EXPECT_TRUE(torch::equal(before, model->named_parameters()["layer2.0.conv1.weight"]));
+  EXPECT_EQ(status.message().find("layer1.0.bn2.weight"), std::string::npos) << status;
+}
+
+TEST(WeightsTest, NonStrictLoadReplacesTheHead) {
+  // ImageNet-style 1000-class weights into a 133-class model with the seed's head.
+  auto source = Make(v1::RESNET18, 1000);
+  auto target = Make(v1::RESNET18, 133, v1::MLP);
+  const torch::Tensor head_before = target->named_parameters()["fc.0.weight"].clone();
+  EXPECT_FALSE(LoadStateDict(*target, GetStateDict(*source)).ok());
+  ASSERT_TRUE(LoadStateDict(*target, GetStateDict(*source), {.strict = false}).ok());
+  EXPECT_TRUE(torch::equal(target->named_parameters()["layer4.1.conv2.weight"],
+                           source->named_parameters()["layer4.1.conv2.weight"]));
+  EXPECT_TRUE(torch::equal(target->named_parameters()["fc.0.weight"], head_before));
+}
+
+TEST(WeightsTest, DataParallelPrefixIsRemoved) {
+  auto model = Make(v1::SMALL_CNN, 10);
+  StateDict prefixed;
+  for (auto& [name, t] : GetStateDict(*model)) prefixed["module." + name] = t;
+  const std::string path = ::testing::TempDir() + "/dp.safetensors";
+  ASSERT_TRUE(WriteFileAtomic(path, *SerializeSafetensors(prefixed)).ok());
+  auto loaded = ReadWeightsFile(path);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_TRUE(loaded->contains("fc.weight"));
+}
+
+}  // namespace
+}  // namespace kennel::core

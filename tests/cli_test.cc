@@ -1,0 +1,319 @@
+// kennelctl as users run it: a real coordinator and inference node on loopback, kennelctl as a
+// process, and what it prints and exits with.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "core/dataset_index.h"
+#include "core/files.h"
+#include "core/ml/artifact.h"
+#include "core/ml/models.h"
+#include "core/subprocess.h"
+#include "core/testing/paths.h"
+
+namespace kennel {
+namespace {
+namespace fs = std::filesystem;
+using core::Process;
+
+std::string BuildDir() {
+  const char* dir = std::getenv("KENNEL_BUILD_DIR");
+  return dir != nullptr ? dir : ".";
+}
+
+struct CtlRun {
+  int code = -1;
+  std::string out, err;
+  nlohmann::json json() const { return nlohmann::json::parse(out, nullptr, false); }
+};
+
+// A random small CNN for Fashion-MNIST's 10 classes.
+void WriteSmallCnn(const std::string& dir) {
+  v1::ModelManifest m;
+  m.set_name("fashion");
+  m.mutable_model()->set_architecture(v1::SMALL_CNN);
+  m.mutable_model()->set_num_classes(10);
+  m.mutable_model()->set_in_channels(1);
+  *m.mutable_class_names() = core::IndexFashionMnist(core::kDebianFashionMnistRoot, "test")->class_names();
+  *m.mutable_preprocess() = core::DefaultPreprocess(v1::SMALL_CNN);
+  torch::manual_seed(7);
+  fs::remove_all(dir);
+  ASSERT_TRUE(core::WriteArtifact(dir, m, **core::CreateModel(m.model())).ok());
+}
+
+class KennelctlTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = fs::path(::testing::TempDir()) / absl::StrCat("kennelctl-", ::getpid());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    auto c = Process::Start({BuildDir() + "/coordinator/kennel-coordinator", "--listen", "127.0.0.1:0",
+                             "--data_dir", dir_ + "/coord"},
+                            dir_ + "/coordinator.log");
+    ASSERT_TRUE(c.ok()) << c.status();
+    coordinator_ = c->release();
+    auto line = coordinator_->WaitForLine("listening on port ", absl::Seconds(30));
+    ASSERT_TRUE(line.ok()) << line.status();
+    coordinator_address_ = absl::StrCat("127.0.0.1:", line->substr(line->rfind(' ') + 1));
+    WriteSmallCnn(dir_ + "/fashion");
+    inference_ = StartInference("inf-1", /*with_model=*/true).release();
+    inference_address_ = Address(*inference_);
+    // Any valid PNG will do as an image to classify; notes.txt and garbage.png are not images.
+    const std::string png = SmallPng();
+    fs::create_directories(dir_ + "/images");
+    ASSERT_TRUE(core::WriteFileAtomic(dir_ + "/images/a.png", png).ok());
+    ASSERT_TRUE(core::WriteFileAtomic(dir_ + "/images/notes.txt", "not an image").ok());
+    ASSERT_TRUE(core::WriteFileAtomic(dir_ + "/garbage.png", "this is no PNG").ok());
+  }
+
+  static void TearDownTestSuite() {
+    delete inference_;
+    delete coordinator_;
+  }
+
+  static std::unique_ptr<Process> StartInference(const std::string& name, bool with_model) {
+    std::vector<std::string> argv = {BuildDir() + "/inference_node/kennel-inference", "--listen", "127.0.0.1:0",
+                                     "--metrics_port", "-1", "--name", name, "--instances", "1",
+                                     "--coordinator", coordinator_address_, "--cache_dir", dir_ + "/" + name};
+    if (with_model) argv.insert(argv.end(), {"--model_dir", dir_ + "/fashion"});
+    auto p = Process::Start(argv, dir_ + "/" + name + ".log", {"OPENBLAS_NUM_THREADS=1"});
+    EXPECT_TRUE(p.ok()) << p.status();
+    return std::move(*p);
+  }
+
+  static std::string Address(Process& p) {
+    auto line = p.WaitForLine("listening on port ", absl::Seconds(60));
+    EXPECT_TRUE(line.ok()) << line.status() << p.Log();
+    if (!line.ok()) return "";
+    const std::string rest = line->substr(line->find("port ") + 5);
+    return absl::StrCat("127.0.0.1:", rest.substr(0, rest.find(' ')));
+  }
+
+  // A valid PNG: the fixture generator's palette image.
+  static std::string SmallPng() {
+    auto png = core::ReadFile(core::testing::FixtureDir() + "/palette.png");
+    EXPECT_TRUE(png.ok()) << png.status();
+    return png.ok() ? *png : "";
+  }
+
+  // kennelctl ARGS...
+  static CtlRun Ctl(const std::vector<std::string>& args, absl::Duration timeout = absl::Minutes(3)) {
+    static int n = 0;
+    const std::string base = absl::StrCat(dir_, "/ctl-", n++);
+    std::vector<std::string> argv = {BuildDir() + "/cli/kennelctl"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto p = Process::Start(argv, base + ".out", {}, base + ".err");
+    EXPECT_TRUE(p.ok()) << p.status();
+    CtlRun run;
+    if (!p.ok()) return run;
+    auto code = (*p)->Wait(timeout);
+    EXPECT_TRUE(code.ok()) << code.status();
+    run.code = code.ok() ? *code : -1;
+    run.out = *core::ReadFile(base + ".out");
+    run.err = *core::ReadFile(base + ".err");
+    return run;
+  }
+
+  static inline std::string dir_;
+  static inline Process* coordinator_ = nullptr;
+  static inline Process* inference_ = nullptr;
+  static inline std::string coordinator_address_, inference_address_;
+};
+
+const std::vector<std::string> kCommands = {"status", "jobs", "job", "cancel", "models", "train", "deploy",
+                                            "classify", "bench", "import", "up", "dataset"};
+
+TEST_F(KennelctlTest, GlobalFlagsWorkAfterTheCommandAndShowInEveryHelp) {
+  CtlRun run = Ctl({"status", "-o", "json", "-c", coordinator_address_});
+  ASSERT_EQ(run.code, 0) << run.err;
+  EXPECT_TRUE(run.json().contains("nodes")) << run.out;
+  run = Ctl({"-o", "json", "-c", coordinator_address_, "status"});
+  ASSERT_EQ(run.code, 0) << run.err;
+  EXPECT_TRUE(run.json().contains("nodes")) << run.out;
+  for (const auto& command : kCommands) {
+    run = Ctl({command, "--help"});
+    EXPECT_EQ(run.code, 0) << command;
+    EXPECT_NE(run.out.find("-o,--output"), std::string::npos) << command << ":\n" << run.out;
+    EXPECT_NE(run.out.find("-c,--coordinator"), std::string::npos) << command << ":\n" << run.out;
+  }
+}
+
+TEST_F(KennelctlTest, NoShortFlagMeansTwoThings) {
+  // Every short flag of every command, with the long name it stands for.
+  std::map<std::string, std::set<std::string>> meanings;
+  const std::regex short_flag(R"(^\s+(-[a-zA-Z]),(--[a-z-]+))");
+  for (const auto& command : kCommands) {
+    CtlRun run = Ctl({command, "--help"});
+    for (absl::string_view line : absl::StrSplit(run.out, '\n')) {
+      std::cmatch m;
+      const std::string l(line);
+      if (std::regex_search(l.c_str(), m, short_flag)) meanings[m[1]].insert(m[2]);
+    }
+  }
+  ASSERT_TRUE(meanings.contains("-c"));
+  for (const auto& [flag, longs] : meanings) {
+    EXPECT_EQ(longs.size(), 1u) << flag << " means " << *longs.begin() << " and " << *longs.rbegin();
+  }
+}
+
+TEST_F(KennelctlTest, UnknownCommandIsNamed) {
+  CtlRun run = Ctl({"nosuchcmd"});
+  EXPECT_EQ(run.code, 2);
+  EXPECT_NE(run.err.find("unknown command 'nosuchcmd'"), std::string::npos) << run.err;
+}
+
+TEST_F(KennelctlTest, AnAddressOfTheWrongKindOfServerSaysSo) {
+  CtlRun run = Ctl({"-c", inference_address_, "status"});
+  EXPECT_EQ(run.code, 2);
+  EXPECT_NE(run.err.find(inference_address_ + " is not a Kennel coordinator"), std::string::npos) << run.err;
+  run = Ctl({"classify", "-s", coordinator_address_, dir_ + "/images/a.png"});
+  EXPECT_EQ(run.code, 2);
+  EXPECT_NE(run.err.find(coordinator_address_ + " is not a Kennel inference node"), std::string::npos) << run.err;
+}
+
+TEST_F(KennelctlTest, AnUnreachableCoordinatorIsSaidAlikeByEveryCommand) {
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"status"}, {"jobs"}, {"job", "job-1"}, {"models"}, {"deploy", "fashion"}, {"cancel", "job-1"},
+           {"train", "--detach"}}) {
+    std::vector<std::string> argv = {"-c", "127.0.0.1:1"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    CtlRun run = Ctl(argv);
+    EXPECT_EQ(run.code, 3) << args[0] << ": " << run.err;
+    EXPECT_NE(run.err.find("cannot reach the coordinator at 127.0.0.1:1"), std::string::npos) << args[0] << ": " << run.err;
+  }
+}
+
+TEST_F(KennelctlTest, ClassifyJsonKeepsZeroValues) {
+  CtlRun run = Ctl({"classify", "-s", inference_address_, "-o", "json", "--top-k", "10", dir_ + "/images/a.png"});
+  ASSERT_EQ(run.code, 0) << run.err;
+  const auto out = run.json();
+  ASSERT_EQ(out.size(), 1u) << run.out;
+  std::set<int> indices;
+  for (const auto& p : out[0]["predictions"]) {
+    ASSERT_TRUE(p.contains("class_index")) << p.dump();
+    indices.insert(p["class_index"].get<int>());
+  }
+  EXPECT_TRUE(indices.contains(0)) << run.out;
+}
+
+TEST_F(KennelctlTest, ClassifyExitCodesAndSkippedFiles) {
+  CtlRun run = Ctl({"classify", "-s", inference_address_, dir_ + "/images"});
+  EXPECT_EQ(run.code, 0) << run.err;
+  EXPECT_NE(run.err.find("skipped 1 file(s)"), std::string::npos) << run.err;
+  EXPECT_NE(run.err.find("notes.txt"), std::string::npos) << run.err;
+
+  run = Ctl({"classify", "-s", inference_address_, dir_ + "/missing.png"});
+  EXPECT_EQ(run.code, 2) << run.err;
+  EXPECT_NE(run.err.find("no such file"), std::string::npos) << run.err;
+
+  run = Ctl({"classify", "-s", inference_address_, dir_ + "/garbage.png"});
+  EXPECT_EQ(run.code, 2) << run.err;  // Bad input, like a missing file.
+  EXPECT_NE(run.out.find("INVALID_ARGUMENT"), std::string::npos) << run.out;
+
+  run = Ctl({"classify", "-s", "127.0.0.1:1", dir_ + "/images/a.png"});
+  EXPECT_EQ(run.code, 3) << run.err;
+  EXPECT_NE(run.err.find("cannot reach the inference node at 127.0.0.1:1"), std::string::npos) << run.err;
+  EXPECT_EQ(run.err.find("files in"), std::string::npos) << run.err;
+}
+
+TEST_F(KennelctlTest, BenchRunsItsWholeDurationAndFailsLoudlyWhenTheNodeDies) {
+  CtlRun run = Ctl({"bench", "--rate", "-5"});
+  EXPECT_EQ(run.code, 2) << run.err;
+
+  auto node = StartInference("inf-bench", /*with_model=*/true);
+  const std::string address = Address(*node);
+  const std::string base = dir_ + "/bench";
+  auto bench = Process::Start({BuildDir() + "/cli/kennelctl", "bench", "-o", "json", "-s", address, "--duration", "6",
+                               "--concurrency", "2", "--fashion-mnist", "50"},
+                              base + ".out", {}, base + ".err");
+  ASSERT_TRUE(bench.ok());
+  // Let some requests through, then take the node away for good.
+  auto served = node->WaitForLine("warm", absl::Seconds(30));
+  absl::SleepFor(absl::Seconds(1));
+  node->Signal(SIGKILL);
+  auto code = (*bench)->Wait(absl::Seconds(60));
+  ASSERT_TRUE(code.ok());
+  const std::string out = *core::ReadFile(base + ".out");
+  const std::string err = *core::ReadFile(base + ".err");
+  EXPECT_NE(*code, 0) << out << err;
+  const auto report = nlohmann::json::parse(out, nullptr, false);
+  ASSERT_FALSE(report.is_discarded()) << out << err;
+  EXPECT_GT(report["failed"].get<int64_t>(), 0) << out;
+  EXPECT_GT(report["stream_restarts"].get<int64_t>(), 0) << out;
+  // It kept trying for the whole run instead of stopping when its streams died, and says so.
+  EXPECT_GE(report["seconds"].get<double>(), 6.0) << out;
+  EXPECT_NE(err.find("requests failed"), std::string::npos) << err;
+}
+
+TEST_F(KennelctlTest, ZeroMeansZeroAndBadJobFlagsAreRefused) {
+  CtlRun run = Ctl({"-c", coordinator_address_, "-o", "json", "train", "--name", "zeros", "--momentum", "0",
+                 "--weight-decay", "0", "--detach"});
+  ASSERT_EQ(run.code, 0) << run.err;
+  auto job = run.json();
+  EXPECT_EQ(job["spec"]["training"]["momentum"].get<double>(), 0.0) << run.out;
+  EXPECT_EQ(job["state"], "PENDING") << run.out;
+  // The whole job, zero values included, from `job` too.
+  run = Ctl({"-c", coordinator_address_, "-o", "json", "job", job["id"]});
+  ASSERT_EQ(run.code, 0) << run.err;
+  auto shown = run.json();
+  for (const char* key : {"id", "spec", "state", "generation", "message", "nodes", "epochs", "model_version"}) {
+    EXPECT_TRUE(shown.contains(key)) << key << " in " << run.out;
+  }
+  EXPECT_EQ(Ctl({"-c", coordinator_address_, "cancel", job["id"]}).code, 0);
+
+  for (const std::vector<std::string>& bad : std::vector<std::vector<std::string>>{
+           {"train", "--batch-size", "0"}, {"train", "--epochs", "0"}, {"train", "--lr", "0"},
+           {"train", "--momentum", "nan"}, {"train", "--weight-decay", "inf"}, {"up", "--optimizer", "adam"},
+           {"up", "--momentum", "1.5"}, {"bench", "--duration", "0"}}) {
+    std::vector<std::string> argv = {"-c", coordinator_address_};
+    argv.insert(argv.end(), bad.begin(), bad.end());
+    run = Ctl(argv);
+    EXPECT_EQ(run.code, 2) << bad[0] << " " << bad[1] << " " << bad[2] << ": " << run.err;
+    EXPECT_NE(run.err.find(bad[1]), std::string::npos) << run.err;
+  }
+}
+
+// A torchvision ResNet-34 with 7 classes, imported with kennelctl, registered, deployed through
+// the coordinator and served: the labels come back from the imported class list.
+TEST_F(KennelctlTest, ImportRegisterDeployAndClassify) {
+  auto node = StartInference("inf-import", /*with_model=*/false);
+  const std::string address = Address(*node);
+  const std::string classes = "beagle,boxer,collie,dalmatian,husky,poodle,pug";
+  CtlRun run = Ctl({"-c", coordinator_address_, "-o", "json", "import",
+                 core::testing::FixtureDir() + "/resnet34_7cls.pth", "--name", "breeds7", "--arch", "resnet34",
+                 "--classes", classes, "--register"});
+  ASSERT_EQ(run.code, 0) << run.err;
+  const auto imported = run.json();
+  EXPECT_GE(imported["version"].get<int64_t>(), 1) << run.out;
+  EXPECT_EQ(imported["lineage"]["imported"], true) << run.out;
+
+  run = Ctl({"-c", coordinator_address_, "deploy", "breeds7", "--nodes", "inf-import"}, absl::Minutes(5));
+  ASSERT_EQ(run.code, 0) << run.out << run.err;
+  run = Ctl({"classify", "-s", address, "-o", "json", "--top-k", "7", dir_ + "/images/a.png"});
+  ASSERT_EQ(run.code, 0) << run.err;
+  std::set<std::string> labels;
+  const auto classified = run.json();
+  for (const auto& p : classified[0]["predictions"]) labels.insert(p["label"].get<std::string>());
+  EXPECT_EQ(labels, (std::set<std::string>{"beagle", "boxer", "collie", "dalmatian", "husky", "poodle", "pug"}))
+      << run.out;
+
+  // A file that is not weights is named for what it is, and nothing is registered.
+  run = Ctl({"-c", coordinator_address_, "import", core::testing::FixtureDir() + "/cmyk.jpg", "--name", "nope",
+             "--arch", "resnet18", "--classes", "a,b", "--register"});
+  EXPECT_EQ(run.code, 2);
+  EXPECT_NE(run.err.find("is a JPEG image"), std::string::npos) << run.err;
+  run = Ctl({"-c", coordinator_address_, "-o", "json", "models", "nope"});
+  EXPECT_TRUE(run.json()["models"].empty()) << run.out;
+}
+
+}  // namespace
+}  // namespace kennel
