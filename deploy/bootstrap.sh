@@ -3,7 +3,7 @@
 #   deploy/bootstrap.sh demo [kennelctl up flags]   install, build, run Kennel's main job
 #   deploy/bootstrap.sh test                        install, build, run every test (ctest)
 #   deploy/bootstrap.sh deps [--test]               only install what is missing
-#   deploy/bootstrap.sh build                       only configure and build
+#   deploy/bootstrap.sh build                       only configure and build (no tests)
 # Environment: BUILD_DIR (default build), BUILD_TYPE (default Release), JOBS (default nproc).
 set -euo pipefail
 
@@ -15,7 +15,7 @@ jobs=${JOBS:-$(nproc)}
 # What Kennel needs at build and run time (the README says why each is here).
 runtime_packages=(
   build-essential cmake ninja-build pkg-config ccache
-  libtorch-dev libopenblas0-pthread
+  libtorch-dev libopenblas0-pthread libpng-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev
   libgloo-dev libopencv-dev libabsl-dev libgoogle-glog-dev libgflags-dev
   nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libssl-dev zlib1g-dev libsqlite3-dev
@@ -52,21 +52,26 @@ install_deps() {
   apt-get install -y -q "${missing[@]}"
 }
 
+# build TESTS [TARGET]: configure (tests ON or OFF) and build TARGET (default: everything).
+# Without tests CMake never looks for GoogleTest, so `demo` works before `deps --test`.
 build() {
-  log "configuring ($build_type) in $build_dir"
-  cmake -S "$repo" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE="$build_type" ${CMAKE_ARGS:-}
-  log "building with $jobs jobs"
-  cmake --build "$build_dir" -j "$jobs"
+  local tests=$1 target=${2:-}
+  log "configuring ($build_type, tests $tests) in $build_dir"
+  # shellcheck disable=SC2086
+  cmake -S "$repo" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE="$build_type" -DKENNEL_BUILD_TESTS="$tests" \
+    ${CMAKE_ARGS:-}
+  log "building ${target:-everything} with $jobs jobs"
+  cmake --build "$build_dir" -j "$jobs" ${target:+--target "$target"}
 }
 
 cmd=${1:-}
 [[ $# -gt 0 ]] && shift
 case "$cmd" in
   deps) install_deps "$@" ;;
-  build) install_deps; build ;;
+  build) install_deps; build OFF ;;
   test)
     install_deps --test
-    build
+    CMAKE_ARGS="-DCMAKE_DISABLE_FIND_PACKAGE_GTest=OFF ${CMAKE_ARGS:-}" build ON
     log "running tests"
     # Two torch threads per test process and no competing OpenBLAS pool (BENCHMARKS.md).
     export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1
@@ -74,7 +79,7 @@ case "$cmd" in
     ;;
   demo)
     install_deps
-    build
+    build OFF kennelctl  # kennelctl and the service binaries it starts.
     export OPENBLAS_NUM_THREADS=1
     # A whole local cluster: train on Fashion-MNIST, deploy, classify the test set.
     exec "$build_dir/cli/kennelctl" up --data-dir "${KENNEL_DEMO_DIR:-$build_dir/kennel-demo}" "$@"
