@@ -1,6 +1,6 @@
 #include "coordinator/cluster.h"
 
-#include <glog/logging.h>
+#include "core/logging.h"
 
 #include <algorithm>
 

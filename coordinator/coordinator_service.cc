@@ -1,6 +1,6 @@
 #include "coordinator/coordinator_service.h"
 
-#include <glog/logging.h>
+#include "core/logging.h"
 
 #include <deque>
 #include <filesystem>

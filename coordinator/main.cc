@@ -1,6 +1,6 @@
 // kennel-coordinator: flags -> CoordinatorOptions -> Coordinator::Create -> serve until
 // SIGINT/SIGTERM.
-#include <glog/logging.h>
+#include "core/logging.h"
 
 #include "core/process_setup.h"
 

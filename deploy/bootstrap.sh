@@ -4,7 +4,13 @@
 #   deploy/bootstrap.sh test                        install, build, run every test (ctest)
 #   deploy/bootstrap.sh deps [--test]               only install what is missing
 #   deploy/bootstrap.sh build                       only configure and build (no tests)
-# Environment: BUILD_DIR (default build), BUILD_TYPE (default Release), JOBS (default nproc).
+#   deploy/bootstrap.sh torch2 [build|test]         the second LibTorch: PyTorch 2.x's CUDA wheel
+#                                                   from PyPI in a virtual environment, Kennel
+#                                                   built against it in build-torch2 (and tested)
+# Environment: BUILD_DIR (default build; build-torch2 for torch2), BUILD_TYPE (default
+# Release), JOBS (default nproc); torch2: KENNEL_TORCH_VERSION (default 2.11.0, the GPU
+# machines' version), KENNEL_TORCH_VENV (default .venv-torch2), TORCH2_TESTS (a ctest -R
+# regex; default every test).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,11 +33,16 @@ test_packages=(
   python3-torch python3-torchvision python3-pil python3-grpcio python3-protobuf
 )
 
+# torch2 also needs these (and a CUDA toolkit: the CUDA wheel's CMake config looks for nvcc).
+torch2_packages=(python3-venv)
+torch_version=${KENNEL_TORCH_VERSION:-2.11.0}
+
 log() { printf '\033[1m[kennel]\033[0m %s\n' "$*" >&2; }
 
 install_deps() {
   local wanted=("${runtime_packages[@]}")
   [[ ${1:-} == --test ]] && wanted+=("${test_packages[@]}")
+  [[ ${2:-} == --torch2 ]] && wanted+=("${torch2_packages[@]}")
   local missing=()
   for p in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -64,6 +75,33 @@ build() {
   cmake --build "$build_dir" -j "$jobs" ${target:+--target "$target"}
 }
 
+# A virtual environment with torch==$torch_version from PyPI (its CUDA build and the nvidia-*
+# wheels it depends on, NCCL among them); reused when it already has that version.
+torch2_venv() {
+  local venv=${KENNEL_TORCH_VENV:-$repo/.venv-torch2}
+  if [[ ! -x $venv/bin/python ]]; then
+    log "creating $venv"
+    /usr/bin/python3 -m venv "$venv"
+  fi
+  local have
+  have=$("$venv/bin/python" -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null || true)
+  if [[ $have != "$torch_version" ]]; then
+    log "installing torch==$torch_version into $venv (the CUDA wheel and its nvidia-* wheels, ~4.5 GB)"
+    "$venv/bin/python" -m pip install --disable-pip-version-check -q "torch==$torch_version"
+  fi
+  local cuda
+  for cuda in "${CUDA_HOME:-}" /usr/local/cuda; do
+    [[ -n $cuda && -x $cuda/bin/nvcc ]] && break
+    cuda=""
+  done
+  if [[ -z $cuda ]]; then
+    log "no CUDA toolkit (nvcc) in \$CUDA_HOME or /usr/local/cuda: the CUDA wheel's CMake config needs one"
+    exit 1
+  fi
+  export CUDA_HOME=$cuda PATH=$cuda/bin:$PATH
+  torch2_python=$venv/bin/python
+}
+
 cmd=${1:-}
 [[ $# -gt 0 ]] && shift
 case "$cmd" in
@@ -76,6 +114,22 @@ case "$cmd" in
     # Two torch threads per test process and no competing OpenBLAS pool (BENCHMARKS.md).
     export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1
     ctest --test-dir "$build_dir" --output-on-failure -j "$jobs" --timeout 900
+    ;;
+  torch2)
+    what=${1:-build}
+    [[ $what == build || $what == test ]] || { log "torch2 takes build or test, not $what"; exit 2; }
+    install_deps --test --torch2
+    torch2_venv
+    build_dir=${BUILD_DIR:-$repo/build-torch2}
+    tests=OFF
+    [[ $what == test ]] && tests=ON
+    CMAKE_ARGS="-DKENNEL_TORCH_PYTHON=$torch2_python -DCMAKE_DISABLE_FIND_PACKAGE_GTest=OFF ${CMAKE_ARGS:-}" \
+      build $tests
+    if [[ $what == test ]]; then
+      log "running tests against torch $torch_version"
+      export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1
+      ctest --test-dir "$build_dir" --output-on-failure -j "$jobs" --timeout 900 ${TORCH2_TESTS:+-R "$TORCH2_TESTS"}
+    fi
     ;;
   demo)
     install_deps

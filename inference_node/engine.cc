@@ -1,6 +1,6 @@
 #include "inference_node/engine.h"
 
-#include <glog/logging.h>
+#include "core/logging.h"
 #include <torch/torch.h>
 
 #include <algorithm>

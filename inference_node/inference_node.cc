@@ -1,6 +1,6 @@
 #include "inference_node/inference_node.h"
 
-#include <glog/logging.h>
+#include "core/logging.h"
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/server_builder.h>
 #include <httplib.h>

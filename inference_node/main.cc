@@ -1,6 +1,6 @@
 // kennel-inference: flags -> InferenceNodeOptions -> InferenceNode::Create -> serve until
 // SIGINT/SIGTERM.
-#include <glog/logging.h>
+#include "core/logging.h"
 
 #include "core/process_setup.h"
 #include <torch/torch.h>

@@ -1,5 +1,7 @@
 #include "trainer_node/communicator.h"
 
+#include <dlfcn.h>
+#include <gloo/transport/tcp/device.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -29,6 +31,17 @@ void RunGroup(int world, KeyValueStore* store, absl::Duration timeout,
 // odd size gives uneven ring chunks.
 torch::Tensor Values(int rank) {
   return torch::sin(torch::arange(100'003, torch::kFloat32) * (0.37f * (rank + 1))) * 1000;
+}
+
+// PyTorch 2.x's libtorch_cpu.so exports a Gloo of another version; Kennel's calls bound to it
+// crashed in the first collective. kennel_trainer links libgloo first (CMakeLists.txt): the
+// function Kennel calls is the Gloo library's.
+TEST(GlooCommunicatorTest, GlooCallsBindToTheGlooLibraryNotLibTorch) {
+  Dl_info info{};
+  const auto create_device = &gloo::transport::tcp::CreateDevice;
+  ASSERT_NE(dladdr(reinterpret_cast<const void*>(create_device), &info), 0);
+  ASSERT_NE(info.dli_fname, nullptr);
+  EXPECT_NE(std::string(info.dli_fname).find("libgloo"), std::string::npos) << info.dli_fname;
 }
 
 TEST(GlooCommunicatorTest, AllReduceSumsAndEveryRankGetsIdenticalBits) {

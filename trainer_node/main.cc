@@ -1,6 +1,6 @@
 // kennel-trainer: flags -> TrainerNodeOptions -> TrainerNode::Create -> Run until
 // SIGINT/SIGTERM.
-#include <glog/logging.h>
+#include "core/logging.h"
 
 #include "core/process_setup.h"
 

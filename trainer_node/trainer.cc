@@ -1,8 +1,9 @@
 #include "trainer_node/trainer.h"
 
 #include <ATen/autocast_mode.h>
-#include <glog/logging.h>
+#include "core/logging.h"
 #include <torch/torch.h>
+#include <torch/version.h>
 
 #include <chrono>
 
@@ -22,18 +23,28 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Scoped bf16 autocast for CUDA ops.
+// Scoped bf16 autocast for CUDA ops (autocast state is per thread). PyTorch 2.4 replaced the
+// CUDA-only calls with per-device ones.
 class MixedPrecision {
  public:
   explicit MixedPrecision(bool on) : on_(on) {
     if (!on_) return;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+#else
     at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
     at::autocast::set_enabled(true);
+#endif
   }
   ~MixedPrecision() {
     if (!on_) return;
     at::autocast::clear_cache();
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    at::autocast::set_autocast_enabled(at::kCUDA, false);
+#else
     at::autocast::set_enabled(false);
+#endif
   }
 
  private:

@@ -1,6 +1,6 @@
 #include "trainer_node/trainer_node.h"
 
-#include <glog/logging.h>
+#include "core/logging.h"
 #include <torch/cuda.h>
 #include <unistd.h>
 

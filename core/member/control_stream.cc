@@ -1,6 +1,6 @@
 #include "core/member/control_stream.h"
 
-#include <glog/logging.h>
+#include "core/logging.h"
 
 #include "absl/time/clock.h"
 

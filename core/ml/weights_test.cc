@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <sstream>
 
 #include "core/files.h"
 #include "core/ml/models.h"
@@ -61,6 +62,70 @@ TEST(WeightsTest, PickleWithArbitraryGlobalsIsRefused) {
   EXPECT_EQ(weights.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(weights.status().message().find("torch.nn.modules.linear"), std::string::npos)
       << weights.status();
+}
+
+// Files written by PyTorch 2.x (tests/fixtures/make_torch2_fixtures.py; made where a Python
+// with PyTorch 2.x is configured, as the torch2 build has): its zip layout (byteorder,
+// .format_version, serialization_id records), storages of every dtype, views into shared
+// storage, and checkpoint dicts with non-tensor entries.
+std::string Torch2Fixture(const std::string& name) {
+  const std::string path = FixtureDir() + "/" + name;
+  return std::filesystem::exists(path) ? path : "";
+}
+
+TEST(WeightsTest, StateDictSavedByPyTorch2ReadsLikeOneSavedBy113) {
+  const std::string path = Torch2Fixture("resnet18_torch2.pth");
+  if (path.empty()) GTEST_SKIP() << "no PyTorch 2.x fixtures (configure KENNEL_PYTORCH2_PYTHON)";
+  auto ours = ReadWeightsFile(path);
+  ASSERT_TRUE(ours.ok()) << ours.status();
+  auto reference = ReadWeightsFile(FixtureDir() + "/resnet18.pth");
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  ASSERT_EQ(ours->size(), reference->size());
+  for (const auto& [name, t] : *reference) {
+    ASSERT_TRUE(ours->contains(name)) << name;
+    EXPECT_TRUE(torch::equal(ours->at(name), t)) << name;
+  }
+}
+
+TEST(WeightsTest, EveryDtypeAndViewSavedByPyTorch2) {
+  const std::string path = Torch2Fixture("dtypes_torch2.pth");
+  if (path.empty()) GTEST_SKIP() << "no PyTorch 2.x fixtures (configure KENNEL_PYTORCH2_PYTHON)";
+  auto ours = ReadWeightsFile(path);
+  ASSERT_TRUE(ours.ok()) << ours.status();
+  // One line per tensor: name dtype shape values (as float64).
+  std::istringstream lines(*ReadFile(FixtureDir() + "/dtypes_torch2.txt"));
+  std::string line;
+  int checked = 0;
+  while (std::getline(lines, line)) {
+    std::istringstream in(line);
+    std::string name, dtype, shape;
+    in >> name >> dtype >> shape;
+    std::vector<double> values;
+    for (double v; in >> v;) values.push_back(v);
+    ASSERT_TRUE(ours->contains(name)) << name;
+    const torch::Tensor& t = ours->at(name);
+    EXPECT_EQ(c10::toString(t.scalar_type()), std::string(dtype == "bfloat16" ? "BFloat16"
+                                                        : dtype == "float16" ? "Half"
+                                                        : dtype == "float64" ? "Double"
+                                                        : dtype == "int64"   ? "Long"
+                                                        : dtype == "bool"    ? "Bool"
+                                                                             : "Float")) << name;
+    const torch::Tensor flat = t.reshape({-1}).to(torch::kFloat64).contiguous();
+    ASSERT_EQ(flat.numel(), static_cast<int64_t>(values.size())) << name;
+    for (size_t i = 0; i < values.size(); ++i) EXPECT_EQ(flat[static_cast<int64_t>(i)].item<double>(), values[i]) << name;
+    ++checked;
+  }
+  EXPECT_EQ(checked, 8);
+}
+
+TEST(WeightsTest, CheckpointDictSavedByPyTorch2YieldsItsStateDict) {
+  const std::string path = Torch2Fixture("checkpoint_torch2.pth");
+  if (path.empty()) GTEST_SKIP() << "no PyTorch 2.x fixtures (configure KENNEL_PYTORCH2_PYTHON)";
+  auto ours = ReadWeightsFile(path);
+  ASSERT_TRUE(ours.ok()) << ours.status();
+  EXPECT_EQ(ours->size(), 2u);
+  EXPECT_TRUE(ours->contains("fc.weight"));
+  EXPECT_TRUE(ours->contains("fc.bias"));
 }
 
 TEST(WeightsTest, NotAWeightsFileIsRefused) {
