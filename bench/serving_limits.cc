@@ -1,6 +1,8 @@
 // kennel-bench-limits: the T2 helpers that need Kennel's C++ core.
 //   make-artifact --arch small_cnn|resnet50 --out DIR   a seeded, randomly initialised artifact
 //   make-jpegs --out DIR [--count N]                     500x375 JPEGs (the dog-photo size)
+//   make-dataset --out DIR [--classes C] [--count N]     a dogImages-style folder of such JPEGs:
+//       train/ with N per class, valid/ and test/ with N/8 per class (training benchmarks)
 //   limits --artifact DIR (--images DIR | --fashion N) [--threads T] [--device D] [--precision P]
 //       raw forward throughput per batch size (the best last) and preprocessing throughput
 //       alone (decode + resize + normalise) with T threads, one line each. The model runs as
@@ -66,9 +68,9 @@ int MakeArtifact(const std::string& arch, const std::string& out) {
   return 0;
 }
 
-int MakeJpegs(const std::string& out, int count) {
+int MakeJpegs(const std::string& out, int count, uint64_t seed = 3) {
   fs::create_directories(out);
-  cv::RNG rng(3);
+  cv::RNG rng(seed);
   for (int i = 0; i < count; ++i) {
     cv::Mat img(375, 500, CV_8UC3);
     // Smooth colour fields with some texture: compresses like a photo, not like noise.
@@ -79,6 +81,17 @@ int MakeJpegs(const std::string& out, int count) {
     rng.fill(noise, cv::RNG::NORMAL, 0, 12);
     img += noise;
     cv::imwrite(absl::StrFormat("%s/%04d.jpg", out, i), img, {cv::IMWRITE_JPEG_QUALITY, 90});
+  }
+  return 0;
+}
+
+int MakeDataset(const std::string& out, int classes, int count) {
+  for (int c = 0; c < classes; ++c) {
+    const std::string folder = absl::StrFormat("%03d.Breed_%d", c + 1, c + 1);
+    for (const auto& [split, n] : {std::pair<const char*, int>{"train", count}, {"valid", std::max(1, count / 8)},
+                                   {"test", std::max(1, count / 8)}}) {
+      if (int rc = MakeJpegs(absl::StrCat(out, "/", split, "/", folder), n, 1000 * c + n); rc != 0) return rc;
+    }
   }
   return 0;
 }
@@ -218,6 +231,11 @@ int main(int argc, char** argv) {
   auto* jpegs = app.add_subcommand("make-jpegs", "Write 500x375 JPEGs");
   jpegs->add_option("--out", out)->required();
   jpegs->add_option("--count", count);
+  int classes = 8;
+  auto* dataset = app.add_subcommand("make-dataset", "Write a dogImages-style folder of 500x375 JPEGs");
+  dataset->add_option("--out", out)->required();
+  dataset->add_option("--classes", classes)->check(CLI::Range(1, 1000));
+  dataset->add_option("--count", count, "Training images per class")->check(CLI::Range(1, 100000));
   auto* limits = app.add_subcommand("limits", "Raw model and preprocessing throughput");
   limits->add_option("--artifact", artifact)->required();
   limits->add_option("--images", images);
@@ -228,5 +246,6 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   if (make->parsed()) return MakeArtifact(arch, out);
   if (jpegs->parsed()) return MakeJpegs(out, count);
+  if (dataset->parsed()) return MakeDataset(out, classes, count);
   return Limits(artifact, images, fashion, threads, device, precision);
 }

@@ -36,7 +36,8 @@ int Status(const GlobalOptions& global) {
                     absl::StrCat(n.resources().cpu_cores(), " cpu", n.resources().gpus() > 0
                                      ? absl::StrCat(", ", n.resources().gpus(), " gpu") : ""),
                     Ago(n.last_heartbeat_unix_ms()),
-                    n.role() == v1::INFERENCE
+                    n.state() == v1::DEAD ? (n.detail().empty() ? "-" : n.detail())
+                    : n.role() == v1::INFERENCE
                         ? absl::StrCat(n.model().empty() ? "no model" : n.model(),
                                        n.serving() ? ", serving" : ", not serving", ", queue ", n.queue_depth(),
                                        n.address().empty() ? "" : absl::StrCat(", at ", n.address()))

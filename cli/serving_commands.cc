@@ -19,12 +19,13 @@ namespace kennel::cli {
 namespace fs = std::filesystem;
 namespace {
 
-int Deploy(const GlobalOptions& global, const std::string& name, int64_t version,
+int Deploy(const GlobalOptions& global, const std::string& name, int64_t version, double min_accuracy,
            const std::vector<std::string>& nodes) {
   auto stub = AdminStub(global.coordinator);
   v1::DeployRequest request;
   request.set_name(name);
   request.set_version(version);
+  request.set_min_accuracy(min_accuracy);
   for (const auto& n : nodes) request.add_nodes(n);
   v1::DeployResponse response;
   grpc::Status rpc = stub->Deploy(Context(600).get(), request, &response);
@@ -212,13 +213,17 @@ void AddServingCommands(CLI::App& app, const GlobalOptions& global) {
   auto deploy_name = std::make_shared<std::string>();
   auto deploy_version = std::make_shared<int64_t>(0);
   auto deploy_nodes = std::make_shared<std::vector<std::string>>();
+  auto deploy_min_accuracy = std::make_shared<double>(0);
   auto* deploy = app.add_subcommand(
       "deploy", "Roll a model version out to inference nodes without dropping requests");
   deploy->add_option("model", *deploy_name, "Model name")->required();
-  deploy->add_option("--version", *deploy_version, "Version (default: newest)")->check(CLI::Range(int64_t{1}, std::numeric_limits<int64_t>::max()));
+  deploy->add_option("--version", *deploy_version, "Version (default: the newest fit to serve: finite metrics)")->check(CLI::Range(int64_t{1}, std::numeric_limits<int64_t>::max()));
   deploy->add_option("--nodes", *deploy_nodes, "Inference nodes (default: all connected)")->delimiter(',');
-  deploy->callback([&global, deploy_name, deploy_version, deploy_nodes] {
-    throw CLI::RuntimeError(Deploy(global, *deploy_name, *deploy_version, *deploy_nodes));
+  deploy->add_option("--min-accuracy", *deploy_min_accuracy,
+                     "Without --version: the newest version with at least this test accuracy")
+      ->check(CLI::Range(0.0, 1.0));
+  deploy->callback([&global, deploy_name, deploy_version, deploy_min_accuracy, deploy_nodes] {
+    throw CLI::RuntimeError(Deploy(global, *deploy_name, *deploy_version, *deploy_min_accuracy, *deploy_nodes));
   });
 
   auto server = std::make_shared<std::string>("127.0.0.1:7080");

@@ -111,6 +111,7 @@ absl::StatusOr<v1::JobSpec> BuildSpec(const TrainFlags& f, const CLI::App& cmd) 
   if (auto& v = Pick(f.seed, "--seed", f, cmd)) t.set_seed(*v);
   if (given("--augment")) t.set_augment(f.augment);
   if (given("--freeze-backbone")) t.set_freeze_backbone(f.freeze_backbone);
+  if (given("--mixed-precision")) t.set_mixed_precision(f.mixed_precision);
   if (given("--init-weights")) t.set_init_weights(f.init_weights);
   if (auto& v = Pick(f.checkpoint_every, "--checkpoint-every", f, cmd)) t.set_checkpoint_every_steps(*v);
   if (auto& v = Pick(f.data_workers, "--data-workers", f, cmd)) t.set_data_workers(*v);
@@ -282,6 +283,8 @@ void AddJobFlags(CLI::App& cmd, TrainFlags& f) {
   Optional(cmd, "--seed", f.seed, "Seed for initialisation, shuffling and augmentation (default 0)");
   cmd.add_flag("--augment", f.augment, "RandomResizedCrop + horizontal flip");
   cmd.add_flag("--freeze-backbone", f.freeze_backbone, "Train only the head (needs --init-weights)");
+  cmd.add_flag("--mixed-precision", f.mixed_precision,
+               "bf16 autocast and channels-last on GPU trainers (needs --backend nccl)");
   cmd.add_option("--init-weights", f.init_weights, "torchvision weights (.pth state_dict or .safetensors) on every trainer");
   Optional(cmd, "--image-size", f.image_size, "Input height and width (default 28 / 224)")->check(CLI::Range(1, 4096));
   Optional(cmd, "--resize-shorter", f.resize_shorter, "Evaluation resize of the shorter side before the center crop (0: resize straight to the input size)")->check(CLI::Range(0, 8192));

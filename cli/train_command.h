@@ -37,6 +37,7 @@ struct TrainFlags {
   std::optional<uint64_t> seed;
   bool augment = false;
   bool freeze_backbone = false;
+  bool mixed_precision = false;
   std::string init_weights;
   std::optional<int> image_size;
   std::optional<int> resize_shorter;

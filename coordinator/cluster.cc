@@ -3,6 +3,7 @@
 #include "core/logging.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -104,8 +105,16 @@ Cluster::Job* Cluster::FindCurrent(const std::string& job_id, int64_t generation
 
 void Cluster::NodeLost(Node& node, const std::string& why) {
   const std::string name = node.status.name();
-  LOG(WARNING) << "trainer " << name << " lost: " << why;
+  const bool inference = node.status.role() == v1::INFERENCE;
+  LOG(WARNING) << (inference ? "inference node " : "trainer ") << name << " lost: " << why;
   node.status.set_state(v1::DEAD);
+  node.status.set_detail(absl::StrCat("declared dead: ", why));
+  if (node.channel) {
+    // The process may be alive (a VM pause, a stall): closing its stream makes it reconnect
+    // and register again instead of talking on into a stream nobody reads.
+    node.channel->Close(absl::UnavailableError(absl::StrCat("the coordinator declared ", name, " dead (", why,
+                                                            "); reconnect and register again")));
+  }
   node.channel.reset();
   (void)state_->SaveNode(node.status);
   Job* job = node.status.job_id().empty() ? nullptr
@@ -211,13 +220,28 @@ absl::StatusOr<v1::RegisterAck> Cluster::RegisterTrainer(const v1::Register& req
     return absl::InvalidArgumentError("a trainer registers with a name of 1 to 128 characters");
   }
   absl::MutexLock lock(&mu_);
-  Node& node = nodes_[request.name()];
-  if (node.channel) {
-    // A second stream under the same name: the node restarted or reconnected; the old
-    // stream is stale, and so is whatever it was running.
-    NodeLost(node, "re-registered");
+  auto existing = nodes_.find(request.name());
+  if (existing != nodes_.end() && existing->second.channel) {
+    Node& live = existing->second;
+    if (request.incarnation().empty() || request.incarnation() != live.status.incarnation()) {
+      // Two processes under one name (identical cloud images default to the same hostname):
+      // the one already working keeps it.
+      return absl::AlreadyExistsError(absl::StrCat(
+          "a node named '", request.name(), "' is already connected (since ",
+          absl::FormatTime("%H:%M:%S UTC", live.connected_at, absl::UTCTimeZone()), ", on ",
+          live.status.resources().hostname(), "); give this one another --name"));
+    }
+    // The same process on a new stream: its old stream is stale. What it was running is
+    // checked below against the job's current generation, as after any reconnect.
+    live.channel->Close(absl::UnavailableError("replaced by a newer stream of the same process"));
+    live.channel.reset();
   }
+  Node& node = nodes_[request.name()];
+  std::vector<v1::CoordinatorMessage> follow_ups;  // Sent after the ack.
   node.status.set_name(request.name());
+  node.status.set_incarnation(request.incarnation());
+  node.status.clear_detail();
+  node.connected_at = options_.now();
   node.status.set_role(request.role() == v1::INFERENCE ? v1::INFERENCE : v1::TRAINER);
   node.status.set_address(request.serving_address());
   *node.status.mutable_resources() = request.resources();
@@ -240,8 +264,20 @@ absl::StatusOr<v1::RegisterAck> Cluster::RegisterTrainer(const v1::Register& req
       abort.mutable_abort()->set_job_id(request.job_id());
       abort.mutable_abort()->set_generation(request.generation());
       abort.mutable_abort()->set_reason("this generation is no longer current");
-      node.channel->Send(abort);
+      follow_ups.push_back(abort);
     }
+  }
+  // An inference node that restarted (or lost its model) gets the version last deployed to it.
+  if (node.status.role() == v1::INFERENCE && !node.status.desired_model().empty() &&
+      request.model() != node.status.desired_model()) {
+    const std::string& desired = node.status.desired_model();
+    const size_t colon = desired.rfind(':');
+    v1::CoordinatorMessage deploy;
+    deploy.mutable_deploy()->set_name(desired.substr(0, colon));
+    deploy.mutable_deploy()->set_version(std::stoll(desired.substr(colon + 1)));
+    follow_ups.push_back(deploy);
+    LOG(INFO) << "inference node " << request.name() << " serves '" << request.model() << "'; sending it "
+              << desired << ", the version last deployed to it";
   }
   (void)state_->SaveNode(node.status);
   LOG(INFO) << (node.status.role() == v1::INFERENCE ? "inference node " : "trainer ") << request.name()
@@ -249,6 +285,11 @@ absl::StatusOr<v1::RegisterAck> Cluster::RegisterTrainer(const v1::Register& req
             << " cores, " << request.resources().gpus() << " GPUs)";
   v1::RegisterAck ack;
   ack.set_heartbeat_interval_ms(static_cast<int32_t>(absl::ToInt64Milliseconds(options_.heartbeat_interval)));
+  // The ack goes first: a member acts on (and answers) messages only once registered.
+  v1::CoordinatorMessage ack_message;
+  *ack_message.mutable_ack() = ack;
+  node.channel->Send(ack_message);
+  for (const auto& message : follow_ups) node.channel->Send(message);
   return ack;
 }
 
@@ -259,11 +300,13 @@ void Cluster::OnTrainerDisconnected(const std::string& name, const TrainerChanne
   NodeLost(it->second, "control stream closed");
 }
 
-void Cluster::OnTrainerMessage(const std::string& name, const v1::TrainerMessage& message) {
+void Cluster::OnTrainerMessage(const std::string& name, const TrainerChannel* channel,
+                               const v1::TrainerMessage& message) {
   absl::MutexLock lock(&mu_);
   auto node_it = nodes_.find(name);
   if (node_it == nodes_.end()) return;
   Node& node = node_it->second;
+  if (node.channel.get() != channel) return;  // A stale stream: its node was declared dead.
   node.last_heartbeat = options_.now();
   node.status.set_last_heartbeat_unix_ms(absl::ToUnixMillis(node.last_heartbeat));
   switch (message.message_case()) {
@@ -371,7 +414,29 @@ absl::StatusOr<v1::DeployResponse> Cluster::Deploy(const v1::DeployRequest& requ
   ASSIGN_OR_RETURN(auto versions, state_->LoadModels(request.name()));
   if (versions.empty()) return absl::NotFoundError(absl::StrCat("no model named '", request.name(), "'"));
   int64_t version = request.version();
-  if (version <= 0) version = versions.back().version();
+  if (!(request.min_accuracy() >= 0 && request.min_accuracy() <= 1)) {
+    return absl::InvalidArgumentError("min_accuracy must be in [0, 1]");
+  }
+  if (version <= 0) {
+    // The newest version fit to serve: finite metrics, and as accurate as asked.
+    for (auto it = versions.rbegin(); it != versions.rend(); ++it) {
+      const auto& m = it->manifest().metrics();
+      const bool finite = std::isfinite(m.train_loss()) && std::isfinite(m.test_loss()) &&
+                          std::isfinite(m.test_accuracy());
+      const bool accurate = request.min_accuracy() <= 0 ||
+                            (!it->manifest().lineage().imported() && m.test_accuracy() >= request.min_accuracy());
+      if (finite && accurate) {
+        version = it->version();
+        break;
+      }
+    }
+    if (version <= 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "no version of ", request.name(), " is fit to deploy (", versions.size(), " versions; none with finite "
+          "metrics", request.min_accuracy() > 0 ? absl::StrCat(" and test accuracy >= ", request.min_accuracy()) : "",
+          "); name one with --version to deploy it anyway"));
+    }
+  }
   if (std::none_of(versions.begin(), versions.end(), [&](const auto& m) { return m.version() == version; })) {
     return absl::NotFoundError(absl::StrCat("model ", request.name(), " has no version ", version));
   }
@@ -402,7 +467,11 @@ absl::StatusOr<v1::DeployResponse> Cluster::Deploy(const v1::DeployRequest& requ
   for (const auto& name : targets) {
     keys.push_back(absl::StrCat(name, "/", request.name(), "/", version));
     deploy_results_.erase(keys.back());
-    nodes_[name].channel->Send(message);
+    Node& node = nodes_[name];
+    node.channel->Send(message);
+    // Wanted there from now on: a restarted node is sent it again.
+    node.status.set_desired_model(absl::StrCat(request.name(), ":", version));
+    (void)state_->SaveNode(node.status);
   }
   LOG(INFO) << "deploying " << request.name() << " version " << version << " to " << absl::StrJoin(targets, ", ");
   auto all_answered = [this, &keys]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {

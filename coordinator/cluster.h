@@ -30,11 +30,14 @@
 
 namespace kennel::coordinator {
 
-// The way to one connected trainer (its control stream). Send never blocks.
+// The way to one connected member (its control stream). Neither call blocks.
 class TrainerChannel {
  public:
   virtual ~TrainerChannel() = default;
   virtual void Send(const kennel::v1::CoordinatorMessage& message) = 0;
+  // Ends the stream with `why` (after what was queued is written): the member reconnects
+  // and registers again. Later Sends are dropped.
+  virtual void Close(const absl::Status& why) = 0;
 };
 
 struct ClusterOptions {
@@ -54,10 +57,15 @@ class Cluster {
                                                          ArtifactStore* artifacts);
   ~Cluster();
 
-  // --- trainers (control stream) ---
+  // --- members (control stream) ---
+  // ALREADY_EXISTS when another process (another incarnation) holds the name on a live
+  // stream: it is never evicted. The same incarnation on a new stream replaces its old one.
   absl::StatusOr<kennel::v1::RegisterAck> RegisterTrainer(const kennel::v1::Register& request,
                                                           std::shared_ptr<TrainerChannel> channel);
-  void OnTrainerMessage(const std::string& name, const kennel::v1::TrainerMessage& message);
+  // A message on `channel`; ignored unless that is the node's current stream (a member
+  // declared dead keeps talking on its old stream until it notices the close).
+  void OnTrainerMessage(const std::string& name, const TrainerChannel* channel,
+                        const kennel::v1::TrainerMessage& message);
   // The stream of `channel` closed: the node is dead (if that is still its channel).
   void OnTrainerDisconnected(const std::string& name, const TrainerChannel* channel);
 
@@ -92,6 +100,7 @@ class Cluster {
     kennel::v1::NodeStatus status;
     std::shared_ptr<TrainerChannel> channel;  // Null when disconnected.
     absl::Time last_heartbeat;
+    absl::Time connected_at;
   };
   struct Job {
     StoredJob data;

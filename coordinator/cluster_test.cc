@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <map>
+#include <optional>
 
 #include "core/ml/dataset.h"
 
@@ -14,7 +16,16 @@ class FakeChannel : public TrainerChannel {
  public:
   void Send(const v1::CoordinatorMessage& m) override {
     absl::MutexLock lock(&mu_);
+    if (closed_.has_value()) return;
     sent_.push_back(m);
+  }
+  void Close(const absl::Status& why) override {
+    absl::MutexLock lock(&mu_);
+    if (!closed_.has_value()) closed_ = why;
+  }
+  std::optional<absl::Status> closed() {
+    absl::MutexLock lock(&mu_);
+    return closed_;
   }
   std::vector<v1::CoordinatorMessage> sent() {
     absl::MutexLock lock(&mu_);
@@ -34,6 +45,7 @@ class FakeChannel : public TrainerChannel {
  private:
   absl::Mutex mu_;
   std::vector<v1::CoordinatorMessage> sent_;
+  std::optional<absl::Status> closed_;
 };
 
 class ClusterTest : public ::testing::Test {
@@ -57,13 +69,20 @@ class ClusterTest : public ::testing::Test {
     options.now = [this] { return now_; };
     cluster_ = *Cluster::Create(options, state_.get(), artifacts_.get());
   }
-  std::shared_ptr<FakeChannel> Join(const std::string& name) {
+  // Registers `name` as process `incarnation` on a new stream.
+  std::shared_ptr<FakeChannel> Join(const std::string& name, const std::string& incarnation = "") {
     auto channel = std::make_shared<FakeChannel>();
     v1::Register r;
     r.set_name(name);
+    r.set_incarnation(incarnation.empty() ? name + "-process" : incarnation);
     r.mutable_resources()->set_cpu_cores(2);
     EXPECT_TRUE(cluster_->RegisterTrainer(r, channel).ok());
+    channels_[name] = channel;
     return channel;
+  }
+  // `m` from `name` on its newest stream.
+  void Message(const std::string& name, const v1::TrainerMessage& m) {
+    cluster_->OnTrainerMessage(name, channels_[name].get(), m);
   }
   v1::JobSpec Spec(int world) {
     v1::JobSpec spec;
@@ -82,7 +101,7 @@ class ClusterTest : public ::testing::Test {
   void Heartbeat(const std::string& name) {
     v1::TrainerMessage m;
     m.mutable_heartbeat();
-    cluster_->OnTrainerMessage(name, m);
+    Message(name, m);
   }
 
   std::filesystem::path dir_;
@@ -90,6 +109,7 @@ class ClusterTest : public ::testing::Test {
   std::unique_ptr<StateStore> state_;
   std::unique_ptr<ArtifactStore> artifacts_;
   std::unique_ptr<Cluster> cluster_;
+  std::map<std::string, std::shared_ptr<FakeChannel>> channels_;
 };
 
 TEST_F(ClusterTest, JobWaitsForEnoughTrainersThenAssignsEveryRank) {
@@ -112,6 +132,76 @@ TEST_F(ClusterTest, JobWaitsForEnoughTrainersThenAssignsEveryRank) {
   EXPECT_EQ(a->assignments()[0].rank() + b->assignments()[0].rank(), 1);
   EXPECT_EQ(a->assignments()[0].train().samples_size(), 100);
   EXPECT_EQ(a->assignments()[0].world_size(), 2);
+}
+
+// A trainer stalled past the heartbeat timeout (SIGSTOP, a VM pause) used to stay "dead"
+// while alive: its old stream stayed open and its heartbeats on it refreshed nothing.
+TEST_F(ClusterTest, AStalledTrainerIsClosedOutThenComesBackOnANewStream) {
+  auto a = Join("a");
+  auto b = Join("b");
+  auto job = *cluster_->SubmitJob(Spec(2));
+  cluster_->Tick();
+  ASSERT_EQ(cluster_->GetJob(job.id())->state(), v1::RUNNING);
+  now_ += absl::Seconds(12);
+  Heartbeat("a");
+  cluster_->Tick();  // b stalled for 12 s.
+  ASSERT_TRUE(b->closed().has_value());  // Its stream is ended: it will reconnect.
+  EXPECT_EQ(b->closed()->code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(b->closed()->message().find("declared b dead"), std::string::npos) << *b->closed();
+  EXPECT_FALSE(a->closed().has_value());
+  // b wakes up and talks on its old stream: nothing changes.
+  Heartbeat("b");
+  cluster_->Tick();
+  auto status = cluster_->Status();
+  for (const auto& n : status.nodes()) {
+    if (n.name() == "b") {
+      EXPECT_EQ(n.state(), v1::DEAD);
+      EXPECT_NE(n.detail().find("no heartbeat"), std::string::npos) << n.detail();
+    }
+  }
+  // It reconnects as the same process, still on the old generation: told to abort it, and
+  // usable again once idle. The job re-forms with both.
+  auto b2 = std::make_shared<FakeChannel>();
+  v1::Register r;
+  r.set_name("b");
+  r.set_incarnation("b-process");
+  r.set_job_id(job.id());
+  r.set_generation(1);
+  ASSERT_TRUE(cluster_->RegisterTrainer(r, b2).ok());
+  channels_["b"] = b2;
+  EXPECT_EQ(b2->aborts(), 1);
+  v1::TrainerMessage idle;
+  idle.mutable_idle()->set_job_id(job.id());
+  idle.mutable_idle()->set_generation(1);
+  Message("a", idle);
+  Message("b", idle);
+  cluster_->Tick();
+  auto resumed = *cluster_->GetJob(job.id());
+  EXPECT_EQ(resumed.state(), v1::RUNNING);
+  EXPECT_EQ(resumed.generation(), 2);
+  EXPECT_EQ(b2->assignments().size(), 1u);
+}
+
+// Two processes under one name: the second is refused, the first keeps its job.
+TEST_F(ClusterTest, ADuplicateNameIsRefusedAndTheLiveNodeKeepsWorking) {
+  auto a = Join("a");
+  auto b = Join("b");
+  auto job = *cluster_->SubmitJob(Spec(2));
+  cluster_->Tick();
+  ASSERT_EQ(cluster_->GetJob(job.id())->state(), v1::RUNNING);
+  v1::Register impostor;
+  impostor.set_name("b");
+  impostor.set_incarnation("another-process");
+  auto refused = cluster_->RegisterTrainer(impostor, std::make_shared<FakeChannel>());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_NE(refused.status().message().find("already connected"), std::string::npos) << refused.status();
+  EXPECT_FALSE(b->closed().has_value());
+  EXPECT_EQ(cluster_->GetJob(job.id())->state(), v1::RUNNING);
+  EXPECT_EQ(cluster_->GetJob(job.id())->generation(), 1);
+  EXPECT_EQ(a->aborts() + b->aborts(), 0);
+  // Once the first is gone, the name is free for a replacement.
+  cluster_->OnTrainerDisconnected("b", b.get());
+  EXPECT_TRUE(cluster_->RegisterTrainer(impostor, std::make_shared<FakeChannel>()).ok());
 }
 
 TEST_F(ClusterTest, SilentTrainerIsDeclaredDeadAndTheJobRecovers) {
@@ -140,7 +230,7 @@ TEST_F(ClusterTest, SilentTrainerIsDeclaredDeadAndTheJobRecovers) {
   v1::TrainerMessage idle;
   idle.mutable_idle()->set_job_id(job.id());
   idle.mutable_idle()->set_generation(1);
-  cluster_->OnTrainerMessage("a", idle);
+  Message("a", idle);
   cluster_->Tick();
   auto resumed = *cluster_->GetJob(job.id());
   EXPECT_EQ(resumed.state(), v1::RUNNING);
@@ -182,7 +272,7 @@ TEST_F(ClusterTest, AcknowledgedStateSurvivesARestart) {
   epoch.mutable_epoch()->set_job_id(running.id());
   epoch.mutable_epoch()->set_generation(1);
   epoch.mutable_epoch()->mutable_metrics()->set_eval_accuracy(0.75);
-  cluster_->OnTrainerMessage("a", epoch);
+  Message("a", epoch);
 
   Open();  // The coordinator restarts.
   auto jobs = cluster_->ListJobs(10);
@@ -235,7 +325,7 @@ TEST_F(ClusterTest, FailedRankNamesTheTrainerItWaitedFor) {
   f->set_rank(0);
   f->set_error("all-reduce #12 on rank 0 timed out after 1m, waiting for rank 1 (...)");
   f->set_missing_rank(1);
-  cluster_->OnTrainerMessage(running.nodes(0), failed);
+  Message(running.nodes(0), failed);
   auto ended = *cluster_->GetJob(job.id());
   EXPECT_EQ(ended.state(), v1::FAILED);
   EXPECT_NE(ended.message().find("rank 1 is trainer " + running.nodes(1)), std::string::npos) << ended.message();

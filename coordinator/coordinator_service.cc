@@ -16,22 +16,34 @@ using core::ToGrpcStatus;
 class ControlReactor;
 
 // The Cluster's handle on one control stream. Outlives the reactor (the Cluster may hold
-// it after the stream ended); Send then drops messages.
+// it after the stream ended); Send and Close are then no-ops. Every Start* and Finish call
+// on the reactor goes through here, under one mutex: no write starts after Finish, and
+// Finish waits for the write in flight.
 class StreamChannel : public TrainerChannel {
  public:
   explicit StreamChannel(ControlReactor* reactor) : reactor_(reactor) {}
   void Send(const v1::CoordinatorMessage& message) override;
+  void Close(const absl::Status& why) override;
+  // Ends the stream with `status` (from the reactor or Close).
+  void Finish(const grpc::Status& status);
   // From the reactor: the write in flight completed.
   void WriteDone(bool ok);
+  // From the reactor's OnDone: nothing may touch it any more.
   void Detach() {
     absl::MutexLock lock(&mu_);
     reactor_ = nullptr;
   }
 
  private:
+  void FinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   absl::Mutex mu_;
   ControlReactor* reactor_ ABSL_GUARDED_BY(mu_);
   std::deque<v1::CoordinatorMessage> queue_ ABSL_GUARDED_BY(mu_);  // Front is being written.
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finishing_ ABSL_GUARDED_BY(mu_) = false;  // Finish once the write in flight is done.
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;   // Finish was called.
+  grpc::Status final_ ABSL_GUARDED_BY(mu_);
 };
 
 class ControlReactor
@@ -43,27 +55,25 @@ class ControlReactor
   }
 
   void OnReadDone(bool ok) override {
-    if (!ok) {  // The trainer closed its side or the connection broke.
-      FinishOnce(grpc::Status::OK);
+    if (!ok) {  // The member closed its side, the connection broke, or we finished.
+      channel_->Finish(grpc::Status::OK);
       return;
     }
     if (name_.empty()) {
       if (!in_.has_register_()) {
-        FinishOnce(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                "the first message on a control stream must be Register"));
+        channel_->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                      "the first message on a control stream must be Register"));
         return;
       }
+      // The cluster sends the ack (and what must follow it) on the channel itself.
       auto ack = cluster_->RegisterTrainer(in_.register_(), channel_);
       if (!ack.ok()) {
-        FinishOnce(ToGrpcStatus(ack.status()));
+        channel_->Finish(ToGrpcStatus(ack.status()));
         return;
       }
       name_ = in_.register_().name();
-      v1::CoordinatorMessage message;
-      *message.mutable_ack() = *ack;
-      channel_->Send(message);
     } else {
-      cluster_->OnTrainerMessage(name_, in_);
+      cluster_->OnTrainerMessage(name_, channel_.get(), in_);
     }
     StartRead(&in_);
   }
@@ -76,35 +86,60 @@ class ControlReactor
     delete this;
   }
 
-  void FinishOnce(const grpc::Status& status) {
-    if (finished_.exchange(true)) return;
-    Finish(status);
-  }
-  bool finished() const { return finished_; }
-
  private:
   Cluster* cluster_;
   std::shared_ptr<StreamChannel> channel_;
   v1::TrainerMessage in_;
   std::string name_;
-  std::atomic<bool> finished_{false};
 };
 
 void StreamChannel::Send(const v1::CoordinatorMessage& message) {
   absl::MutexLock lock(&mu_);
-  if (reactor_ == nullptr || reactor_->finished()) return;
+  if (reactor_ == nullptr || finishing_ || finished_) return;
   queue_.push_back(message);
-  if (queue_.size() == 1) reactor_->StartWrite(&queue_.front());
+  if (!writing_) {
+    writing_ = true;
+    reactor_->StartWrite(&queue_.front());
+  }
+}
+
+void StreamChannel::Close(const absl::Status& why) { Finish(ToGrpcStatus(why)); }
+
+void StreamChannel::Finish(const grpc::Status& status) {
+  absl::MutexLock lock(&mu_);
+  if (reactor_ == nullptr || finishing_ || finished_) return;
+  finishing_ = true;
+  final_ = status;
+  if (!writing_) FinishLocked();
+}
+
+void StreamChannel::FinishLocked() {
+  finished_ = true;
+  queue_.clear();
+  reactor_->Finish(final_);
 }
 
 void StreamChannel::WriteDone(bool ok) {
   absl::MutexLock lock(&mu_);
+  writing_ = false;
   if (!queue_.empty()) queue_.pop_front();
-  if (!ok || reactor_ == nullptr) {
+  if (reactor_ == nullptr || finished_) return;
+  if (!ok) {
+    // The stream broke; the read side sees it too. What was queued is lost with it.
     queue_.clear();
+    if (!finishing_) {
+      finishing_ = true;
+      final_ = grpc::Status(grpc::StatusCode::UNAVAILABLE, "write failed");
+    }
+  }
+  if (finishing_) {
+    FinishLocked();
     return;
   }
-  if (!queue_.empty() && !reactor_->finished()) reactor_->StartWrite(&queue_.front());
+  if (!queue_.empty()) {
+    writing_ = true;
+    reactor_->StartWrite(&queue_.front());
+  }
 }
 
 }  // namespace

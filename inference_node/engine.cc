@@ -1,5 +1,7 @@
 #include "inference_node/engine.h"
 
+#include <cmath>
+
 #include "core/logging.h"
 #include <torch/torch.h>
 
@@ -177,6 +179,15 @@ void Engine::Finish(const std::shared_ptr<ServingModel>& model, const v1::Classi
   const torch::Tensor row = result->probabilities.contiguous();
   const float* prob = row.data_ptr<float>();
   const int classes = static_cast<int>(row.numel());
+  // A diverged or broken model answers NaN: say so rather than rank garbage as an answer.
+  for (int c = 0; c < classes; ++c) {
+    if (!std::isfinite(prob[c])) {
+      return Fail(request, absl::InternalError(absl::StrCat(
+                               "model ", manifest.name(), " version ", manifest.version(),
+                               " produced a non-finite output (NaN or infinity); refusing to answer with it")),
+                  done);
+    }
+  }
   const int k = std::min(request.top_k() > 0 ? request.top_k() : 5, classes);
   std::vector<int> order(static_cast<size_t>(classes));
   std::iota(order.begin(), order.end(), 0);

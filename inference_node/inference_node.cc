@@ -22,7 +22,13 @@ absl::StatusOr<std::unique_ptr<InferenceNode>> InferenceNode::Create(InferenceNo
   std::unique_ptr<InferenceNode> node(new InferenceNode(std::move(options)));
   auto& o = node->options_;
   ASSIGN_OR_RETURN(node->engine_, Engine::Create(o.engine, &node->metrics_));
-  node->service_ = std::make_unique<InferenceService>(node->engine_.get(), o.max_in_flight_per_stream);
+  // Requests inside the engine never exceed what its queues hold: the preprocessing queue,
+  // and the batchers' queues together. Beyond that, streams wait to read on.
+  const int capacity = std::min(o.engine.preprocess_queue,
+                                o.engine.model.instances * o.engine.model.batcher.max_queue_size);
+  node->gate_ = std::make_unique<AdmissionGate>(capacity);
+  node->service_ = std::make_unique<InferenceService>(node->engine_.get(), node->gate_.get(),
+                                                      o.max_in_flight_per_stream);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   builder.AddListeningPort(o.listen_address, grpc::InsecureServerCredentials(), &node->port_);
@@ -72,6 +78,10 @@ absl::StatusOr<std::unique_ptr<InferenceNode>> InferenceNode::Create(InferenceNo
               const bool gpu = self->options_.engine.model.on_gpu();
               r.mutable_resources()->set_device(gpu ? "cuda" : "cpu");
               r.mutable_resources()->set_gpus(gpu ? static_cast<int32_t>(torch::cuda::device_count()) : 0);
+              // What it serves now: the coordinator sends the version it wants if that differs.
+              if (auto model = self->engine_->current()) {
+                r.set_model(absl::StrCat(model->manifest().name(), ":", model->manifest().version()));
+              }
               return r;
             },
             .make_heartbeat = [self] {
@@ -157,7 +167,7 @@ void InferenceNode::OnCoordinatorMessage(const v1::CoordinatorMessage& message) 
     reply.mutable_deployed()->set_name(deploy.name());
     reply.mutable_deployed()->set_version(deploy.version());
     reply.mutable_deployed()->set_error(std::string(s.message()));
-    control_->Send(reply);
+    control_->Send(reply, /*keep=*/true);
   });
 }
 

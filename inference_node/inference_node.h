@@ -41,6 +41,8 @@ struct InferenceNodeOptions {
   std::string model;
   std::string cache_dir = "/tmp/kennel-inference-cache";
   EngineOptions engine;
+  // Requests of one stream between read and written response (a client that stops reading
+  // is not read from further).
   int max_in_flight_per_stream = 256;
   int max_message_bytes = 16 << 20;
 };
@@ -70,6 +72,7 @@ class InferenceNode {
   InferenceNodeOptions options_;
   Metrics metrics_;
   std::unique_ptr<Engine> engine_;
+  std::unique_ptr<AdmissionGate> gate_;
   std::unique_ptr<InferenceService> service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;

@@ -2,6 +2,7 @@
 
 #include <deque>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "core/grpc_status.h"
 
@@ -14,30 +15,43 @@ absl::Time DeadlineOf(const grpc::CallbackServerContext* context) {
   return absl::FromChrono(d);
 }
 
+// One ClassifyStream. Two limits keep it from hurting anyone:
+//  - per stream, at most max_in_flight requests between being read and their response being
+//    written: a client that stops reading stops being read (its memory here is bounded);
+//  - node-wide, a slot of the AdmissionGate for every request inside the engine: when the
+//    engine's queues are full, streams wait for a slot before reading on.
+// Reactions never block: waiting is a callback from the gate.
 class StreamReactor : public grpc::ServerBidiReactor<v1::ClassifyRequest, v1::ClassifyResponse> {
  public:
-  StreamReactor(grpc::CallbackServerContext* context, Engine* engine, int max_in_flight)
-      : context_(context), engine_(engine), max_in_flight_(max_in_flight) {
-    StartRead(&request_);
+  StreamReactor(grpc::CallbackServerContext* context, Engine* engine, AdmissionGate* gate, int max_in_flight)
+      : context_(context), engine_(engine), gate_(gate), max_in_flight_(max_in_flight),
+        waiter_(std::make_shared<AdmissionGate::Waiter>()) {
+    waiter_->on_slot = [this] { OnSlot(); };
+    absl::MutexLock lock(&mu_);
+    MaybeRead();
   }
 
   void OnReadDone(bool ok) override {
     v1::ClassifyRequest request;
     {
       absl::MutexLock lock(&mu_);
+      reading_ = false;
       if (!ok) {
         reads_done_ = true;
+        const bool give_back = slot_held_;
+        slot_held_ = false;
         MaybeFinish();
-        return;
-      }
-      ++in_flight_;
-      ++refs_;
-      request = std::move(request_);
-      if (in_flight_ < max_in_flight_) {
-        StartRead(&request_);
+        if (!give_back) return;
       } else {
-        reading_paused_ = true;  // Backpressure: resume when a response completes.
+        slot_held_ = false;  // This request has it now.
+        ++in_flight_;
+        ++refs_;
+        request = std::move(request_);
       }
+    }
+    if (!ok) {
+      gate_->Release();
+      return;
     }
     // Outside the lock: the callback may run right here (a bad request fails at once).
     engine_->Classify(request, DeadlineOf(context_), [this](const absl::Status& status, v1::ClassifyResponse response) {
@@ -45,36 +59,49 @@ class StreamReactor : public grpc::ServerBidiReactor<v1::ClassifyRequest, v1::Cl
         response.set_error_code(static_cast<int>(status.code()));
         response.set_error_message(std::string(status.message()));
       }
+      gate_->Release();  // Its answer is ready: the engine no longer holds it.
       absl::MutexLock lock(&mu_);
-      --in_flight_;
       --refs_;
       if (!broken_ && !finished_) {
         queue_.push_back(std::move(response));
-        if (queue_.size() == 1) WriteFront();
+        if (!writing_) WriteFront();
+      } else {
+        --in_flight_;  // Never to be written.
       }
-      if (reading_paused_ && in_flight_ < max_in_flight_ && !finished_ && !reads_done_) {
-        reading_paused_ = false;
-        StartRead(&request_);
-      }
+      MaybeRead();
       MaybeFinish();
     });
+    absl::MutexLock lock(&mu_);
+    MaybeRead();
   }
 
   void OnWriteDone(bool ok) override {
     absl::MutexLock lock(&mu_);
+    writing_ = false;
     queue_.pop_front();
-    if (!ok) {  // Client gone: drop the rest; Classify callbacks still arrive and are counted.
+    --in_flight_;  // Written: its slot in this stream is free.
+    if (!ok) {  // Client gone: drop the rest; engine callbacks still arrive and are counted.
       broken_ = true;
+      in_flight_ -= static_cast<int>(queue_.size());
       queue_.clear();
+    } else if (!queue_.empty()) {
+      WriteFront();
     }
-    if (!queue_.empty() && !broken_) WriteFront();
+    MaybeRead();
     MaybeFinish();
   }
 
   void OnDone() override {
-    // Completion callbacks may still reference this reactor: wait for them.
+    bool cancelled_wait = false;
     {
       absl::MutexLock lock(&mu_);
+      cancelled_wait = waiting_ && gate_->Cancel(waiter_);
+      if (cancelled_wait) {
+        waiting_ = false;
+        --refs_;
+      }
+      // Engine and gate callbacks may still reference this reactor: wait for them (each is
+      // bounded by one inference).
       auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return refs_ == 0; };
       mu_.Await(absl::Condition(&idle));
     }
@@ -89,32 +116,72 @@ class StreamReactor : public grpc::ServerBidiReactor<v1::ClassifyRequest, v1::Cl
   }
 
  private:
+  // A slot from the gate, then the next read: only while this stream has room.
+  void MaybeRead() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (reading_ || waiting_ || reads_done_ || finished_ || broken_) return;
+    if (in_flight_ >= max_in_flight_) return;  // Resumes when a response is written.
+    if (!slot_held_) {
+      if (!gate_->Acquire(waiter_)) {
+        waiting_ = true;  // OnSlot follows.
+        ++refs_;
+        return;
+      }
+      slot_held_ = true;
+    }
+    reading_ = true;
+    StartRead(&request_);
+  }
+
+  // The gate handed this stream a slot.
+  void OnSlot() {
+    bool give_back = false;
+    {
+      absl::MutexLock lock(&mu_);
+      --refs_;
+      waiting_ = false;
+      if (reads_done_ || finished_ || broken_) {
+        give_back = true;
+      } else {
+        slot_held_ = true;
+        MaybeRead();
+      }
+    }
+    if (give_back) gate_->Release();
+  }
+
   // Writes the oldest queued response. When more are queued behind it, gRPC may hold it and
   // send it with the next one (fewer frames and syscalls when a batch completes at once);
   // the last of the queue is written without the hint, which flushes them all.
   void WriteFront() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     grpc::WriteOptions options;
     if (queue_.size() > 1) options.set_buffer_hint();
+    writing_ = true;
     StartWrite(&queue_.front(), options);
   }
 
   void MaybeFinish() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_ || !reads_done_) return;
-    if (!broken_ && (in_flight_ > 0 || !queue_.empty())) return;
-    if (broken_ && !queue_.empty()) return;  // A write is still outstanding.
+    const int engine_pending = refs_ - (waiting_ ? 1 : 0);
+    if (!broken_ && (engine_pending > 0 || !queue_.empty())) return;
+    if (writing_) return;  // Finish after the write in flight.
     finished_ = true;
     Finish(broken_ && context_->IsCancelled() ? grpc::Status::CANCELLED : grpc::Status::OK);
   }
 
   grpc::CallbackServerContext* context_;
   Engine* engine_;
+  AdmissionGate* gate_;
   const int max_in_flight_;
+  std::shared_ptr<AdmissionGate::Waiter> waiter_;
   v1::ClassifyRequest request_;  // Only the reactor's single outstanding read writes it.
   absl::Mutex mu_;
-  int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
-  int refs_ ABSL_GUARDED_BY(mu_) = 0;
+  int in_flight_ ABSL_GUARDED_BY(mu_) = 0;  // Read, response not yet written.
+  int refs_ ABSL_GUARDED_BY(mu_) = 0;       // Engine callbacks and a gate wait outstanding.
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;
+  bool waiting_ ABSL_GUARDED_BY(mu_) = false;    // For a gate slot.
+  bool slot_held_ ABSL_GUARDED_BY(mu_) = false;  // A slot for the next read.
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
-  bool reading_paused_ ABSL_GUARDED_BY(mu_) = false;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<v1::ClassifyResponse> queue_ ABSL_GUARDED_BY(mu_);  // Front is being written.
@@ -126,8 +193,16 @@ grpc::ServerUnaryReactor* InferenceService::Classify(grpc::CallbackServerContext
                                                      const v1::ClassifyRequest* request,
                                                      v1::ClassifyResponse* response) {
   auto* reactor = context->DefaultReactor();
+  if (!gate_->Acquire()) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                 absl::StrCat("the node is at its limit of ", gate_->capacity(),
+                                              " requests in progress; retry later (streams wait instead)")));
+    return reactor;
+  }
+  AdmissionGate* gate = gate_;
   engine_->Classify(*request, DeadlineOf(context),
-                    [reactor, response](const absl::Status& status, v1::ClassifyResponse r) {
+                    [reactor, response, gate](const absl::Status& status, v1::ClassifyResponse r) {
+                      gate->Release();
                       *response = std::move(r);
                       reactor->Finish(core::ToGrpcStatus(status));
                     });
@@ -136,7 +211,7 @@ grpc::ServerUnaryReactor* InferenceService::Classify(grpc::CallbackServerContext
 
 grpc::ServerBidiReactor<v1::ClassifyRequest, v1::ClassifyResponse>* InferenceService::ClassifyStream(
     grpc::CallbackServerContext* context) {
-  return new StreamReactor(context, engine_, max_in_flight_);
+  return new StreamReactor(context, engine_, gate_, max_in_flight_);
 }
 
 grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerContext* context,

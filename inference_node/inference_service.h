@@ -1,10 +1,13 @@
 // gRPC adapter over Engine, on the callback API: reactions never block. ClassifyStream
-// keeps up to max_in_flight requests of a stream in the engine at once (reading pauses at
-// the limit: backpressure), writes responses in completion order, and answers a bad request
-// with an error response while the stream goes on. Status conversion happens here.
+// keeps up to max_in_flight requests of a stream between read and written response, and takes
+// a node-wide AdmissionGate slot for each request inside the engine: reading pauses at either
+// limit (backpressure), so a slow reader bounds its own memory and a full engine makes streams
+// wait instead of refusing them. Responses go out in completion order; a bad request gets an
+// error response while the stream goes on. Status conversion happens here.
 #ifndef KENNEL_INFERENCE_NODE_INFERENCE_SERVICE_H_
 #define KENNEL_INFERENCE_NODE_INFERENCE_SERVICE_H_
 
+#include "inference_node/admission.h"
 #include "inference_node/engine.h"
 #include "kennel/v1/inference.grpc.pb.h"
 
@@ -12,8 +15,9 @@ namespace kennel::inference {
 
 class InferenceService final : public kennel::v1::Inference::CallbackService {
  public:
-  InferenceService(Engine* engine, int max_in_flight_per_stream)
-      : engine_(engine), max_in_flight_(max_in_flight_per_stream) {}
+  // `gate` (not owned) outlives the service.
+  InferenceService(Engine* engine, AdmissionGate* gate, int max_in_flight_per_stream)
+      : engine_(engine), gate_(gate), max_in_flight_(max_in_flight_per_stream) {}
 
   grpc::ServerUnaryReactor* Classify(grpc::CallbackServerContext* context,
                                      const kennel::v1::ClassifyRequest* request,
@@ -26,6 +30,7 @@ class InferenceService final : public kennel::v1::Inference::CallbackService {
 
  private:
   Engine* engine_;
+  AdmissionGate* gate_;
   int max_in_flight_;
 };
 

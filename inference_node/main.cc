@@ -42,6 +42,13 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 10'000'000))->capture_default_str();
   app.add_option("--queue", o.engine.model.batcher.max_queue_size, "Requests queued per instance before RESOURCE_EXHAUSTED")
       ->check(CLI::Range(1, 1'000'000))->capture_default_str();
+  app.add_option("--preprocess_queue", o.engine.preprocess_queue,
+                 "Requests waiting for decoding; with --queue x instances, the most the node holds "
+                 "(streams pause reading beyond it, unary calls get RESOURCE_EXHAUSTED)")
+      ->check(CLI::Range(1, 1'000'000))->capture_default_str();
+  app.add_option("--max_stream_in_flight", o.max_in_flight_per_stream,
+                 "Requests of one stream read but not yet answered (reading pauses beyond it)")
+      ->check(CLI::Range(1, 100'000))->capture_default_str();
   app.add_option("--preprocess_threads", o.engine.preprocess_threads, "Decode/resize threads")
       ->check(CLI::Range(1, 256))->capture_default_str();
   app.add_option("--device", o.engine.model.device, "Where the model runs: cpu, cuda or cuda:N")
@@ -63,14 +70,15 @@ int main(int argc, char** argv) {
   const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   o.engine.model.instances = instances > 0 ? instances : (o.engine.model.on_gpu() ? 2 : std::min(4, cores));
   torch::set_num_threads(torch_threads > 0 ? torch_threads : std::max(1, cores / o.engine.model.instances));
+  // Before anything starts: a SIGTERM during start-up stops cleanly too.
+  std::signal(SIGINT, [](int s) { g_signal = s; });
+  std::signal(SIGTERM, [](int s) { g_signal = s; });
   auto node = kennel::inference::InferenceNode::Create(o);
   if (!node.ok()) {
     std::cerr << "kennel-inference: " << node.status().message() << "\n";
     return 1;
   }
   std::cout << "listening on port " << (*node)->port() << " metrics " << (*node)->metrics_port() << std::endl;
-  std::signal(SIGINT, [](int s) { g_signal = s; });
-  std::signal(SIGTERM, [](int s) { g_signal = s; });
   while (g_signal == 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   LOG(INFO) << "signal " << g_signal << ": draining and shutting down";
   (*node)->Shutdown();

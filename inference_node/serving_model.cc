@@ -91,7 +91,13 @@ absl::StatusOr<std::shared_ptr<ServingModel>> ServingModel::Load(const std::stri
     // Warm-up: the first runs allocate and pick kernels; no request should pay for that.
     const auto& p = loaded.manifest.preprocess();
     for (int n : {options.batcher.max_batch_size, 1}) {
-      RETURN_IF_ERROR(model->Run(torch::zeros({n, p.channels(), p.height(), p.width()})).status());
+      ASSIGN_OR_RETURN(torch::Tensor out, model->Run(torch::zeros({n, p.channels(), p.height(), p.width()})));
+      // A diverged model (NaN weights) answers NaN to everything: never switch to it.
+      if (!torch::isfinite(out).all().item<bool>()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            artifact_dir, ": the model's outputs are not finite (NaN or infinity) on its warm-up input; "
+                          "its weights are broken (a diverged training run?), so it is not served"));
+      }
     }
     out->models_.push_back(std::move(model));
   }

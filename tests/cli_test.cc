@@ -19,6 +19,7 @@
 #include "core/ml/models.h"
 #include "core/subprocess.h"
 #include "core/testing/paths.h"
+#include "tests/testing/serving_helpers.h"
 
 namespace kennel {
 namespace {
@@ -36,20 +37,6 @@ struct CtlRun {
   nlohmann::json json() const { return nlohmann::json::parse(out, nullptr, false); }
 };
 
-// A random small CNN for Fashion-MNIST's 10 classes.
-void WriteSmallCnn(const std::string& dir) {
-  v1::ModelManifest m;
-  m.set_name("fashion");
-  m.mutable_model()->set_architecture(v1::SMALL_CNN);
-  m.mutable_model()->set_num_classes(10);
-  m.mutable_model()->set_in_channels(1);
-  *m.mutable_class_names() = core::IndexFashionMnist(core::kDebianFashionMnistRoot, "test")->class_names();
-  *m.mutable_preprocess() = core::DefaultPreprocess(v1::SMALL_CNN);
-  torch::manual_seed(7);
-  fs::remove_all(dir);
-  ASSERT_TRUE(core::WriteArtifact(dir, m, **core::CreateModel(m.model())).ok());
-}
-
 class KennelctlTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -64,7 +51,7 @@ class KennelctlTest : public ::testing::Test {
     auto line = coordinator_->WaitForLine("listening on port ", absl::Seconds(30));
     ASSERT_TRUE(line.ok()) << line.status();
     coordinator_address_ = absl::StrCat("127.0.0.1:", line->substr(line->rfind(' ') + 1));
-    WriteSmallCnn(dir_ + "/fashion");
+    testing::WriteSmallCnn(dir_ + "/fashion", 7);
     inference_ = StartInference("inf-1", /*with_model=*/true).release();
     inference_address_ = Address(*inference_);
     // Any valid PNG will do as an image to classify; notes.txt and garbage.png are not images.

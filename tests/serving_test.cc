@@ -5,6 +5,8 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <functional>
+#include <limits>
 #include <opencv2/imgcodecs.hpp>
 #include <set>
 #include <thread>
@@ -16,59 +18,17 @@
 #include "cli/load_generator.h"
 #include "inference_node/inference_node.h"
 #include "kennel/v1/inference.grpc.pb.h"
+#include "tests/testing/serving_helpers.h"
 
 namespace kennel {
 namespace {
 
 using inference::InferenceNode;
 using inference::InferenceNodeOptions;
-
-std::string WriteSmallCnn(const std::string& dir, int64_t version) {
-  v1::ModelManifest m;
-  m.set_name("fashion");
-  m.set_version(version);
-  m.mutable_model()->set_architecture(v1::SMALL_CNN);
-  m.mutable_model()->set_num_classes(10);
-  m.mutable_model()->set_in_channels(1);
-  auto index = *core::IndexFashionMnist(core::kDebianFashionMnistRoot, "test");
-  *m.mutable_class_names() = index.class_names();
-  m.mutable_preprocess()->set_height(28);
-  m.mutable_preprocess()->set_width(28);
-  m.mutable_preprocess()->set_channels(1);
-  torch::manual_seed(version);
-  auto model = *core::CreateModel(m.model());
-  std::filesystem::remove_all(dir);
-  EXPECT_TRUE(core::WriteArtifact(dir, m, *model).ok());
-  return dir;
-}
-
-std::vector<std::string> FashionPngs(int n) {
-  auto index = *core::IndexFashionMnist(core::kDebianFashionMnistRoot, "test");
-  auto reader = *core::DatasetReader::Create(index, core::kDebianFashionMnistRoot);
-  std::vector<std::string> out;
-  for (int i = 0; i < n; ++i) {
-    std::vector<uchar> buf;
-    cv::imencode(".png", *reader->Load(i, 1), buf);
-    out.emplace_back(buf.begin(), buf.end());
-  }
-  return out;
-}
-
-v1::ClassifyRequest ImageRequest(const std::string& id, const std::string& bytes, int top_k = 3) {
-  v1::ClassifyRequest r;
-  r.set_request_id(id);
-  r.set_image(bytes);
-  r.set_top_k(top_k);
-  return r;
-}
-
-v1::ClassifyRequest TensorRequest(const std::string& id, std::vector<int64_t> shape, size_t floats) {
-  v1::ClassifyRequest r;
-  r.set_request_id(id);
-  for (int64_t d : shape) r.mutable_tensor()->add_shape(d);
-  r.mutable_tensor()->set_data(std::string(floats * 4, '\0'));
-  return r;
-}
+using testing::FashionPngs;
+using testing::ImageRequest;
+using testing::TensorRequest;
+using testing::WriteSmallCnn;
 
 class ServingTest : public ::testing::Test {
  protected:
@@ -269,21 +229,153 @@ TEST_F(ServingTest, BadInputsAreInvalidArgumentAndOthersKeepBeingServed) {
   EXPECT_NE(s.error_message().find("not a JPEG or PNG"), std::string::npos);
 }
 
-TEST_F(ServingTest, FullQueueIsResourceExhaustedAndExpiredRequestsDeadlineExceeded) {
+// Beyond what the engine's queues hold, a stream waits (reading pauses) and every request is
+// answered; a unary call, which cannot be paused, is refused with RESOURCE_EXHAUSTED. (Streams
+// used to be refused too: 5 streams x 256 in flight got "preprocessing queue full".)
+TEST_F(ServingTest, AFullNodeMakesStreamsWaitAndRefusesUnaryCalls) {
   InferenceNodeOptions options;
-  options.engine.model.batcher = {.max_batch_size = 64, .max_queue_delay = absl::Seconds(2), .max_queue_size = 4};
+  options.engine.model.instances = 1;
+  options.engine.model.batcher = {.max_batch_size = 64, .max_queue_delay = absl::Seconds(1), .max_queue_size = 4};
   Start(options);
   std::vector<v1::ClassifyRequest> requests;
   for (int i = 0; i < 10; ++i) requests.push_back(TensorRequest(std::to_string(i), {1, 28, 28}, 784));
-  auto responses = Stream(requests);  // The queue holds 4 until the 2 s delay runs out.
-  int ok = 0, exhausted = 0;
+  auto responses = Stream(requests);  // The node holds 4 at a time; the rest wait their turn.
+  ASSERT_EQ(responses.size(), 10u);
   for (auto& [id, rs] : responses) {
     ASSERT_EQ(rs.size(), 1u);
-    ok += rs[0].error_code() == 0;
-    exhausted += rs[0].error_code() == static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED);
+    EXPECT_EQ(rs[0].error_code(), 0) << id << ": " << rs[0].error_message();
   }
-  EXPECT_EQ(ok, 4);
-  EXPECT_EQ(exhausted, 6);
+  // Unary calls while 4 are held by the 1 s batch delay: the rest are refused at once.
+  std::vector<std::thread> callers;
+  std::atomic<int> ok{0}, exhausted{0};
+  for (int i = 0; i < 10; ++i) {
+    callers.emplace_back([&, i] {
+      grpc::ClientContext context;
+      v1::ClassifyResponse r;
+      const grpc::Status s = stub_->Classify(&context, TensorRequest(absl::StrCat("u", i), {1, 28, 28}, 784), &r);
+      ok += s.ok();
+      exhausted += s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED;
+    });
+  }
+  for (auto& t : callers) t.join();
+  EXPECT_EQ(ok + exhausted, 10);
+  EXPECT_GE(ok, 4);
+  EXPECT_GT(exhausted, 0);
+}
+
+TEST_F(ServingTest, ManyDeepStreamsOnSmallQueuesAreAllServed) {
+  InferenceNodeOptions options;
+  options.engine.preprocess_queue = 32;
+  options.engine.model.batcher.max_queue_size = 32;
+  options.engine.model.batcher.max_batch_size = 16;
+  options.max_in_flight_per_stream = 256;
+  Start(options);
+  cli::LoadOptions o;
+  o.server = absl::StrCat("127.0.0.1:", node_->port());
+  o.concurrency = 5;
+  o.depth = 256;
+  o.max_requests = 3000;
+  o.duration = absl::Hours(1);
+  cli::LoadReport r = cli::RunLoad(o, static_cast<int64_t>(pngs_.size()),
+                                   [this](int64_t i) -> const std::string& { return pngs_[static_cast<size_t>(i)]; });
+  EXPECT_EQ(r.ok, 3000);
+  EXPECT_TRUE(r.errors.empty()) << r.errors.begin()->first << " " << r.errors.begin()->second;
+}
+
+// A client that writes and never reads: the node stops reading its stream once its responses
+// back up, instead of answering (and holding in memory) everything it is sent.
+TEST_F(ServingTest, AClientThatNeverReadsIsNotReadFurther) {
+  InferenceNodeOptions options;
+  options.max_in_flight_per_stream = 16;
+  Start(options);
+  // A client whose transport takes in little it has not read (no window growth by bandwidth
+  // probing, a 16 KiB stream window): what the node writes beyond that waits on it.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 << 10);
+  auto stub = v1::Inference::NewStub(grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", node_->port()),
+                                                               grpc::InsecureChannelCredentials(), args));
+  grpc::ClientContext context;
+  auto stream = stub->ClassifyStream(&context);
+  std::atomic<int> written{0};
+  std::thread writer([&] {
+    for (int i = 0; i < 20000; ++i) {
+      v1::ClassifyRequest r = TensorRequest(std::to_string(i), {1, 28, 28}, 784);
+      r.set_top_k(1);
+      if (!stream->Write(r)) return;  // Cancelled below.
+      ++written;
+    }
+  });
+  // Let the node answer whatever it would answer (it never gets a reply read back), until the
+  // count stops growing.
+  auto answered_so_far = [&] {
+    const std::string metrics = node_->metrics().Render();
+    const std::string key = "kennel_requests_total{code=\"OK\"} ";
+    const size_t at = metrics.find(key);
+    return at == std::string::npos ? int64_t{0} : std::stoll(metrics.substr(at + key.size()));
+  };
+  int64_t answered = 0;
+  for (int stable = 0, rounds = 0; stable < 10 && rounds < 600; ++rounds) {
+    absl::SleepFor(absl::Milliseconds(100));
+    const int64_t now = answered_so_far();
+    stable = now == answered && now > 0 ? stable + 1 : 0;
+    answered = now;
+  }
+  // 16 in flight, plus what the flow-control windows hold (a few hundred ~60-byte responses):
+  // far from the 20,000 the client tried to send. (The node used to read on and queue every
+  // answer in memory: 410 MB -> 914 MB in 135 s against such a client.)
+  EXPECT_GT(answered, 0);
+  EXPECT_LT(answered, 5000) << "the node read on although nobody read its answers";
+  EXPECT_LT(written.load(), 20000);
+  context.TryCancel();
+  writer.join();
+}
+
+// v1's weights changed by `edit`, written as a new artifact.
+std::string EditedCopy(const std::string& from, const std::string& to,
+                       const std::function<void(core::Classifier&)>& edit) {
+  auto loaded = core::LoadArtifact(from);
+  EXPECT_TRUE(loaded.ok()) << loaded.status();
+  {
+    torch::NoGradGuard no_grad;
+    edit(*loaded->model);
+  }
+  std::filesystem::remove_all(to);
+  EXPECT_TRUE(core::WriteArtifact(to, loaded->manifest, *loaded->model).ok());
+  return to;
+}
+
+// A diverged model (NaN weights) used to be served, answering -nan with status OK.
+TEST_F(ServingTest, NonFiniteModelsAreNotServedAndNonFiniteAnswersAreErrors) {
+  Start({});
+  const std::string nan = EditedCopy(v1_, (dir_ / "nan").string(), [](core::Classifier& m) {
+    m.named_parameters()["fc.bias"][0] = std::numeric_limits<float>::quiet_NaN();
+  });
+  const absl::Status refused = node_->DeployLocal(nan);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
+  EXPECT_NE(refused.message().find("not finite"), std::string::npos) << refused;
+  auto responses = Stream({ImageRequest("after", pngs_[0])});
+  EXPECT_EQ(responses["after"][0].error_code(), 0);
+  EXPECT_EQ(responses["after"][0].model_version(), 1);  // Still the old version.
+
+  // Finite on the warm-up input, infinite on real images: those answers are errors.
+  const std::string overflow = EditedCopy(v1_, (dir_ / "overflow").string(), [](core::Classifier& m) {
+    // At zeros only the biases pass conv1: large but finite. Real pixels overflow conv2.
+    m.named_parameters()["conv1.weight"].mul_(1e30);
+    m.named_parameters()["conv2.weight"].mul_(1e30);
+  });
+  ASSERT_TRUE(node_->DeployLocal(overflow).ok());
+  responses = Stream({ImageRequest("huge", pngs_[0])});
+  EXPECT_EQ(responses["huge"][0].error_code(), static_cast<int>(grpc::StatusCode::INTERNAL));
+  EXPECT_NE(responses["huge"][0].error_message().find("non-finite"), std::string::npos)
+      << responses["huge"][0].error_message();
+  EXPECT_EQ(responses["huge"][0].predictions_size(), 0);
+}
+
+TEST_F(ServingTest, ExpiredRequestsAreDeadlineExceeded) {
+  InferenceNodeOptions options;
+  options.engine.model.batcher = {.max_batch_size = 64, .max_queue_delay = absl::Seconds(2), .max_queue_size = 4};
+  Start(options);
   // A request whose deadline passes while it waits for the batch is not run.
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(300));

@@ -4,6 +4,8 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <functional>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -61,6 +63,51 @@ class TrainingClusterTest : public ::testing::Test {
     EXPECT_TRUE(result.ok()) << result.status();
     if (!result.ok()) return {-1, {}};
     return {result->first, nlohmann::json::parse(result->second, nullptr, false)};
+  }
+
+  // A small dogImages-style folder: 3 breeds of solid colour plus noise, 16/4/4 images of
+  // rows x cols per class in train/valid/test.
+  static void WriteDogImages(const std::filesystem::path& dogs, int rows, int cols) {
+    const char* breeds[] = {"001.Affenpinscher", "002.Afghan_hound", "003.Airedale_terrier"};
+    const cv::Scalar colours[] = {{30, 30, 220}, {40, 200, 40}, {210, 60, 30}};
+    int n = 0;
+    for (const auto& [split, count] : std::vector<std::pair<std::string, int>>{{"train", 16}, {"valid", 4}, {"test", 4}}) {
+      for (int b = 0; b < 3; ++b) {
+        std::filesystem::create_directories(dogs / split / breeds[b]);
+        for (int i = 0; i < count; ++i) {
+          cv::Mat img(rows, cols, CV_8UC3, colours[b]);
+          cv::Mat noise(img.size(), CV_8UC3);
+          cv::randn(noise, 0, 25);
+          img += noise;
+          cv::imwrite((dogs / split / breeds[b] / absl::StrCat("img_", n++, ".jpg")).string(), img);
+        }
+      }
+    }
+  }
+
+  // The node named `name` in kennelctl status, or null.
+  nlohmann::json NodeStatus(const std::string& name) {
+    auto [code, status] = Ctl({"status"});
+    if (code != 0) return nullptr;
+    for (const auto& n : status["nodes"]) {
+      if (n["name"] == name) return n;
+    }
+    return nullptr;
+  }
+
+  // The job's newest global step (0 before the first report).
+  static int64_t GlobalStep(const nlohmann::json& job) {
+    return job.contains("last_step") ? std::stoll(job["last_step"].value("global_step", "0")) : 0;
+  }
+
+  // Polls `done` every 200 ms until it holds or `timeout` passes.
+  static bool Eventually(const std::function<bool()>& done, absl::Duration timeout) {
+    const absl::Time deadline = absl::Now() + timeout;
+    while (absl::Now() < deadline) {
+      if (done()) return true;
+      absl::SleepFor(absl::Milliseconds(200));
+    }
+    return done();
   }
 
   // Waits until `count` trainers are idle.
@@ -174,21 +221,7 @@ TEST_F(TrainingClusterTest, LostTrainerIsReplacedAndTheJobResumesFromItsCheckpoi
 // and classification of the test split with kennelctl classify.
 TEST_F(TrainingClusterTest, DogImagesFolderTransferLearningDeployAndClassify) {
   const std::filesystem::path dogs = dir_ / "dogImages";
-  const char* breeds[] = {"001.Affenpinscher", "002.Afghan_hound", "003.Airedale_terrier"};
-  const cv::Scalar colours[] = {{30, 30, 220}, {40, 200, 40}, {210, 60, 30}};
-  int n = 0;
-  for (const auto& [split, count] : std::vector<std::pair<std::string, int>>{{"train", 16}, {"valid", 4}, {"test", 4}}) {
-    for (int b = 0; b < 3; ++b) {
-      std::filesystem::create_directories(dogs / split / breeds[b]);
-      for (int i = 0; i < count; ++i) {
-        cv::Mat img(90, 120, CV_8UC3, colours[b]);
-        cv::Mat noise(img.size(), CV_8UC3);
-        cv::randn(noise, 0, 25);
-        img += noise;
-        cv::imwrite((dogs / split / breeds[b] / absl::StrCat("img_", n++, ".jpg")).string(), img);
-      }
-    }
-  }
+  WriteDogImages(dogs, 90, 120);
   // Made by the ctest fixture (tests/fixtures/make_torchvision_fixtures.py).
   const std::string weights = BuildDir() + "/testdata/resnet18.pth";
   auto a = StartTrainer("trainer-a");
@@ -247,6 +280,131 @@ TEST_F(TrainingClusterTest, DogImagesFolderTransferLearningDeployAndClassify) {
                (file.find("Airedale") != std::string::npos && label == "Airedale terrier");
   }
   EXPECT_GE(correct, 8);  // Solid colours per class: far above chance (4 of 12).
+
+  // The node dies and comes back (a spot reclaim, a reboot): it serves dogs:1 again without
+  // anyone deploying (the coordinator keeps the version wanted on each node).
+  (*inference)->Signal(SIGKILL);
+  ASSERT_TRUE((*inference)->Wait(absl::Seconds(10)).ok());
+  auto restarted = Process::Start({BuildDir() + "/inference_node/kennel-inference", "--coordinator", address_,
+                                   "--name", "inference-1", "--listen", "127.0.0.1:0", "--cache_dir",
+                                   (dir_ / "cache2").string()},
+                                  (dir_ / "inference2.log").string());
+  ASSERT_TRUE(restarted.ok());
+  EXPECT_TRUE(Eventually([&] {
+    auto n = NodeStatus("inference-1");
+    return n != nullptr && n["state"] != "DEAD" && n.value("model", "") == "dogs:1" && n.value("serving", false);
+  }, absl::Seconds(90))) << (*restarted)->Log() << coordinator_->Log();
+}
+
+// SIGSTOP past the heartbeat timeout (a VM pause), then SIGCONT: the trainer used to stay
+// "dead" while alive and the job waited in RECOVERING. Now it is closed out, reconnects, and
+// the job re-forms and finishes.
+TEST_F(TrainingClusterTest, AStalledTrainerComesBackAndTheJobFinishes) {
+  auto a = StartTrainer("trainer-a");
+  auto b = StartTrainer("trainer-b");
+  WaitForIdleTrainers(2);
+  auto [code, submitted] = Ctl({"train", "--name", "stall", "--epochs", "2", "--max-train-samples", "6000",
+                                "--max-eval-samples", "1000", "--checkpoint-every", "20", "--detach"});
+  ASSERT_EQ(code, 0);
+  const std::string id = submitted["id"];
+  ASSERT_TRUE(Eventually([&] {
+    auto [c, job] = Ctl({"job", id});
+    return c == 0 && GlobalStep(job) > 25;
+  }, absl::Seconds(120)));
+  ::kill(b->pid(), SIGSTOP);
+  EXPECT_TRUE(Eventually([&] {
+    auto n = NodeStatus("trainer-b");
+    return n != nullptr && n["state"] == "DEAD";
+  }, absl::Seconds(30)));  // The coordinator runs with a 5 s heartbeat timeout.
+  ::kill(b->pid(), SIGCONT);
+  EXPECT_TRUE(Eventually([&] {
+    auto n = NodeStatus("trainer-b");
+    return n != nullptr && n["state"] != "DEAD";
+  }, absl::Seconds(60))) << b->Log();
+  nlohmann::json job;
+  ASSERT_TRUE(Eventually([&] {
+    job = Ctl({"job", id}).second;
+    return job["state"] == "SUCCEEDED" || job["state"] == "FAILED";
+  }, absl::Seconds(240)));
+  EXPECT_EQ(job["state"], "SUCCEEDED") << job.dump(2) << coordinator_->Log();
+  EXPECT_GE(std::stoll(job["generation"].get<std::string>()), 2);
+  std::set<std::string> ranks(job["nodes"].begin(), job["nodes"].end());
+  EXPECT_EQ(ranks, (std::set<std::string>{"trainer-a", "trainer-b"}));
+}
+
+// A second process under a live node's name is refused; the live one keeps working.
+TEST_F(TrainingClusterTest, ADuplicateNameIsRefusedNotEvicted) {
+  auto a = StartTrainer("trainer-a");
+  WaitForIdleTrainers(1);
+  const std::string first = NodeStatus("trainer-a").value("incarnation", "");
+  ASSERT_FALSE(first.empty());
+  auto twin = Process::Start({BuildDir() + "/trainer_node/kennel-trainer", "--coordinator", address_, "--name",
+                              "trainer-a", "--work_dir", (dir_ / "twin").string()},
+                             (dir_ / "twin.log").string());
+  ASSERT_TRUE(twin.ok());
+  auto refused = (*twin)->WaitForLine("already connected", absl::Seconds(30));
+  ASSERT_TRUE(refused.ok()) << (*twin)->Log();
+  auto n = NodeStatus("trainer-a");
+  EXPECT_EQ(n["state"], "IDLE");
+  EXPECT_EQ(n.value("incarnation", ""), first);  // Still the first process.
+  // SIGTERM ends the refused twin promptly too.
+  (*twin)->Signal(SIGTERM);
+  auto code = (*twin)->Wait(absl::Seconds(20));
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 0);
+}
+
+// SIGTERM while a ResNet-18 job runs (slow steps): the trainer used to die with SIGSEGV (its
+// control stream was torn down while the job thread still reported through it).
+TEST_F(TrainingClusterTest, SigtermMidJobStopsTheTrainerCleanly) {
+  const std::filesystem::path dogs = dir_ / "dogImages";
+  WriteDogImages(dogs, 120, 160);
+  auto a = StartTrainer("trainer-a");
+  WaitForIdleTrainers(1);
+  auto [code, submitted] = Ctl({"train", "--name", "dogs", "--dataset", dogs.string(), "--arch", "resnet18",
+                                "--world-size", "1", "--epochs", "20", "--batch-size", "4", "--detach"});
+  ASSERT_EQ(code, 0);
+  const std::string id = submitted["id"];
+  ASSERT_TRUE(Eventually([&] {
+    auto [c, job] = Ctl({"job", id});
+    return c == 0 && GlobalStep(job) >= 1;
+  }, absl::Seconds(120))) << a->Log();
+  a->Signal(SIGTERM);
+  auto exit_code = a->Wait(absl::Seconds(60));
+  ASSERT_TRUE(exit_code.ok()) << exit_code.status();
+  EXPECT_EQ(*exit_code, 0) << a->Log();  // Not 128 + SIGSEGV.
+  EXPECT_NE(a->Log().find("stopping the job"), std::string::npos);
+}
+
+// With the coordinator unreachable, members still stop promptly on SIGTERM (the control
+// stream used to hold its locks through a wait-for-ready connect, so Stop blocked).
+TEST_F(TrainingClusterTest, MembersStopOnSigtermWhileTheCoordinatorIsUnreachable) {
+  for (const std::vector<std::string>& argv : std::vector<std::vector<std::string>>{
+           {BuildDir() + "/trainer_node/kennel-trainer", "--coordinator", "127.0.0.1:1", "--name", "lonely",
+            "--work_dir", (dir_ / "lonely").string()},
+           {BuildDir() + "/inference_node/kennel-inference", "--coordinator", "127.0.0.1:1", "--name", "lonely-inf",
+            "--listen", "127.0.0.1:0", "--metrics_port", "-1", "--cache_dir", (dir_ / "lonely-cache").string()}}) {
+    auto p = Process::Start(argv, (dir_ / "lonely.log").string());
+    ASSERT_TRUE(p.ok());
+    absl::SleepFor(absl::Seconds(2));  // Trying to connect by now.
+    (*p)->Signal(SIGTERM);
+    auto code = (*p)->Wait(absl::Seconds(20));
+    ASSERT_TRUE(code.ok()) << argv[0] << ": " << code.status() << (*p)->Log();
+    EXPECT_EQ(*code, 0) << argv[0] << (*p)->Log();
+  }
+}
+
+// A run that diverges (lr 99) fails with a clear message instead of registering a NaN model.
+TEST_F(TrainingClusterTest, ADivergedRunFailsAndRegistersNothing) {
+  auto a = StartTrainer("trainer-a");
+  WaitForIdleTrainers(1);
+  auto [code, job] = Ctl({"train", "--name", "diverged", "--world-size", "1", "--lr", "99", "--epochs", "2",
+                          "--max-train-samples", "2000", "--max-eval-samples", "200", "--wait"});
+  EXPECT_EQ(code, 4);
+  EXPECT_EQ(job["state"], "FAILED");
+  EXPECT_NE(job.value("message", "").find("diverged"), std::string::npos) << job.dump(2);
+  auto [mc, models] = Ctl({"models", "diverged"});
+  EXPECT_TRUE(models["models"].empty()) << models.dump(2);
 }
 
 TEST_F(TrainingClusterTest, BadSpecsAreRefusedWithClearErrors) {

@@ -51,8 +51,9 @@ absl::StatusOr<Batch> BatchLoader::Make(int64_t batch) const {
   const int64_t begin = batch * options_.batch_size;
   const int64_t n = std::min<int64_t>(options_.batch_size, static_cast<int64_t>(indices_.size()) - begin);
   const int64_t per_sample = core::PreprocessedSize(spec);
-  Batch out{torch::empty({n, spec.channels(), spec.height(), spec.width()}),
-            torch::empty({n}, torch::kInt64)};
+  const auto host = torch::TensorOptions().pinned_memory(options_.pin_memory);
+  Batch out{torch::empty({n, spec.channels(), spec.height(), spec.width()}, host.dtype(torch::kFloat32)),
+            torch::empty({n}, host.dtype(torch::kInt64))};
   float* images = out.images.data_ptr<float>();
   int64_t* labels = out.labels.data_ptr<int64_t>();
   const core::Augmentation augmentation;

@@ -30,6 +30,8 @@ struct Batch {
 
 struct BatchLoaderOptions {
   const core::DatasetReader* reader = nullptr;  // Not owned; outlives the loader.
+  // Page-locked batches, so the copy to a GPU is asynchronous (needs CUDA at run time).
+  bool pin_memory = false;
   kennel::v1::PreprocessSpec preprocess;        // Normalised.
   bool augment = false;
   uint64_t seed = 0;

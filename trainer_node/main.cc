@@ -5,6 +5,7 @@
 #include "core/process_setup.h"
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <csignal>
 #include <iostream>
 #include <thread>
@@ -13,6 +14,8 @@
 
 namespace {
 volatile std::sig_atomic_t g_signal = 0;
+// How long SIGTERM waits for the job to stop cleanly (systemd's default stop timeout is 90 s).
+constexpr int kStopDeadlineSeconds = 30;
 }
 
 int main(int argc, char** argv) {
@@ -33,20 +36,34 @@ int main(int argc, char** argv) {
   kennel::core::TuneAllocator();
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
+  // Before anything starts: a SIGTERM during start-up stops cleanly too.
+  std::signal(SIGINT, [](int s) { g_signal = s; });
+  std::signal(SIGTERM, [](int s) { g_signal = s; });
   auto node = kennel::trainer::TrainerNode::Create(options);
   if (!node.ok()) {
     std::cerr << "kennel-trainer: " << node.status().message() << "\n";
     return 1;
   }
-  std::signal(SIGINT, [](int s) { g_signal = s; });
-  std::signal(SIGTERM, [](int s) { g_signal = s; });
-  std::thread watcher([&] {
+  std::atomic<bool> stopped{false};
+  // Only this thread may outlive a stuck stop; it touches nothing but atomics.
+  std::thread deadline([&] {
     while (g_signal == 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    LOG(INFO) << "signal " << g_signal << ": shutting down";
-    (*node)->Shutdown();
+    // A job stops at its next step; a rank blocked in a collective on a vanished peer could
+    // take the whole collective timeout. Do not outlive the stop deadline.
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(kStopDeadlineSeconds);
+    while (!stopped && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    if (!stopped) {
+      LOG(ERROR) << "the job did not stop within " << kStopDeadlineSeconds << " s; exiting anyway";
+      std::_Exit(1);
+    }
   });
-  (*node)->Run();
-  g_signal = g_signal == 0 ? SIGTERM : g_signal;  // Run ended on its own: stop the watcher.
-  watcher.join();
+  while (g_signal == 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  LOG(INFO) << "signal " << g_signal << ": stopping the job and shutting down";
+  (*node)->Shutdown();
+  node->reset();  // Stops the job and joins its thread.
+  stopped = true;
+  deadline.join();
   return 0;
 }

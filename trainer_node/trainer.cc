@@ -6,8 +6,10 @@
 #include <torch/version.h>
 
 #include <chrono>
+#include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "core/ml/dataset.h"
 #include "core/files.h"
 #include "core/job_spec.h"
@@ -101,6 +103,7 @@ absl::StatusOr<v1::EpochMetrics> Evaluate(const TrainingRun& run, core::Classifi
   model.eval();
   torch::NoGradGuard no_grad;
   BatchLoader loader({.reader = &reader,
+                      .pin_memory = DeviceOf(model).is_cuda(),
                       .preprocess = run.spec.preprocess(),
                       .batch_size = std::max(run.spec.training().batch_size(), 256),
                       .workers = run.spec.training().data_workers()},
@@ -153,6 +156,16 @@ absl::StatusOr<TrainingResult> TrainImpl(const TrainingRun& run) {
   // NCCL groups train on this process's CUDA device; Gloo groups on the CPU.
   const torch::Device device = spec.backend() == "nccl" ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
   model->to(device);
+  // On a GPU with mixed precision: cuDNN picks its fastest kernels per shape (benchmark mode)
+  // and convolutions run channels-last, the layout bf16 tensor cores want.
+  const bool channels_last = device.is_cuda() && t.mixed_precision();
+  if (device.is_cuda()) at::globalContext().setBenchmarkCuDNN(true);
+  if (channels_last) {
+    torch::NoGradGuard no_grad;
+    for (auto& p : model->parameters()) {
+      if (p.dim() == 4) p.set_data(p.data().contiguous(at::MemoryFormat::ChannelsLast));
+    }
+  }
   model->train();
 
   std::vector<torch::Tensor> trainable;
@@ -191,6 +204,7 @@ absl::StatusOr<TrainingResult> TrainImpl(const TrainingRun& run) {
                                          .dataset_size = train_reader->size()}));
     const int64_t first_step = epoch == position.epoch ? position.step_in_epoch : 0;
     BatchLoader loader({.reader = train_reader.get(),
+                        .pin_memory = device.is_cuda(),
                         .preprocess = spec.preprocess(),
                         .augment = t.augment(),
                         .seed = t.seed(),
@@ -214,6 +228,7 @@ absl::StatusOr<TrainingResult> TrainImpl(const TrainingRun& run) {
       optimizer->zero_grad();
       sync->BeginStep();
       batch.images = batch.images.to(device, /*non_blocking=*/true);
+      if (channels_last) batch.images = batch.images.contiguous(at::MemoryFormat::ChannelsLast);
       batch.labels = batch.labels.to(device, /*non_blocking=*/true);
       torch::Tensor loss;
       {
@@ -227,6 +242,14 @@ absl::StatusOr<TrainingResult> TrainImpl(const TrainingRun& run) {
 
       const int64_t n = batch.labels.size(0);
       const double step_loss = loss.item<double>();
+      if (!std::isfinite(step_loss)) {
+        // Diverged: every later step is NaN too, and a model trained on would register as if
+        // it were fine. Fail the job, saying where and why.
+        return absl::FailedPreconditionError(absl::StrFormat(
+            "training diverged: the loss is %f at epoch %d step %d (learning rate %g); lower --lr "
+            "or add warm-up (--warmup-steps)",
+            step_loss, epoch + 1, step + 1, lr));
+      }
       loss_sum += step_loss * static_cast<double>(n);
       loss_count += static_cast<double>(n);
       window_images += n * run.world_size;
@@ -261,6 +284,10 @@ absl::StatusOr<TrainingResult> TrainImpl(const TrainingRun& run) {
     RETURN_IF_ERROR(run.comm->AllReduceSum(train_sums));
     train_sums = train_sums.cpu();
     ASSIGN_OR_RETURN(v1::EpochMetrics metrics, Evaluate(run, *model, *eval_reader));
+    if (!std::isfinite(metrics.eval_loss())) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "training diverged: the evaluation loss after epoch %d is %f", epoch + 1, metrics.eval_loss()));
+    }
     metrics.set_epoch(epoch);
     metrics.set_train_loss(train_sums[1].item<double>() > 0
                                ? train_sums[0].item<double>() / train_sums[1].item<double>() : 0);

@@ -45,18 +45,24 @@ TrainerNode::TrainerNode(TrainerNodeOptions options)
 
 TrainerNode::~TrainerNode() {
   Shutdown();
-  control_.reset();
+  // The job thread reports to the coordinator as it stops: the control stream must outlive it
+  // (destroying it first crashed a trainer stopped mid-job).
   job_thread_.join();
+  control_.reset();
 }
 
 void TrainerNode::Shutdown() {
+  // Whole before it returns, and before Run() returns: the caller of Run may destroy the node
+  // at once (a shutdown from a signal thread raced that destruction and crashed).
+  absl::MutexLock serial(&shutdown_mu_);
   {
     absl::MutexLock lock(&mu_);
     if (shutdown_) return;
-    shutdown_ = true;
   }
   cancel_ = true;
   control_->Stop();
+  absl::MutexLock lock(&mu_);
+  shutdown_ = true;
 }
 
 void TrainerNode::Run() {
@@ -156,7 +162,7 @@ void TrainerNode::RunAssignment(const v1::Assignment& a) {
     failed->set_rank(a.rank());
     failed->set_error(std::string(status.message()));
     failed->set_missing_rank(MissingRankFromMessage(status.message()));
-    Send(message);
+    Send(message, /*keep=*/true);
   };
   CoordinatorKeyValueStore store(stub_.get(), a.job_id(), a.generation());
   const CommunicatorOptions comm_options{
@@ -194,7 +200,7 @@ void TrainerNode::RunAssignment(const v1::Assignment& a) {
       epoch->set_generation(a.generation());
       epoch->set_rank(0);
       *epoch->mutable_metrics() = m;
-      Send(message);
+      Send(message, /*keep=*/true);
     };
   }
   auto result = Train(run);
@@ -249,7 +255,7 @@ void TrainerNode::RunAssignment(const v1::Assignment& a) {
     LOG(INFO) << tag << ": model " << stored->name() << " version " << stored->version() << " registered";
     *finished->mutable_model() = *stored;
   }
-  Send(message);
+  Send(message, /*keep=*/true);
 }
 
 }  // namespace kennel::trainer

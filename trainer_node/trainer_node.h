@@ -44,7 +44,8 @@ class TrainerNode {
 
  private:
   explicit TrainerNode(TrainerNodeOptions options);
-  void Send(const kennel::v1::TrainerMessage& message) { control_->Send(message); }
+  // `keep`: a result the coordinator must get even across a reconnect (see ControlStream).
+  void Send(const kennel::v1::TrainerMessage& message, bool keep = false) { control_->Send(message, keep); }
   kennel::v1::Register MakeRegister();
   kennel::v1::Heartbeat MakeHeartbeat();
   void JobLoop();
@@ -55,6 +56,7 @@ class TrainerNode {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<kennel::v1::Coordinator::Stub> stub_;
 
+  absl::Mutex shutdown_mu_;  // One Shutdown at a time, whole.
   absl::Mutex mu_;
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<kennel::v1::Assignment> pending_ ABSL_GUARDED_BY(mu_);

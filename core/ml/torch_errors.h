@@ -24,7 +24,8 @@ inline std::string TorchErrorMessage(const c10::Error& e) {
   return msg;
 }
 
-// Runs `fn` and maps exceptions to `code` with `context` prefixed. `fn` returns a value (then
+// Runs `fn` and maps exceptions to `code` with `context` prefixed; an out-of-memory error of
+// a device allocator becomes RESOURCE_EXHAUSTED. `fn` returns a value (then
 // the result is StatusOr<value>) or void (then the result is Status).
 template <typename Fn>
 auto CallTorch(absl::string_view context, Fn&& fn,
@@ -38,6 +39,10 @@ auto CallTorch(absl::string_view context, Fn&& fn,
     } else {
       return Out(fn());
     }
+  } catch (const c10::OutOfMemoryError& e) {
+    // Device memory is exhausted (a GPU batch too big for what is free): the caller may retry
+    // smaller or later, and nothing else is wrong.
+    return Out(absl::ResourceExhaustedError(absl::StrCat(context, ": out of memory: ", TorchErrorMessage(e))));
   } catch (const c10::Error& e) {
     return Out(absl::Status(code, absl::StrCat(context, ": ", TorchErrorMessage(e))));
   } catch (const std::exception& e) {
