@@ -61,7 +61,7 @@ def cpu_seconds(pid):
 def bench(build, server, images, args, concurrency, rate=0.0, depth=4, unary=False, server_pid=None):
     """Runs kennelctl bench; with server_pid, adds the CPU cores the server and the load
     generator used during the run (they share this machine's cores)."""
-    cmd = [f"{build}/cli/kennelctl", "-o", "json", "bench", "-s", server, "-c", str(concurrency),
+    cmd = [f"{build}/cli/kennelctl", "-o", "json", "bench", "-s", server, "--concurrency", str(concurrency),
            "--depth", str(depth), "--duration", str(args.duration), "--rate", str(rate)]
     cmd += ["--images", images] if images else ["--fashion-mnist", "2000"]
     if unary:
@@ -69,7 +69,11 @@ def bench(build, server, images, args, concurrency, rate=0.0, depth=4, unary=Fal
     server_before = cpu_seconds(server_pid) if server_pid else 0.0
     client_before = os.times()
     start = time.monotonic()
-    result = json.loads(run(cmd))
+    # Exit 1 means some requests failed: still a measurement (the errors are in the report).
+    out = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
+    if out.returncode not in (0, 1) or not out.stdout.strip():
+        raise RuntimeError(f"{' '.join(cmd)} failed: {out.stderr[-2000:]}")
+    result = json.loads(out.stdout)
     wall = time.monotonic() - start
     client_after = os.times()
     if server_pid:

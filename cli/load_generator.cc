@@ -1,6 +1,9 @@
 #include "cli/load_generator.h"
 
+#include <arpa/inet.h>
 #include <grpcpp/create_channel.h>
+#include <netdb.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <atomic>
@@ -12,6 +15,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 
@@ -40,13 +45,53 @@ struct State {
   std::atomic<int64_t> restarts{0};
 
   // True once no more requests will be claimed.
-  bool Over() const {
+  bool Over() {
+    {
+      absl::MutexLock lock(&mu);
+      if (!retries.empty() && (options.max_requests > 0 || absl::Now() < end)) return false;
+    }
     if (options.max_requests > 0) return next.load() >= options.max_requests;
     return absl::Now() >= end;
   }
 
   // The next request index, or -1 when the run is over. Open loop: waits for its slot.
+  // A request a broken stream left unanswered, to send again on another stream (Classify is
+  // idempotent): what a client does when its node goes away. At most kMaxAttempts sends.
+  static constexpr int kMaxAttempts = 3;
+  struct Retry {
+    int64_t index;
+    absl::Time first_sent;
+    int attempts;
+  };
+  std::deque<Retry> retries ABSL_GUARDED_BY(mu);
+  std::map<int64_t, int> attempts ABSL_GUARDED_BY(mu);  // Sends so far of retried requests.
+
+  // Hands `index` (sent at `sent_at`) back for another stream, or counts it failed with `code`
+  // when it has had its attempts.
+  void Unanswered(int64_t index, absl::Time sent_at, const std::string& code) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    int& n = attempts[index];
+    n = std::max(n, 1);
+    if (code == "UNAVAILABLE" && n < kMaxAttempts) {
+      retries.push_back({index, sent_at, n});
+      return;
+    }
+    attempts.erase(index);
+    errors[code]++;
+  }
+
+  // The next request index, or -1 when the run is over. Retries first. Open loop: waits for
+  // its slot.
   int64_t Claim(absl::Time* scheduled) {
+    {
+      absl::MutexLock lock(&mu);
+      if (!retries.empty()) {
+        const Retry r = retries.front();
+        retries.pop_front();
+        attempts[r.index] = r.attempts + 1;
+        *scheduled = r.first_sent;  // Latency counts from the first send.
+        return r.index;
+      }
+    }
     const int64_t i = next.fetch_add(1);
     if (options.max_requests > 0 && i >= options.max_requests) return -1;
     if (options.rate > 0) {
@@ -72,6 +117,7 @@ struct State {
     const double ms = absl::ToDoubleMilliseconds(absl::Now() - sent_at);
     if (code == 0 && on_response) on_response(i, r);
     absl::MutexLock lock(&mu);
+    attempts.erase(i);
     if (code == 0) {
       latencies_ms.push_back(ms);
       batch_sum += r.batch_size();
@@ -160,9 +206,8 @@ class StreamClient : public grpc::ClientBidiReactor<v1::ClassifyRequest, v1::Cla
     {
       std::lock_guard<std::mutex> lock(mu_);
       absl::MutexLock state_lock(&s_.mu);
-      for (size_t k = 0; k < pending_.size(); ++k) {
-        s_.errors[status.ok() ? "NO_RESPONSE" : CodeName(status.error_code())]++;
-      }
+      const std::string code = status.ok() ? "NO_RESPONSE" : CodeName(status.error_code());
+      for (const auto& [index, sent_at] : pending_) s_.Unanswered(index, sent_at, code);
     }
     std::lock_guard<std::mutex> lock(done_mu_);
     done_ = true;
@@ -260,17 +305,69 @@ int64_t LoadReport::failed() const {
   return n;
 }
 
+std::string InferenceServiceConfig(bool health_checks) {
+  // Classify is idempotent: retry it elsewhere when its node went away (UNAVAILABLE).
+  const std::string retry = R"("methodConfig": [{
+      "name": [{"service": "kennel.v1.Inference", "method": "Classify"}],
+      "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.05s", "maxBackoff": "1s",
+                      "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}])";
+  if (!health_checks) return absl::StrCat("{", retry, "}");
+  return absl::StrCat(R"({"loadBalancingConfig": [{"round_robin": {}}],
+      "healthCheckConfig": {"serviceName": "kennel.v1.Inference"}, )",
+                      retry, "}");
+}
+
+absl::StatusOr<std::shared_ptr<grpc::Channel>> InferenceChannel(const std::string& servers,
+                                                                grpc::ChannelArguments args) {
+  args.SetMaxSendMessageSize(64 << 20);
+  args.SetMaxReceiveMessageSize(64 << 20);
+  const std::vector<std::string> list = absl::StrSplit(servers, ',', absl::SkipWhitespace());
+  if (list.empty()) return absl::InvalidArgumentError("no inference node address given");
+  if (list.size() == 1) {
+    args.SetServiceConfigJSON(InferenceServiceConfig(false));
+    return grpc::CreateCustomChannel(list[0], grpc::InsecureChannelCredentials(), args);
+  }
+  // Several nodes: one channel over all of them ("ipv4:a:p,b:q"), each name resolved here.
+  std::vector<std::string> resolved;
+  for (const auto& server : list) {
+    const size_t colon = server.rfind(':');
+    if (colon == std::string::npos || colon == 0) {
+      return absl::InvalidArgumentError(absl::StrCat("'", server, "' is not host:port"));
+    }
+    const std::string host = server.substr(0, colon), port = server.substr(colon + 1);
+    addrinfo hints{};
+    hints.ai_family = AF_INET;
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* found = nullptr;
+    if (getaddrinfo(host.c_str(), port.c_str(), &hints, &found) != 0 || found == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("cannot resolve ", host, " to an IPv4 address"));
+    }
+    char ip[INET_ADDRSTRLEN] = {0};
+    inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(found->ai_addr)->sin_addr, ip, sizeof(ip));
+    freeaddrinfo(found);
+    resolved.push_back(absl::StrCat(ip, ":", port));
+  }
+  args.SetServiceConfigJSON(InferenceServiceConfig(true));
+  return grpc::CreateCustomChannel(absl::StrCat("ipv4:", absl::StrJoin(resolved, ",")),
+                                   grpc::InsecureChannelCredentials(), args);
+}
+
 LoadReport RunLoad(const LoadOptions& options, int64_t payload_count,
                    const std::function<const std::string&(int64_t)>& payload,
                    const std::function<void(int64_t, const v1::ClassifyResponse&)>& on_response) {
-  grpc::ChannelArguments args;
-  args.SetMaxSendMessageSize(64 << 20);
   // One connection per worker, as independent clients would have.
   std::vector<std::unique_ptr<v1::Inference::Stub>> stubs;
   for (int c = 0; c < options.concurrency; ++c) {
+    grpc::ChannelArguments args;
     args.SetInt("kennel.client", c);  // Distinct args => distinct subchannels.
-    stubs.push_back(v1::Inference::NewStub(
-        grpc::CreateCustomChannel(options.server, grpc::InsecureChannelCredentials(), args)));
+    auto channel = InferenceChannel(options.server, args);
+    if (!channel.ok()) {
+      LoadReport report;
+      report.errors[absl::StatusCodeToString(channel.status().code())] = 1;
+      report.error = std::string(channel.status().message());
+      return report;
+    }
+    stubs.push_back(v1::Inference::NewStub(*channel));
   }
   State s(options, payload_count, payload, on_response);
   s.start = absl::Now();
@@ -283,6 +380,12 @@ LoadReport RunLoad(const LoadOptions& options, int64_t payload_count,
   LoadReport report;
   report.seconds = absl::ToDoubleSeconds(absl::Now() - s.start);
   absl::MutexLock lock(&s.mu);
+  // Retries the run ended before sending again: they failed.
+  for (const auto& r : s.retries) {
+    (void)r;
+    s.errors["UNAVAILABLE"]++;
+  }
+  s.retries.clear();
   report.sent = s.sent;
   report.stream_restarts = s.restarts;
   report.ok = static_cast<int64_t>(s.latencies_ms.size());

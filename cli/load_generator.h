@@ -10,12 +10,27 @@
 #include <string>
 #include <vector>
 
+#include <grpcpp/channel.h>
+#include <grpcpp/support/channel_arguments.h>
+
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "kennel/v1/inference.grpc.pb.h"
 
 namespace kennel::cli {
 
+// A channel to one inference node ("host:port") or several ("host:port,host:port"): then
+// calls are spread round robin over the nodes that pass gRPC health checks, and a unary
+// Classify that fails with UNAVAILABLE (a node gone mid-call) is retried on another, up to 3
+// attempts. `args` come on top. INVALID_ARGUMENT for an address list it cannot resolve.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> InferenceChannel(const std::string& servers,
+                                                                grpc::ChannelArguments args = {});
+
+// The service config behind it (for clients in other languages: see the README).
+std::string InferenceServiceConfig(bool health_checks);
+
 struct LoadOptions {
+  // One inference node or a comma-separated list (see InferenceChannel).
   std::string server;
   int concurrency = 8;
   int depth = 4;           // Closed loop: requests in flight per stream.
@@ -34,6 +49,7 @@ struct LoadReport {
   int64_t failed() const;                 // Sum of errors.
   // Streams that broke before the run ended and were opened again (after a short backoff).
   int64_t stream_restarts = 0;
+  std::string error;  // Why nothing could be sent (a bad address list), when that is so.
   double seconds = 0;                     // How long the run really took.
   double throughput = 0;                  // OK responses per second.
   double p50_ms = 0, p90_ms = 0, p99_ms = 0, max_ms = 0;

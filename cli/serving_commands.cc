@@ -100,9 +100,11 @@ int Classify(const GlobalOptions& global, const std::string& server, const std::
   LoadReport report = RunLoad(options, static_cast<int64_t>(files.size()),
                               [&](int64_t i) -> const std::string& { return bytes[static_cast<size_t>(i)]; },
                               [&](int64_t i, const v1::ClassifyResponse& r) { responses[static_cast<size_t>(i)] = r; });
+  if (!report.error.empty()) return Fail(absl::InvalidArgumentError(report.error));
   // Requests that failed carry no response; rerun them unary to get each file's own error.
-  auto channel = grpc::CreateChannel(server, grpc::InsecureChannelCredentials());
-  auto stub = v1::Inference::NewStub(channel);
+  auto channel = InferenceChannel(server);
+  if (!channel.ok()) return Fail(channel.status());
+  auto stub = v1::Inference::NewStub(*channel);
   nlohmann::json out = nlohmann::json::array();
   std::vector<grpc::Status> failures;
   for (size_t i = 0; i < files.size(); ++i) {
@@ -174,6 +176,7 @@ int Bench(const GlobalOptions& global, const BenchFlags& f) {
                       .duration = absl::Seconds(f.duration_s), .unary = f.unary};
   LoadReport report = RunLoad(options, static_cast<int64_t>(payloads.size()),
                               [&](int64_t i) -> const std::string& { return payloads[static_cast<size_t>(i)]; });
+  if (!report.error.empty()) return Fail(absl::InvalidArgumentError(report.error));
   PrintLoadReport(report, global,
                   absl::StrFormat("%s, %d %s%s", f.unary ? "unary" : "stream", f.concurrency,
                                   f.unary ? "callers" : "streams",
@@ -232,7 +235,9 @@ void AddServingCommands(CLI::App& app, const GlobalOptions& global) {
   auto* classify = app.add_subcommand(
       "classify", "Classify image files (or folders of them) over one ClassifyStream; prints top-k per file");
   classify->add_option("inputs", *inputs, "JPEG/PNG files or folders")->required();
-  classify->add_option("--server,-s", *server, "Inference node host:port")->capture_default_str();
+  classify->add_option("--server,-s", *server,
+                       "Inference node host:port, or several (a,b,...: round robin over the healthy ones)")
+      ->capture_default_str();
   classify->add_option("--top-k,-k", *top_k, "Predictions per file")->check(CLI::Range(1, 1000))->capture_default_str();
   classify->callback([&global, server, inputs, top_k] {
     throw CLI::RuntimeError(Classify(global, *server, *inputs, *top_k));
@@ -242,7 +247,10 @@ void AddServingCommands(CLI::App& app, const GlobalOptions& global) {
   auto* bench = app.add_subcommand(
       "bench", "Load-test an inference node: concurrent streams (or unary callers), closed loop or "
                "open loop at a rate; prints throughput, latency percentiles and errors by code");
-  bench->add_option("--server,-s", f->server, "Inference node host:port")->capture_default_str();
+  bench->add_option("--server,-s", f->server,
+                    "Inference node host:port, or several (a,b,...: round robin over the healthy ones, "
+                    "unary calls retried on another node when theirs goes away)")
+      ->capture_default_str();
   bench->add_option("--images", f->images, "Folder of JPEG/PNG files to send (default: Fashion-MNIST test PNGs)")
       ->check(CLI::ExistingDirectory);
   bench->add_option("--fashion-mnist", f->fashion, "How many Fashion-MNIST test images to cycle through")

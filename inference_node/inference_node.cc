@@ -179,11 +179,20 @@ void InferenceNode::Shutdown(absl::Duration deadline) {
     shut_down_ = true;
     deploys.swap(deploy_threads_);
   }
+  // Health first: clients that check it (kennelctl with several nodes, a load balancer) stop
+  // sending here. Then streams stop reading, answer what they hold and end with UNAVAILABLE
+  // (clients reconnect elsewhere); unary calls in progress finish within the deadline.
+  const absl::Time until = absl::Now() + deadline;
   SetServing(false);
+  if (service_) {
+    const int open = service_->Drain();
+    if (open > 0) LOG(INFO) << "draining " << open << " open streams";
+    if (!service_->WaitForStreamsDone(deadline / 2)) LOG(WARNING) << "streams still open at half the drain deadline";
+  }
   for (auto& t : deploys) t.join();
   if (control_) control_->Stop();
   // Create may have failed part way: stop only what was started.
-  if (server_) server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(deadline));
+  if (server_) server_->Shutdown(absl::ToChronoTime(until));
   if (http_) {
     http_->stop();
     if (http_thread_.joinable()) http_thread_.join();

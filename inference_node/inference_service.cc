@@ -15,6 +15,8 @@ absl::Time DeadlineOf(const grpc::CallbackServerContext* context) {
   return absl::FromChrono(d);
 }
 
+}  // namespace
+
 // One ClassifyStream. Two limits keep it from hurting anyone:
 //  - per stream, at most max_in_flight requests between being read and their response being
 //    written: a client that stops reading stops being read (its memory here is bounded);
@@ -23,12 +25,21 @@ absl::Time DeadlineOf(const grpc::CallbackServerContext* context) {
 // Reactions never block: waiting is a callback from the gate.
 class StreamReactor : public grpc::ServerBidiReactor<v1::ClassifyRequest, v1::ClassifyResponse> {
  public:
-  StreamReactor(grpc::CallbackServerContext* context, Engine* engine, AdmissionGate* gate, int max_in_flight)
-      : context_(context), engine_(engine), gate_(gate), max_in_flight_(max_in_flight),
+  StreamReactor(grpc::CallbackServerContext* context, Engine* engine, AdmissionGate* gate, int max_in_flight,
+                InferenceService* service)
+      : context_(context), engine_(engine), gate_(gate), max_in_flight_(max_in_flight), service_(service),
         waiter_(std::make_shared<AdmissionGate::Waiter>()) {
     waiter_->on_slot = [this] { OnSlot(); };
     absl::MutexLock lock(&mu_);
     MaybeRead();
+  }
+
+  // The node is shutting down: read nothing more, answer what was read, then end the stream
+  // with UNAVAILABLE so the client goes to another node.
+  void Drain() {
+    absl::MutexLock lock(&mu_);
+    draining_ = true;
+    MaybeFinish();
   }
 
   void OnReadDone(bool ok) override {
@@ -43,6 +54,7 @@ class StreamReactor : public grpc::ServerBidiReactor<v1::ClassifyRequest, v1::Cl
         MaybeFinish();
         if (!give_back) return;
       } else {
+        if (finished_) return;  // Drained meanwhile: its slot went back at Finish.
         slot_held_ = false;  // This request has it now.
         ++in_flight_;
         ++refs_;
@@ -92,6 +104,7 @@ class StreamReactor : public grpc::ServerBidiReactor<v1::ClassifyRequest, v1::Cl
   }
 
   void OnDone() override {
+    service_->Forget(this);
     bool cancelled_wait = false;
     {
       absl::MutexLock lock(&mu_);
@@ -118,7 +131,7 @@ class StreamReactor : public grpc::ServerBidiReactor<v1::ClassifyRequest, v1::Cl
  private:
   // A slot from the gate, then the next read: only while this stream has room.
   void MaybeRead() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (reading_ || waiting_ || reads_done_ || finished_ || broken_) return;
+    if (reading_ || waiting_ || reads_done_ || finished_ || broken_ || draining_) return;
     if (in_flight_ >= max_in_flight_) return;  // Resumes when a response is written.
     if (!slot_held_) {
       if (!gate_->Acquire(waiter_)) {
@@ -139,7 +152,7 @@ class StreamReactor : public grpc::ServerBidiReactor<v1::ClassifyRequest, v1::Cl
       absl::MutexLock lock(&mu_);
       --refs_;
       waiting_ = false;
-      if (reads_done_ || finished_ || broken_) {
+      if (reads_done_ || finished_ || broken_ || draining_) {
         give_back = true;
       } else {
         slot_held_ = true;
@@ -160,18 +173,28 @@ class StreamReactor : public grpc::ServerBidiReactor<v1::ClassifyRequest, v1::Cl
   }
 
   void MaybeFinish() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (finished_ || !reads_done_) return;
+    if (finished_ || (!reads_done_ && !draining_)) return;
     const int engine_pending = refs_ - (waiting_ ? 1 : 0);
     if (!broken_ && (engine_pending > 0 || !queue_.empty())) return;
     if (writing_) return;  // Finish after the write in flight.
+    if (draining_ && !reads_done_ && slot_held_) {
+      slot_held_ = false;  // The read outstanding will not be used.
+      gate_release_on_finish_ = true;
+    }
     finished_ = true;
-    Finish(broken_ && context_->IsCancelled() ? grpc::Status::CANCELLED : grpc::Status::OK);
+    if (draining_ && !reads_done_ && !broken_) {
+      Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the inference node is shutting down; reconnect"));
+    } else {
+      Finish(broken_ && context_->IsCancelled() ? grpc::Status::CANCELLED : grpc::Status::OK);
+    }
+    if (gate_release_on_finish_) gate_->Release();
   }
 
   grpc::CallbackServerContext* context_;
   Engine* engine_;
   AdmissionGate* gate_;
   const int max_in_flight_;
+  InferenceService* const service_;
   std::shared_ptr<AdmissionGate::Waiter> waiter_;
   v1::ClassifyRequest request_;  // Only the reactor's single outstanding read writes it.
   absl::Mutex mu_;
@@ -184,10 +207,11 @@ class StreamReactor : public grpc::ServerBidiReactor<v1::ClassifyRequest, v1::Cl
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  bool gate_release_on_finish_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<v1::ClassifyResponse> queue_ ABSL_GUARDED_BY(mu_);  // Front is being written.
 };
 
-}  // namespace
 
 grpc::ServerUnaryReactor* InferenceService::Classify(grpc::CallbackServerContext* context,
                                                      const v1::ClassifyRequest* request,
@@ -211,7 +235,29 @@ grpc::ServerUnaryReactor* InferenceService::Classify(grpc::CallbackServerContext
 
 grpc::ServerBidiReactor<v1::ClassifyRequest, v1::ClassifyResponse>* InferenceService::ClassifyStream(
     grpc::CallbackServerContext* context) {
-  return new StreamReactor(context, engine_, gate_, max_in_flight_);
+  auto* reactor = new StreamReactor(context, engine_, gate_, max_in_flight_, this);
+  absl::MutexLock lock(&mu_);
+  streams_.insert(reactor);
+  if (draining_) reactor->Drain();
+  return reactor;
+}
+
+void InferenceService::Forget(StreamReactor* reactor) {
+  absl::MutexLock lock(&mu_);
+  streams_.erase(reactor);
+}
+
+int InferenceService::Drain() {
+  absl::MutexLock lock(&mu_);
+  draining_ = true;
+  for (StreamReactor* r : streams_) r->Drain();
+  return static_cast<int>(streams_.size());
+}
+
+bool InferenceService::WaitForStreamsDone(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return streams_.empty(); };
+  return mu_.AwaitWithTimeout(absl::Condition(&done), timeout);
 }
 
 grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerContext* context,

@@ -7,11 +7,17 @@
 #ifndef KENNEL_INFERENCE_NODE_INFERENCE_SERVICE_H_
 #define KENNEL_INFERENCE_NODE_INFERENCE_SERVICE_H_
 
+#include <set>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "inference_node/admission.h"
 #include "inference_node/engine.h"
 #include "kennel/v1/inference.grpc.pb.h"
 
 namespace kennel::inference {
+
+class StreamReactor;
 
 class InferenceService final : public kennel::v1::Inference::CallbackService {
  public:
@@ -28,10 +34,22 @@ class InferenceService final : public kennel::v1::Inference::CallbackService {
                                          const kennel::v1::GetModelInfoRequest* request,
                                          kennel::v1::ModelInfo* response) override;
 
+  // Shutdown, step 1: every stream (open and new) reads nothing more, answers what it read and
+  // ends with UNAVAILABLE. Returns the streams open now.
+  int Drain();
+  // Step 2: true once every stream has ended, false at the timeout.
+  bool WaitForStreamsDone(absl::Duration timeout);
+
  private:
+  friend class StreamReactor;
+  void Forget(StreamReactor* reactor);  // From a reactor's OnDone.
+
   Engine* engine_;
   AdmissionGate* gate_;
   int max_in_flight_;
+  absl::Mutex mu_;
+  std::set<StreamReactor*> streams_ ABSL_GUARDED_BY(mu_);
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace kennel::inference

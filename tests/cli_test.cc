@@ -241,6 +241,40 @@ TEST_F(KennelctlTest, BenchRunsItsWholeDurationAndFailsLoudlyWhenTheNodeDies) {
   EXPECT_NE(err.find("requests failed"), std::string::npos) << err;
 }
 
+// Two inference nodes behind one `-s a,b`: one is killed (-9) or stopped (SIGTERM) under load
+// and no request is lost: unary calls are retried on the other node, streams reopen there and
+// send again what the dead one left unanswered; a stopping node answers what it read first.
+TEST_F(KennelctlTest, NoRequestIsLostWhenOneOfTwoNodesGoesAway) {
+  for (const bool unary : {true, false}) {
+    for (const int signal : {SIGKILL, SIGTERM}) {
+      auto a = StartInference(absl::StrCat("inf-a-", unary, signal), /*with_model=*/true);
+      auto b = StartInference(absl::StrCat("inf-b-", unary, signal), /*with_model=*/true);
+      const std::string servers = absl::StrCat(Address(*a), ",", Address(*b));
+      const std::string base = absl::StrCat(dir_, "/failover-", unary, "-", signal);
+      std::vector<std::string> argv = {BuildDir() + "/cli/kennelctl", "bench", "-o", "json", "-s", servers,
+                                       "--duration", "6", "--concurrency", "4", "--fashion-mnist", "100"};
+      if (unary) argv.insert(argv.end(), {"--unary", "--rate", "300"});
+      auto bench = Process::Start(argv, base + ".out", {}, base + ".err");
+      ASSERT_TRUE(bench.ok());
+      absl::SleepFor(absl::Seconds(2));
+      a->Signal(signal);
+      auto code = (*bench)->Wait(absl::Seconds(60));
+      ASSERT_TRUE(code.ok());
+      const std::string out = *core::ReadFile(base + ".out");
+      const auto report = nlohmann::json::parse(out, nullptr, false);
+      ASSERT_FALSE(report.is_discarded()) << out << *core::ReadFile(base + ".err");
+      EXPECT_EQ(report["failed"].get<int64_t>(), 0) << (unary ? "unary" : "streams") << " signal " << signal << ": " << out;
+      EXPECT_GT(report["ok"].get<int64_t>(), 0);
+      EXPECT_EQ(*code, 0) << out;
+      if (signal == SIGTERM) {
+        auto stopped = a->Wait(absl::Seconds(20));
+        ASSERT_TRUE(stopped.ok());
+        EXPECT_EQ(*stopped, 0) << a->Log();
+      }
+    }
+  }
+}
+
 TEST_F(KennelctlTest, ZeroMeansZeroAndBadJobFlagsAreRefused) {
   CtlRun run = Ctl({"-c", coordinator_address_, "-o", "json", "train", "--name", "zeros", "--momentum", "0",
                  "--weight-decay", "0", "--detach"});
