@@ -121,26 +121,31 @@ void Cluster::NodeLost(Node& node, const std::string& why) {
                                            : FindCurrent(node.status.job_id(), node.status.generation());
   node.status.clear_job_id();
   if (job == nullptr) return;
-  auto& status = job->data.status;
+  RecoverJob(*job, absl::StrCat("trainer ", name, " (rank ", node.status.rank(), ") lost at generation ",
+                                job->data.status.generation(), ": ", why),
+             name);
+}
+
+void Cluster::RecoverJob(Job& job, const std::string& what, const std::string& except_node) {
+  auto& status = job.data.status;
   const int64_t old_generation = status.generation();
-  const std::string what = absl::StrCat("trainer ", name, " (rank ", node.status.rank(),
-                                        ") lost at generation ", old_generation, ": ", why);
-  if (job->recoveries >= options_.max_recoveries) {
+  if (job.recoveries >= options_.max_recoveries) {
     status.set_state(v1::FAILED);
-    status.set_message(absl::StrCat(what, "; gave up after ", job->recoveries, " recoveries"));
-    AbortRanks(*job, old_generation, status.message(), name);
-    job->kv.clear();
-    Persist(*job, status.message());
+    status.set_message(absl::StrCat(what, "; gave up after ", job.recoveries, " recoveries"));
+    AbortRanks(job, old_generation, status.message(), except_node);
+    job.kv.clear();
+    Persist(job, status.message());
     return;
   }
-  job->recoveries++;
+  job.recoveries++;
   status.set_state(v1::RECOVERING);
   status.set_generation(old_generation + 1);
   status.set_message(absl::StrCat(what, "; re-forming the group from the newest checkpoint"));
-  AbortRanks(*job, old_generation, "a peer was lost; the group is being re-formed", name);
-  job->kv.clear();
-  job->finished.clear();
-  Persist(*job, status.message());
+  AbortRanks(job, old_generation, "the group is being re-formed", except_node);
+  job.kv.clear();
+  job.finished.clear();
+  recovering_since_[status.id()] = what;
+  Persist(job, status.message());
 }
 
 void Cluster::Tick() {
@@ -174,11 +179,14 @@ void Cluster::Schedule() {
       const std::string waiting = absl::StrCat(
           status.state() == v1::RECOVERING ? "recovering: " : "", "waiting for ", spec.world_size(),
           " free ", gpu ? "GPU " : "", "trainers (", free.size(), " free, ", connected, " connected)");
-      if (status.message().find("lost") == std::string::npos || status.state() == v1::PENDING) {
-        if (status.message() != waiting) {
-          status.set_message(waiting);
-          Touch(job);
-        }
+      // A recovering job says both why it recovers and what it waits for.
+      auto cause = recovering_since_.find(id);
+      const std::string message = status.state() == v1::RECOVERING && cause != recovering_since_.end()
+                                      ? absl::StrCat(cause->second, "; ", waiting)
+                                      : waiting;
+      if (status.message() != message) {
+        status.set_message(message);
+        Touch(job);
       }
       continue;  // Later jobs may fit; FIFO among those that can start.
     }
@@ -209,6 +217,7 @@ void Cluster::Schedule() {
     }
     status.set_state(v1::RUNNING);
     status.clear_message();
+    recovering_since_.erase(id);
     Persist(job, absl::StrCat("running generation ", status.generation(), " on ",
                               absl::StrJoin(status.nodes(), ", "), resume ? " (resuming)" : ""));
   }
@@ -369,10 +378,16 @@ void Cluster::OnTrainerMessage(const std::string& name, const TrainerChannel* ch
           lost->second.status.set_job_id(m.job_id());
           lost->second.status.set_generation(m.generation());
           lost->second.status.set_rank(m.missing_rank());
-          NodeLost(lost->second, absl::StrCat("rank ", m.rank(), " timed out waiting for it"));
+          NodeLost(lost->second, absl::StrCat("rank ", m.rank(), " lost it: ", m.error()));
           break;
         }
         culprit = absl::StrCat(" [rank ", m.missing_rank(), " is trainer ", missing, "]");
+      }
+      if (m.cause() == v1::JobFailed::COLLECTIVE) {
+        // The group broke (a peer that died before its stream closed here, a network cut):
+        // the job can go on from its checkpoint with a re-formed group.
+        RecoverJob(*job, absl::StrCat("rank ", m.rank(), " on ", name, ": ", m.error(), culprit), name);
+        break;
       }
       status.set_state(v1::FAILED);
       status.set_message(absl::StrCat("rank ", m.rank(), " on ", name, ": ", m.error(), culprit));

@@ -120,6 +120,10 @@ class Cluster {
   void AbortRanks(Job& job, int64_t generation, const std::string& reason,
                   const std::string& except_node) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void NodeLost(Node& node, const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // RUNNING -> RECOVERING at the next generation (or FAILED past the recovery limit); aborts
+  // the ranks but `except_node`.
+  void RecoverJob(Job& job, const std::string& what, const std::string& except_node)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Schedule() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Job* FindCurrent(const std::string& job_id, int64_t generation) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SchedulerLoop();
@@ -135,6 +139,8 @@ class Cluster {
   // Deploy answers by "node/name/version": the error, empty on success.
   std::map<std::string, std::string> deploy_results_ ABSL_GUARDED_BY(mu_);
   int64_t next_job_number_ ABSL_GUARDED_BY(mu_) = 1;
+  // Why a RECOVERING job recovers, kept for its "waiting for ..." message.
+  std::map<std::string, std::string> recovering_since_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::thread scheduler_;
 };

@@ -331,5 +331,49 @@ TEST_F(ClusterTest, FailedRankNamesTheTrainerItWaitedFor) {
   EXPECT_NE(ended.message().find("rank 1 is trainer " + running.nodes(1)), std::string::npos) << ended.message();
 }
 
+// A rank whose collective failed because the group broke (a peer's connection reset before its
+// control stream closed here) is the group's trouble: the job re-forms instead of failing, and
+// its status says why and what it waits for.
+TEST_F(ClusterTest, ACollectiveFailureReFormsTheGroupAndSaysWhatItWaitsFor) {
+  auto a = Join("a");
+  auto b = Join("b");
+  auto job = *cluster_->SubmitJob(Spec(2));
+  cluster_->Tick();
+  const auto running = *cluster_->GetJob(job.id());
+  v1::TrainerMessage failed;
+  auto* f = failed.mutable_failed();
+  f->set_job_id(job.id());
+  f->set_generation(1);
+  f->set_rank(0);
+  f->set_error("all-reduce #12 on rank 0 failed: the connection to a peer broke (Connection reset by peer); "
+               "waiting for rank 1");
+  f->set_missing_rank(1);
+  f->set_cause(v1::JobFailed::COLLECTIVE);
+  Message(running.nodes(0), failed);
+  auto recovering = *cluster_->GetJob(job.id());
+  EXPECT_EQ(recovering.state(), v1::RECOVERING);
+  EXPECT_EQ(recovering.generation(), 2);
+  cluster_->Tick();  // Neither trainer has reported idle yet.
+  recovering = *cluster_->GetJob(job.id());
+  EXPECT_NE(recovering.message().find("Connection reset by peer"), std::string::npos) << recovering.message();
+  EXPECT_NE(recovering.message().find("waiting for 2 free trainers (0 free, 2 connected)"), std::string::npos)
+      << recovering.message();
+  // A training error (diverged, bad data) still fails the job.
+  v1::TrainerMessage idle;
+  for (const auto& n : running.nodes()) {
+    idle.mutable_idle()->set_job_id(job.id());
+    idle.mutable_idle()->set_generation(1);
+    Message(n, idle);
+  }
+  cluster_->Tick();
+  ASSERT_EQ(cluster_->GetJob(job.id())->state(), v1::RUNNING);
+  f->set_generation(2);
+  f->set_cause(v1::JobFailed::TRAINING);
+  f->set_missing_rank(-1);
+  f->set_error("training diverged: the loss is nan at epoch 1 step 3");
+  Message(cluster_->GetJob(job.id())->nodes(0), failed);
+  EXPECT_EQ(cluster_->GetJob(job.id())->state(), v1::FAILED);
+}
+
 }  // namespace
 }  // namespace kennel::coordinator

@@ -32,6 +32,15 @@ absl::Status TimeoutError(absl::string_view op, int64_t seq, int rank, absl::Dur
                                                   ", ", who, " (", cause, ")"));
 }
 
+absl::Status PeerLostError(absl::string_view op, int64_t seq, int rank, const std::vector<int>& missing,
+                           absl::string_view cause) {
+  std::string who = missing.empty() ? "every rank reached it"
+                                    : absl::StrCat("waiting for rank", missing.size() > 1 ? "s " : " ",
+                                                   absl::StrJoin(missing, ", "));
+  return absl::UnavailableError(absl::StrCat(op, " #", seq, " on rank ", rank,
+                                             " failed: the connection to a peer broke (", cause, "); ", who));
+}
+
 int MissingRankFromMessage(absl::string_view message) {
   const size_t at = message.find("waiting for rank ");
   if (at == absl::string_view::npos) return -1;

@@ -16,7 +16,12 @@ std::vector<int> FindMissingRanks(KeyValueStore& store, int rank, int world_size
 absl::Status TimeoutError(absl::string_view op, int64_t seq, int rank, absl::Duration timeout,
                           const std::vector<int>& missing, absl::string_view cause);
 
-// The first rank named by TimeoutError's message ("waiting for rank N"), or -1.
+// A collective that failed at once because a peer's connection broke (reset, closed): not a
+// timeout, and not to be reported as one. Names the missing ranks like TimeoutError.
+absl::Status PeerLostError(absl::string_view op, int64_t seq, int rank, const std::vector<int>& missing,
+                           absl::string_view cause);
+
+// The first rank named by TimeoutError's or PeerLostError's message ("waiting for rank N"), or -1.
 int MissingRankFromMessage(absl::string_view message);
 
 }  // namespace kennel::trainer

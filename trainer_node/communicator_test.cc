@@ -5,7 +5,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <atomic>
 #include <thread>
+
+#include "absl/synchronization/notification.h"
 
 #include "trainer_node/communicator_internal.h"
 
@@ -82,17 +85,41 @@ TEST(GlooCommunicatorTest, DoublesAndBroadcast) {
 TEST(GlooCommunicatorTest, TimeoutNamesTheMissingRankAndBreaksTheGroup) {
   InMemoryKeyValueStore store;
   std::vector<absl::Status> statuses(3);
+  absl::Notification others_done;
+  std::atomic<int> done{0};
   RunGroup(3, &store, absl::Seconds(2), [&](int rank, Communicator& comm) {
     torch::Tensor t = torch::ones({1000});
     ASSERT_TRUE(comm.AllReduceSum(t).ok());  // Everyone takes part once.
-    if (rank == 2) return;                   // Then rank 2 goes silent.
+    if (rank == 2) {  // Then rank 2 goes silent, its connections open (a stalled process).
+      others_done.WaitForNotification();
+      return;
+    }
     statuses[rank] = comm.AllReduceSum(t);
     EXPECT_FALSE(comm.AllReduceSum(t).ok());  // Broken for good.
+    if (++done == 2) others_done.Notify();
   });
   for (int r : {0, 1}) {
     EXPECT_EQ(statuses[r].code(), absl::StatusCode::kDeadlineExceeded) << statuses[r];
     EXPECT_NE(statuses[r].message().find("waiting for rank 2"), std::string::npos) << statuses[r];
     EXPECT_EQ(MissingRankFromMessage(statuses[r].message()), 2);
+  }
+}
+
+// A peer whose process died (its connections closed) fails the collective at once, and the
+// error says so: it used to read "timed out after 1m" although nothing had waited.
+TEST(GlooCommunicatorTest, APeerThatDiesIsAConnectionErrorNotATimeout) {
+  InMemoryKeyValueStore store;
+  std::vector<absl::Status> statuses(3);
+  RunGroup(3, &store, absl::Seconds(30), [&](int rank, Communicator& comm) {
+    torch::Tensor t = torch::ones({1000});
+    ASSERT_TRUE(comm.AllReduceSum(t).ok());
+    if (rank == 2) return;  // Its communicator is destroyed: connections closed.
+    statuses[rank] = comm.AllReduceSum(t);
+  });
+  for (int r : {0, 1}) {
+    EXPECT_EQ(statuses[r].code(), absl::StatusCode::kUnavailable) << statuses[r];
+    EXPECT_NE(statuses[r].message().find("connection to a peer broke"), std::string::npos) << statuses[r];
+    EXPECT_EQ(statuses[r].message().find("timed out"), std::string::npos) << statuses[r];
   }
 }
 

@@ -112,7 +112,12 @@ class GlooCommunicator : public Communicator {
       const std::vector<int> missing =
           FindMissingRanks(*options_.store, options_.rank, options_.world_size, seq,
                            std::min(options_.timeout, absl::Seconds(5)));
-      broken_ = TimeoutError(op, seq, options_.rank, options_.timeout, missing, e.what());
+      // Gloo says "Timed out" when the group's timeout passed; anything else (a connection
+      // reset or closed by a peer that died) happened at once and is no timeout.
+      const std::string cause = e.what();
+      broken_ = cause.find("imed out") != std::string::npos
+                    ? TimeoutError(op, seq, options_.rank, options_.timeout, missing, cause)
+                    : PeerLostError(op, seq, options_.rank, missing, cause);
       return broken_;
     }
   }

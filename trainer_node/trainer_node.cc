@@ -162,6 +162,10 @@ void TrainerNode::RunAssignment(const v1::Assignment& a) {
     failed->set_rank(a.rank());
     failed->set_error(std::string(status.message()));
     failed->set_missing_rank(MissingRankFromMessage(status.message()));
+    // Timeouts and broken connections (collectives, the coordinator's stores) are the group's
+    // trouble, not the job's.
+    failed->set_cause(absl::IsDeadlineExceeded(status) || absl::IsUnavailable(status) ? v1::JobFailed::COLLECTIVE
+                                                                                       : v1::JobFailed::TRAINING);
     Send(message, /*keep=*/true);
   };
   CoordinatorKeyValueStore store(stub_.get(), a.job_id(), a.generation());
