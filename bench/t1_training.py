@@ -3,11 +3,15 @@
 PyTorch DDP under torchrun, on this machine, in one run.
 
     bench/t1_training.py [--build build] [--epochs 5] [--lr 0.05] [--schedule cosine]
+                         [--peer-python PYTHON ...]
 
 Kennel: a coordinator and 2 trainer processes (1 torch thread each) on loopback, driven by
 kennelctl. Peer: torchrun --nproc_per_node 2 bench/ddp_peer.py with the same model, batch 64
 per rank, SGD momentum 0.9, learning rate and schedule. Each side runs alone (the other is
-stopped). Prints one line per figure; exits non-zero only when a side could not run.
+stopped). The peer runs under every Python given with --peer-python (default: Debian's
+/usr/bin/python3 with torch 1.13, and .venv-torch2/bin/python with PyTorch 2.x when
+`deploy/bootstrap.sh torch2 peers` has set it up); the faster peer is the ratio's anchor.
+Prints one line per figure; exits non-zero only when a side could not run.
 """
 import argparse
 import gzip
@@ -71,7 +75,21 @@ def run_kennel(build, args, work):
                 p.kill()
 
 
-def run_peer(args, work):
+def default_peer_pythons():
+    pythons = ["/usr/bin/python3"]
+    venv = os.path.join(REPO, ".venv-torch2", "bin", "python")
+    if os.path.exists(venv) and subprocess.run([venv, "-c", "import torchvision"],
+                                               capture_output=True).returncode == 0:
+        pythons.append(venv)
+    return pythons
+
+
+def torch_version(python):
+    out = subprocess.run([python, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
+
+
+def run_peer(args, work, python):
     raw = os.path.join(work, "FashionMNIST", "raw")
     os.makedirs(raw, exist_ok=True)
     for name in os.listdir(FASHION):
@@ -79,7 +97,7 @@ def run_peer(args, work):
             shutil.copyfileobj(src, dst)
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     # Debian's torch 1.13 on Python 3.11 needs --redirects/--tee (BENCHMARKS.md).
-    cmd = ["/usr/bin/python3", "-m", "torch.distributed.run", "--nproc_per_node", "2",
+    cmd = [python, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--redirects", "9:1", "--tee", "9:1", "--log_dir", os.path.join(work, "torchrun"),
            os.path.join(REPO, "bench", "ddp_peer.py"), "--data", work, "--epochs", str(args.epochs),
            "--lr", str(args.lr), "--schedule", args.schedule]
@@ -106,29 +124,33 @@ def main():
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--schedule", default="cosine", choices=["constant", "cosine"])
+    p.add_argument("--peer-python", action="append",
+                   help="a Python with torch and torchvision to run the DDP peer under (repeatable)")
     args = p.parse_args()
     work = tempfile.mkdtemp(prefix="kennel-t1-")
+    peers = {}
     try:
         ours = run_kennel(args.build, args, work)
-        peer = run_peer(args, work)
+        for python in args.peer_python or default_peer_pythons():
+            peers[f"torchrun-ddp (torch {torch_version(python)})"] = run_peer(args, work, python)
     except Exception as e:  # noqa: BLE001 - any failure means the benchmark could not run.
         print(f"T1 could not run: {e}", file=sys.stderr)
         return 1
     finally:
         shutil.rmtree(work, ignore_errors=True)
     cores = os.cpu_count()
-    o_ips = statistics.median(e["images_per_second"] for e in ours)
-    p_ips = statistics.median(e["images_per_second"] for e in peer)
+    median = lambda epochs: statistics.median(e["images_per_second"] for e in epochs)
     print(f"T1 machine: {cores} cores; 2 ranks x 1 torch thread, batch 64/rank, SGD momentum 0.9, "
           f"lr {args.lr} {args.schedule}, {args.epochs} epochs")
-    for name, epochs in (("kennel", ours), ("torchrun-ddp", peer)):
+    fmt = lambda t: f"{t:.1f}s" if t is not None else "not reached"
+    for name, epochs in [("kennel", ours)] + list(peers.items()):
         print(f"T1 {name} per-epoch images/s: " + ", ".join(f"{e['images_per_second']:.0f}" for e in epochs))
         print(f"T1 {name} per-epoch eval accuracy: " + ", ".join(f"{e['eval_accuracy']:.4f}" for e in epochs))
-    print(f"T1 images/s (median over epochs): kennel {o_ips:.0f}, torchrun-ddp {p_ips:.0f}, ratio {o_ips / p_ips:.2f}x")
-    t_o, t_p = time_to(ours, 0.90), time_to(peer, 0.90)
-    fmt = lambda t: f"{t:.1f}s" if t is not None else "not reached"
-    print(f"T1 time to 90% test accuracy: kennel {fmt(t_o)}, torchrun-ddp {fmt(t_p)}")
-    print(f"T1 final test accuracy: kennel {ours[-1]['eval_accuracy']:.4f}, torchrun-ddp {peer[-1]['eval_accuracy']:.4f}")
+        print(f"T1 {name}: median {median(epochs):.0f} images/s, time to 90% test accuracy "
+              f"{fmt(time_to(epochs, 0.90))}, final test accuracy {epochs[-1]['eval_accuracy']:.4f}")
+    anchor = max(peers, key=lambda name: median(peers[name]))
+    print(f"T1 images/s (median over epochs): kennel {median(ours):.0f}, fastest peer {anchor} "
+          f"{median(peers[anchor]):.0f}, ratio {median(ours) / median(peers[anchor]):.2f}x")
     return 0
 
 

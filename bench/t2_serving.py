@@ -3,12 +3,15 @@
 endpoint, both driven by the same load generator (kennelctl bench) in one run.
 
     bench/t2_serving.py [--build build] [--models small_cnn,resnet50] [--duration 10]
+                        [--peer-python PYTHON ...]
 
 For each model: the raw forward throughput at the best batch size and the preprocessing
 throughput alone (kennel-bench-limits, 2 threads); Kennel's throughput and latency at
 saturation and at a fixed lower rate, and its efficiency (server / the smaller limit); the
 Python peer configured carefully (a worker per stream, 1 torch thread) and with its defaults;
-the ratio. Models: the small CNN on 28x28 PNGs of the Fashion-MNIST test set, ResNet-50 at
+the ratio. The peer runs under every Python given with --peer-python (default: Debian's
+/usr/bin/python3 with torch 1.13, and .venv-torch2/bin/python with PyTorch 2.x when
+`deploy/bootstrap.sh torch2 peers` has set it up); the fastest is the ratio's anchor. Models: the small CNN on 28x28 PNGs of the Fashion-MNIST test set, ResNet-50 at
 224x224 on 500x375 JPEGs (seeded random weights: throughput does not depend on them).
 Prints one line per figure; exits non-zero only when something could not run.
 """
@@ -122,17 +125,21 @@ def one_model(name, args, work):
         run(["protoc", f"-I{REPO}/proto", f"--python_out={stubs}", f"--grpc_out={stubs}",
              "--plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin",
              f"{REPO}/proto/kennel/v1/inference.proto", f"{REPO}/proto/kennel/v1/model.proto"])
-    peer_configs = (("careful (worker per stream, 1 torch thread)", ["--workers", str(conc), "--threads", "1"]),
-                    ("defaults", []))
+    careful = ["--workers", str(conc), "--threads", "1"]
+    peer_configs = (("careful (worker per stream, 1 torch thread)", careful), ("defaults", []))
     peers = {}
-    for label, extra in peer_configs:
-        proc, addr = start(["/usr/bin/python3", f"{REPO}/bench/python_peer.py", "--artifact", artifact,
-                            "--stubs", stubs] + extra, os.path.join(work, f"peer-{name}.log"))
-        try:
-            peers[label] = bench(build, addr, images, args, conc, depth=1)
-        finally:
-            stop(proc)
-    careful_label = peer_configs[0][0]
+    for python, version in args.peer_pythons:
+        for label, extra in peer_configs:
+            proc, addr = start([python, f"{REPO}/bench/python_peer.py", "--artifact", artifact,
+                                "--stubs", stubs] + extra, os.path.join(work, f"peer-{name}.log"))
+            try:
+                peers[f"torch {version}, {label}"] = bench(build, addr, images, args, conc, depth=1)
+            finally:
+                stop(proc)
+    # The careful peer under the faster torch is the one compared at a fixed rate.
+    careful_python, careful_version = max(
+        args.peer_pythons, key=lambda pv: peers[f"torch {pv[1]}, {peer_configs[0][0]}"]["throughput"])
+    careful_label = f"torch {careful_version}, {peer_configs[0][0]}"
     proc, addr = start(node_cmd, os.path.join(work, f"kennel-{name}.log"))
     try:
         sat = bench(build, addr, images, args, conc, depth=8 if small else 4, server_pid=proc.pid)
@@ -141,10 +148,11 @@ def one_model(name, args, work):
         low = bench(build, addr, images, args, conc, rate=rate)
     finally:
         stop(proc)
-    proc, addr = start(["/usr/bin/python3", f"{REPO}/bench/python_peer.py", "--artifact", artifact, "--stubs", stubs]
-                       + peer_configs[0][1], os.path.join(work, f"peer-{name}.log"))
+    proc, addr = start([careful_python, f"{REPO}/bench/python_peer.py", "--artifact", artifact, "--stubs", stubs]
+                       + careful, os.path.join(work, f"peer-{name}.log"))
+    open_label = f"torch {careful_version}, careful, open loop"
     try:
-        peers["careful, open loop"] = bench(build, addr, images, args, conc, rate=rate, depth=1)
+        peers[open_label] = bench(build, addr, images, args, conc, rate=rate, depth=1)
     finally:
         stop(proc)
     print(f"T2 {name} kennel at saturation ({conc} streams): {fmt(sat)}; mean batch {sat['mean_batch']:.1f}")
@@ -162,7 +170,7 @@ def one_model(name, args, work):
     best_peer = max(r["throughput"] for k, r in peers.items() if "open loop" not in k)
     print(f"T2 {name} throughput ratio kennel / best python peer: {sat['throughput'] / best_peer:.2f}x")
     print(f"T2 {name} p99 at {rate:.0f} req/s: kennel {low['p99_ms']:.1f} ms, careful python peer "
-          f"{peers['careful, open loop']['p99_ms']:.1f} ms")
+          f"(torch {careful_version}) {peers[open_label]['p99_ms']:.1f} ms")
     if not small:
         # bf16 weights and activations (oneDNN uses AVX512-BF16 where the CPU has it); softmax
         # stays float32. Not like for like with the fp32 peer: reported beside it.
@@ -181,12 +189,31 @@ def one_model(name, args, work):
               f"{bf16['throughput'] / best_peer:.2f}x the best fp32 python peer")
 
 
+def default_peer_pythons():
+    pythons = ["/usr/bin/python3"]
+    venv = os.path.join(REPO, ".venv-torch2", "bin", "python")
+    if os.path.exists(venv) and subprocess.run([venv, "-c", "import torchvision, grpc, PIL"],
+                                               capture_output=True).returncode == 0:
+        pythons.append(venv)
+    return pythons
+
+
+def torch_version(python):
+    out = subprocess.run([python, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{python} has no torch: {out.stderr.strip()[-300:]}")
+    return out.stdout.strip()
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--build", default=os.path.join(REPO, "build"))
     p.add_argument("--models", default="small_cnn,resnet50")
     p.add_argument("--duration", type=float, default=10)
+    p.add_argument("--peer-python", action="append",
+                   help="a Python with torch, torchvision, PIL and grpcio to run the peer under (repeatable)")
     args = p.parse_args()
+    args.peer_pythons = [(python, torch_version(python)) for python in args.peer_python or default_peer_pythons()]
     work = tempfile.mkdtemp(prefix="kennel-t2-")
     print(f"T2 machine: {os.cpu_count()} cores; server and load generator share them")
     try:

@@ -7,10 +7,13 @@
 #   deploy/bootstrap.sh torch2 [build|test]         the second LibTorch: PyTorch 2.x's CUDA wheel
 #                                                   from PyPI in a virtual environment, Kennel
 #                                                   built against it in build-torch2 (and tested)
+#   deploy/bootstrap.sh torch2 peers                that venv also gets what the T1/T2 Python
+#                                                   peers need (torchvision, Pillow, grpcio), so
+#                                                   the benchmarks compare against PyTorch 2.x too
 # Environment: BUILD_DIR (default build; build-torch2 for torch2), BUILD_TYPE (default
 # Release), JOBS (default nproc); torch2: KENNEL_TORCH_VERSION (default 2.11.0, the GPU
-# machines' version), KENNEL_TORCH_VENV (default .venv-torch2), TORCH2_TESTS (a ctest -R
-# regex; default every test).
+# machines' version), KENNEL_TORCHVISION_VERSION (default 0.26.0, torch 2.11's),
+# KENNEL_TORCH_VENV (default .venv-torch2), TORCH2_TESTS (a ctest -R regex; default every test).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -36,6 +39,7 @@ test_packages=(
 # torch2 also needs these (and a CUDA toolkit: the CUDA wheel's CMake config looks for nvcc).
 torch2_packages=(python3-venv)
 torch_version=${KENNEL_TORCH_VERSION:-2.11.0}
+torchvision_version=${KENNEL_TORCHVISION_VERSION:-0.26.0}
 
 log() { printf '\033[1m[kennel]\033[0m %s\n' "$*" >&2; }
 
@@ -117,9 +121,19 @@ case "$cmd" in
     ;;
   torch2)
     what=${1:-build}
-    [[ $what == build || $what == test ]] || { log "torch2 takes build or test, not $what"; exit 2; }
+    [[ $what == build || $what == test || $what == peers ]] || {
+      log "torch2 takes build, test or peers, not $what"
+      exit 2
+    }
     install_deps --test --torch2
     torch2_venv
+    if [[ $what == peers ]]; then
+      log "installing the benchmark peers' packages into $(dirname "$(dirname "$torch2_python")")"
+      "$torch2_python" -m pip install --disable-pip-version-check -q "torchvision==$torchvision_version" \
+        pillow grpcio protobuf
+      "$torch2_python" -c 'import torch, torchvision; print("torch", torch.__version__, "torchvision", torchvision.__version__)'
+      exit 0
+    fi
     build_dir=${BUILD_DIR:-$repo/build-torch2}
     tests=OFF
     [[ $what == test ]] && tests=ON
