@@ -7,6 +7,7 @@
 #include <torch/cuda.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -188,6 +189,10 @@ void InferenceNode::Shutdown(absl::Duration deadline) {
     const int open = service_->Drain();
     if (open > 0) LOG(INFO) << "draining " << open << " open streams";
     if (!service_->WaitForStreamsDone(deadline / 2)) LOG(WARNING) << "streams still open at half the drain deadline";
+    // Clients watching health need a moment to see NOT_SERVING; until the server stops, calls
+    // that still arrive are refused with UNAVAILABLE (retried elsewhere) instead of meeting the
+    // server's teardown as CANCELLED.
+    absl::SleepFor(std::min(absl::Milliseconds(500), absl::Now() < until ? (until - absl::Now()) / 4 : absl::ZeroDuration()));
   }
   for (auto& t : deploys) t.join();
   if (control_) control_->Stop();

@@ -72,16 +72,21 @@ class StreamReactor : public grpc::ServerBidiReactor<v1::ClassifyRequest, v1::Cl
         response.set_error_message(std::string(status.message()));
       }
       gate_->Release();  // Its answer is ready: the engine no longer holds it.
-      absl::MutexLock lock(&mu_);
-      --refs_;
-      if (!broken_ && !finished_) {
-        queue_.push_back(std::move(response));
-        if (!writing_) WriteFront();
-      } else {
-        --in_flight_;  // Never to be written.
+      bool last_reference = false;
+      {
+        absl::MutexLock lock(&mu_);
+        --refs_;
+        if (!broken_ && !finished_) {
+          queue_.push_back(std::move(response));
+          if (!writing_) WriteFront();
+        } else {
+          --in_flight_;  // Never to be written.
+        }
+        MaybeRead();
+        MaybeFinish();
+        last_reference = done_ && refs_ == 0;
       }
-      MaybeRead();
-      MaybeFinish();
+      if (last_reference) delete this;  // The stream ended while this request was inside.
     });
     absl::MutexLock lock(&mu_);
     MaybeRead();
@@ -103,22 +108,21 @@ class StreamReactor : public grpc::ServerBidiReactor<v1::ClassifyRequest, v1::Cl
     MaybeFinish();
   }
 
+  // Never blocks: engine and gate callbacks that still reference this reactor delete it when
+  // the last of them is done.
   void OnDone() override {
     service_->Forget(this);
-    bool cancelled_wait = false;
+    bool unreferenced = false;
     {
       absl::MutexLock lock(&mu_);
-      cancelled_wait = waiting_ && gate_->Cancel(waiter_);
-      if (cancelled_wait) {
+      if (waiting_ && gate_->Cancel(waiter_)) {
         waiting_ = false;
         --refs_;
       }
-      // Engine and gate callbacks may still reference this reactor: wait for them (each is
-      // bounded by one inference).
-      auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return refs_ == 0; };
-      mu_.Await(absl::Condition(&idle));
+      done_ = true;
+      unreferenced = refs_ == 0;
     }
-    delete this;
+    if (unreferenced) delete this;
   }
 
   void OnCancel() override {
@@ -147,7 +151,8 @@ class StreamReactor : public grpc::ServerBidiReactor<v1::ClassifyRequest, v1::Cl
 
   // The gate handed this stream a slot.
   void OnSlot() {
-    bool give_back = false;
+    bool give_back = false, last_reference = false;
+    AdmissionGate* gate = gate_;
     {
       absl::MutexLock lock(&mu_);
       --refs_;
@@ -158,8 +163,10 @@ class StreamReactor : public grpc::ServerBidiReactor<v1::ClassifyRequest, v1::Cl
         slot_held_ = true;
         MaybeRead();
       }
+      last_reference = done_ && refs_ == 0;
     }
-    if (give_back) gate_->Release();
+    if (last_reference) delete this;
+    if (give_back) gate->Release();
   }
 
   // Writes the oldest queued response. When more are queued behind it, gRPC may hold it and
@@ -209,6 +216,7 @@ class StreamReactor : public grpc::ServerBidiReactor<v1::ClassifyRequest, v1::Cl
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool gate_release_on_finish_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;  // OnDone ran: the last reference deletes.
   std::deque<v1::ClassifyResponse> queue_ ABSL_GUARDED_BY(mu_);  // Front is being written.
 };
 
@@ -217,6 +225,11 @@ grpc::ServerUnaryReactor* InferenceService::Classify(grpc::CallbackServerContext
                                                      const v1::ClassifyRequest* request,
                                                      v1::ClassifyResponse* response) {
   auto* reactor = context->DefaultReactor();
+  if (refuse_unary_.load(std::memory_order_relaxed)) {
+    // Idempotent: a client's retry policy (UNAVAILABLE) sends it to another node.
+    reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the inference node is shutting down; retry on another"));
+    return reactor;
+  }
   if (!gate_->Acquire()) {
     reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                                  absl::StrCat("the node is at its limit of ", gate_->capacity(),
@@ -250,6 +263,7 @@ void InferenceService::Forget(StreamReactor* reactor) {
 int InferenceService::Drain() {
   absl::MutexLock lock(&mu_);
   draining_ = true;
+  refuse_unary_ = true;
   for (StreamReactor* r : streams_) r->Drain();
   return static_cast<int>(streams_.size());
 }

@@ -7,6 +7,7 @@
 #ifndef KENNEL_INFERENCE_NODE_INFERENCE_SERVICE_H_
 #define KENNEL_INFERENCE_NODE_INFERENCE_SERVICE_H_
 
+#include <atomic>
 #include <set>
 
 #include "absl/synchronization/mutex.h"
@@ -35,7 +36,8 @@ class InferenceService final : public kennel::v1::Inference::CallbackService {
                                          kennel::v1::ModelInfo* response) override;
 
   // Shutdown, step 1: every stream (open and new) reads nothing more, answers what it read and
-  // ends with UNAVAILABLE. Returns the streams open now.
+  // ends with UNAVAILABLE; new unary calls are refused with UNAVAILABLE (clients retry them on
+  // another node). Returns the streams open now.
   int Drain();
   // Step 2: true once every stream has ended, false at the timeout.
   bool WaitForStreamsDone(absl::Duration timeout);
@@ -50,6 +52,7 @@ class InferenceService final : public kennel::v1::Inference::CallbackService {
   absl::Mutex mu_;
   std::set<StreamReactor*> streams_ ABSL_GUARDED_BY(mu_);
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<bool> refuse_unary_{false};  // draining_, read without the lock per call.
 };
 
 }  // namespace kennel::inference
