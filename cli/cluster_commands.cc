@@ -99,6 +99,18 @@ int Job(const GlobalOptions& global, const std::string& id) {
   if (!job.nodes().empty()) std::cout << "ranks: " << absl::StrJoin(job.nodes(), ", ") << "\n";
   if (!job.message().empty()) std::cout << "message: " << job.message() << "\n";
   if (job.model_version() > 0) std::cout << "registered: " << job.model_name() << " version " << job.model_version() << "\n";
+  if (job.checkpoint_global_step() > 0) {
+    std::cout << "checkpoint: step " << job.checkpoint_global_step() << " (" << Ago(job.checkpoint_unix_ms()) << ")\n";
+  }
+  if (job.recoveries() > 0) std::cout << "recoveries: " << job.recoveries() << "\n";
+  if (job.memberships_size() > 1) {
+    std::cout << "group history:\n";
+    for (const auto& m : job.memberships()) {
+      std::cout << "  generation " << m.generation() << ": " << m.world_size() << " trainer"
+                << (m.world_size() == 1 ? "" : "s") << " from epoch " << m.epoch() + 1 << " sample "
+                << m.epoch_start_sample() << " (" << m.reason() << ")\n";
+    }
+  }
   std::vector<std::vector<std::string>> rows;
   for (const auto& e : job.epochs()) {
     rows.push_back({std::to_string(e.epoch() + 1), absl::StrFormat("%.4f", e.train_loss()),
@@ -121,6 +133,18 @@ int Cancel(const GlobalOptions& global, const std::string& id) {
   if (!rpc.ok()) return RpcFail(rpc, global.coordinator);
   if (global.json()) PrintJson(ProtoToJson(job));
   else std::cout << "job " << id << " cancelled\n";
+  return kExitOk;
+}
+
+int Resume(const GlobalOptions& global, const std::string& id) {
+  auto stub = AdminStub(global.coordinator);
+  v1::ResumeJobRequest request;
+  request.set_job_id(id);
+  v1::JobStatus job;
+  grpc::Status rpc = stub->ResumeJob(Context().get(), request, &job);
+  if (!rpc.ok()) return RpcFail(rpc, global.coordinator);
+  if (global.json()) PrintJson(ProtoToJson(job));
+  else std::cout << "job " << id << " resumes from its checkpoint (generation " << job.generation() << "): " << job.message() << "\n";
   return kExitOk;
 }
 
@@ -185,6 +209,12 @@ void AddClusterCommands(CLI::App& app, const GlobalOptions& global) {
   auto* cancel = app.add_subcommand("cancel", "Cancel a pending or running job");
   cancel->add_option("id", *cancel_id, "Job id")->required();
   cancel->callback([&global, cancel_id] { throw CLI::RuntimeError(Cancel(global, *cancel_id)); });
+
+  auto resume_id = std::make_shared<std::string>();
+  auto* resume = app.add_subcommand(
+      "resume", "Run a failed job again from its newest checkpoint (watch it with `kennelctl job ID`)");
+  resume->add_option("id", *resume_id, "Job id")->required();
+  resume->callback([&global, resume_id] { throw CLI::RuntimeError(Resume(global, *resume_id)); });
 
   auto model = std::make_shared<std::string>();
   auto* models = app.add_subcommand("models", "Registered model versions with their metrics");

@@ -48,6 +48,7 @@ absl::StatusOr<v1::JobSpec> BuildSpec(const TrainFlags& f, const CLI::App& cmd) 
   auto given = [&](const char* flag) { return f.config.empty() || cmd.count(flag) > 0; };
   if (given("--name")) spec.set_name(f.name);
   if (auto& v = Pick(f.world_size, "--world-size", f, cmd)) spec.set_world_size(*v);
+  if (auto& v = Pick(f.min_world_size, "--min-world-size", f, cmd)) spec.set_min_world_size(*v);
   if (auto& v = Pick(f.backend, "--backend", f, cmd)) spec.set_backend(*v);
   auto& data = *spec.mutable_dataset();
   if (given("--dataset")) data.set_root(f.dataset);
@@ -114,6 +115,7 @@ absl::StatusOr<v1::JobSpec> BuildSpec(const TrainFlags& f, const CLI::App& cmd) 
   if (given("--mixed-precision")) t.set_mixed_precision(f.mixed_precision);
   if (given("--init-weights")) t.set_init_weights(f.init_weights);
   if (auto& v = Pick(f.checkpoint_every, "--checkpoint-every", f, cmd)) t.set_checkpoint_every_steps(*v);
+  if (auto& v = Pick(f.checkpoint_interval_s, "--checkpoint-interval", f, cmd)) t.set_checkpoint_interval_s(*v);
   if (auto& v = Pick(f.data_workers, "--data-workers", f, cmd)) t.set_data_workers(*v);
   if (auto& v = Pick(f.torch_threads, "--torch-threads", f, cmd)) t.set_torch_threads(*v);
   if (auto& v = Pick(f.collective_timeout_s, "--collective-timeout", f, cmd)) t.set_collective_timeout_s(*v);
@@ -270,6 +272,11 @@ void AddJobFlags(CLI::App& cmd, TrainFlags& f) {
   cmd.add_option("--head", f.head, "linear, or mlp (Linear-ReLU-Linear, as the dog-breed seed)")->check(CLI::IsMember({"linear", "mlp"}))->capture_default_str();
   Optional(cmd, "--classes", f.classes, "Number of classes (default: from the dataset)")->check(CLI::Range(1, 1000000));
   Optional(cmd, "--world-size,-w", f.world_size, "Trainers to train on")->check(CLI::Range(1, 1024));
+  Optional(cmd, "--min-world-size", f.min_world_size,
+           "Elastic: after losing a trainer with none free to replace it, go on with as few as this many "
+           "(every sample of the epoch still trained on once); grow back at an epoch end (default: "
+           "--world-size, never fewer)")
+      ->check(CLI::Range(1, 1024));
   Optional(cmd, "--epochs,-e", f.epochs, "Epochs")->check(CLI::Range(1, 10000));
   Optional(cmd, "--batch-size,-b", f.batch_size, "Batch size per trainer (default 64)")->check(CLI::Range(1, 65536));
   Optional(cmd, "--optimizer", f.optimizer, "sgd or adamw (default sgd)")->check(CLI::IsMember({"sgd", "adamw"}));
@@ -292,7 +299,11 @@ void AddJobFlags(CLI::App& cmd, TrainFlags& f) {
   cmd.add_option("--std", f.std, "Per-channel std")->expected(1, 3);
   Optional(cmd, "--max-train-samples", f.max_train_samples, "Train on a seeded random subset (default: all)")->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
   Optional(cmd, "--max-eval-samples", f.max_eval_samples, "Evaluate on a seeded random subset (default: all)")->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
-  Optional(cmd, "--checkpoint-every", f.checkpoint_every, "Checkpoint every N steps (0: epoch ends only)")->check(CLI::Range(0, 100000000));
+  Optional(cmd, "--checkpoint-every", f.checkpoint_every, "Also checkpoint every N steps (default 0: off)")->check(CLI::Range(0, 100000000));
+  Optional(cmd, "--checkpoint-interval", f.checkpoint_interval_s,
+           "Also checkpoint after this many seconds of training since the last checkpoint (default 120; 0: "
+           "off). Checkpoints are always taken at epoch ends.")
+      ->check(CLI::Range(0, 86400 * 7));
   Optional(cmd, "--data-workers", f.data_workers, "Decode/augment threads per trainer (default 2)")->check(CLI::Range(1, 256));
   Optional(cmd, "--torch-threads", f.torch_threads, "Torch threads per trainer (default 1)")->check(CLI::Range(1, 256));
   Optional(cmd, "--backend", f.backend, "gloo (CPU) or nccl (GPU) (default gloo)")->check(CLI::IsMember({"gloo", "nccl"}));

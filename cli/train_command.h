@@ -28,6 +28,7 @@ struct TrainFlags {
   std::string head = "linear";
   std::optional<int> classes;
   std::optional<int> world_size = 2;
+  std::optional<int> min_world_size;
   std::optional<int> epochs = 5;
   std::optional<int> batch_size;
   std::optional<std::string> optimizer;
@@ -44,6 +45,7 @@ struct TrainFlags {
   std::vector<float> mean, std;
   std::optional<int64_t> max_train_samples, max_eval_samples;
   std::optional<int> checkpoint_every;
+  std::optional<int> checkpoint_interval_s;
   std::optional<int> data_workers, torch_threads;
   std::optional<std::string> backend;
   std::optional<int> collective_timeout_s;

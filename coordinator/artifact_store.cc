@@ -105,6 +105,20 @@ absl::Status ArtifactStore::CommitCheckpoint(const std::string& staging_dir, con
   return s;
 }
 
+absl::StatusOr<int64_t> ArtifactStore::DeleteCheckpoint(const std::string& job_id) {
+  if (!ValidName(job_id)) return absl::InvalidArgumentError("bad job id");
+  const fs::path dir = fs::path(root_) / "checkpoints" / job_id;
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) return 0;
+  int64_t bytes = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(dir, ec)) {
+    if (entry.is_regular_file(ec)) bytes += static_cast<int64_t>(entry.file_size(ec));
+  }
+  fs::remove_all(dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("removing ", dir.string(), ": ", ec.message()));
+  return bytes;
+}
+
 bool ArtifactStore::HasCheckpoint(const std::string& job_id) const {
   std::error_code ec;
   return ValidName(job_id) && fs::exists(fs::path(root_) / "checkpoints" / job_id / kCheckpointFile, ec);

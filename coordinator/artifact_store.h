@@ -35,6 +35,9 @@ class ArtifactStore {
   void Discard(const std::string& staging_dir);
 
   bool HasCheckpoint(const std::string& job_id) const;
+  // Removes the job's checkpoints (a job that succeeded or was cancelled needs none); the
+  // bytes freed, 0 when it had none.
+  absl::StatusOr<int64_t> DeleteCheckpoint(const std::string& job_id);
 
   // The folder and file names behind a reference (model version 0: the newest).
   absl::StatusOr<std::pair<std::string, std::vector<std::string>>> Resolve(

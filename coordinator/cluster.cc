@@ -34,8 +34,16 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Create(ClusterOptions options,
       cluster->job_order_.push_back(id);
       cluster->next_job_number_++;
       const JobState s = job.data.status.state();
-      if (s == v1::RUNNING || s == v1::RECOVERING) {
-        job.data.status.set_state(v1::RECOVERING);
+      if (s == v1::SUCCEEDED || s == v1::CANCELLED) cluster->DropCheckpoint(id);  // Left by an older version.
+      if (s == v1::RUNNING) {
+        // Its trainers may still be training: give them time to register again.
+        job.reattach_deadline = cluster->options_.now() + cluster->options_.reattach_timeout;
+        job.data.status.set_message(absl::StrCat("coordinator restarted; waiting up to ",
+                                                 absl::FormatDuration(cluster->options_.reattach_timeout),
+                                                 " for its trainers (", absl::StrJoin(job.data.status.nodes(), ", "),
+                                                 ") to register again"));
+        cluster->Persist(job, "coordinator restarted while the job ran");
+      } else if (s == v1::RECOVERING) {
         job.data.status.set_generation(job.data.status.generation() + 1);
         job.data.status.set_message("coordinator restarted; resuming from the newest checkpoint");
         cluster->Persist(job, "coordinator restarted");
@@ -70,16 +78,26 @@ bool Cluster::Ended(const Job& job) {
   return s == v1::SUCCEEDED || s == v1::FAILED || s == v1::CANCELLED;
 }
 
+void Cluster::DropCheckpoint(const std::string& job_id) {
+  auto freed = artifacts_->DeleteCheckpoint(job_id);
+  if (!freed.ok()) {
+    LOG(WARNING) << "job " << job_id << ": deleting its checkpoint: " << freed.status();
+  } else if (*freed > 0) {
+    LOG(INFO) << "job " << job_id << ": checkpoint deleted (" << *freed / 1024 << " KiB freed)";
+  }
+}
+
 void Cluster::Touch(Job& job) {
   job.changes++;
   job.data.status.set_updated_unix_ms(absl::ToUnixMillis(options_.now()));
 }
 
-void Cluster::Persist(Job& job, const std::string& event) {
+absl::Status Cluster::PersistChecked(Job& job, const std::string& event) {
   Touch(job);
   if (!event.empty()) LOG(INFO) << "job " << job.data.status.id() << ": " << event;
   absl::Status s = state_->UpdateJob(job.data.status, event);
   if (!s.ok()) LOG(ERROR) << "persisting job " << job.data.status.id() << ": " << s;
+  return s;
 }
 
 void Cluster::AbortRanks(Job& job, int64_t generation, const std::string& reason,
@@ -129,15 +147,25 @@ void Cluster::NodeLost(Node& node, const std::string& why) {
 void Cluster::RecoverJob(Job& job, const std::string& what, const std::string& except_node) {
   auto& status = job.data.status;
   const int64_t old_generation = status.generation();
-  if (job.recoveries >= options_.max_recoveries) {
+  const absl::Time now = options_.now();
+  while (!job.recovery_times.empty() && now - job.recovery_times.front() > options_.recovery_window) {
+    job.recovery_times.pop_front();
+  }
+  if (static_cast<int>(job.recovery_times.size()) >= options_.max_recoveries) {
     status.set_state(v1::FAILED);
-    status.set_message(absl::StrCat(what, "; gave up after ", job.recoveries, " recoveries"));
+    status.set_message(absl::StrCat(
+        what, "; gave up: ", job.recovery_times.size(), " recoveries within ",
+        absl::FormatDuration(options_.recovery_window), " (--max_recoveries)",
+        artifacts_->HasCheckpoint(status.id())
+            ? absl::StrCat("; `kennelctl resume ", status.id(), "` continues from its checkpoint")
+            : ""));
     AbortRanks(job, old_generation, status.message(), except_node);
     job.kv.clear();
     Persist(job, status.message());
     return;
   }
-  job.recoveries++;
+  job.recovery_times.push_back(now);
+  status.set_recoveries(status.recoveries() + 1);
   status.set_state(v1::RECOVERING);
   status.set_generation(old_generation + 1);
   status.set_message(absl::StrCat(what, "; re-forming the group from the newest checkpoint"));
@@ -150,13 +178,74 @@ void Cluster::RecoverJob(Job& job, const std::string& what, const std::string& e
 
 void Cluster::Tick() {
   absl::MutexLock lock(&mu_);
+  if (shutting_down_) return;
   const absl::Time now = options_.now();
   for (auto& [name, node] : nodes_) {
     if (node.channel && now - node.last_heartbeat > options_.heartbeat_timeout) {
       NodeLost(node, absl::StrCat("no heartbeat for ", absl::FormatDuration(now - node.last_heartbeat)));
     }
   }
+  CheckReattaching(now);
   Schedule();
+}
+
+void Cluster::CheckReattaching(absl::Time now) {
+  for (auto& [id, job] : jobs_) {
+    if (!job.reattach_deadline.has_value()) continue;
+    auto& status = job.data.status;
+    if (status.state() != v1::RUNNING) {
+      job.reattach_deadline.reset();
+      continue;
+    }
+    std::vector<std::string> missing;
+    for (const auto& name : status.nodes()) {
+      auto it = nodes_.find(name);
+      if (it == nodes_.end() || !it->second.channel || it->second.status.job_id() != id ||
+          it->second.status.generation() != status.generation()) {
+        missing.push_back(name);
+      }
+    }
+    if (missing.empty()) {
+      job.reattach_deadline.reset();
+      status.clear_message();
+      Persist(job, absl::StrCat("every rank of generation ", status.generation(),
+                                " registered again after the coordinator restart; training went on"));
+    } else if (now >= *job.reattach_deadline) {
+      job.reattach_deadline.reset();
+      RecoverJob(job, absl::StrCat(absl::StrJoin(missing, ", "), " did not register again within ",
+                                   absl::FormatDuration(options_.reattach_timeout), " of the coordinator restart"),
+                 "");
+    }
+  }
+}
+
+void Cluster::MaybeGrow(Job& job, int64_t finished_epoch) {
+  auto& status = job.data.status;
+  const auto& spec = status.spec();
+  if (status.nodes_size() >= spec.world_size() || finished_epoch + 1 >= spec.training().epochs()) return;
+  for (const auto& [id, other] : jobs_) {
+    const JobState s = other.data.status.state();
+    if (s == v1::PENDING || s == v1::RECOVERING) return;  // Free trainers are theirs first.
+  }
+  const bool gpu = spec.backend() == "nccl";
+  int free = 0;
+  for (const auto& [name, node] : nodes_) {
+    free += node.channel && node.status.role() == v1::TRAINER && node.status.state() == v1::IDLE &&
+            (!gpu || node.status.resources().gpus() > 0);
+  }
+  if (free == 0) return;
+  const int64_t old_generation = status.generation();
+  const std::string what = absl::StrCat(
+      "growing from ", status.nodes_size(), " to up to ", spec.world_size(), " trainers after epoch ",
+      finished_epoch + 1, " (", free, " free)");
+  status.set_state(v1::RECOVERING);  // Not a recovery: the window's count is left alone.
+  status.set_generation(old_generation + 1);
+  status.set_message(what);
+  AbortRanks(job, old_generation, "the group grows", "");
+  job.kv.clear();
+  job.finished.clear();
+  recovering_since_[status.id()] = what;
+  Persist(job, what);
 }
 
 void Cluster::Schedule() {
@@ -167,18 +256,30 @@ void Cluster::Schedule() {
     const v1::JobSpec& spec = status.spec();
     const bool gpu = spec.backend() == "nccl";
     std::vector<Node*> free;
-    int connected = 0;
+    int connected = 0, stopping = 0;
     for (auto& [name, node] : nodes_) {
       if (!node.channel || node.status.role() != v1::TRAINER) continue;
       ++connected;
+      if (node.status.job_id() == id) ++stopping;  // Still ending this job's previous generation.
       if (node.status.state() == v1::IDLE && (!gpu || node.status.resources().gpus() > 0)) {
         free.push_back(&node);
       }
     }
-    if (static_cast<int>(free.size()) < spec.world_size()) {
-      const std::string waiting = absl::StrCat(
-          status.state() == v1::RECOVERING ? "recovering: " : "", "waiting for ", spec.world_size(),
-          " free ", gpu ? "GPU " : "", "trainers (", free.size(), " free, ", connected, " connected)");
+    // A new job starts at its full size; a recovering one (elastic) with as few as
+    // min_world_size, but only once its previous ranks have stopped, so none is left out.
+    const bool recovering = status.state() == v1::RECOVERING;
+    // (Jobs stored before elastic training have no min_world_size: never fewer.)
+    const int min_world = spec.has_min_world_size() ? std::max(1, spec.min_world_size()) : spec.world_size();
+    const int needed = recovering ? min_world : spec.world_size();
+    if (static_cast<int>(free.size()) < needed || (recovering && stopping > 0)) {
+      const std::string waiting =
+          recovering && stopping > 0
+              ? absl::StrCat("recovering: waiting for ", stopping, " trainer", stopping == 1 ? "" : "s",
+                             " of generation ", status.generation() - 1, " to stop")
+              : absl::StrCat(recovering ? "recovering: " : "", "waiting for ", needed,
+                             needed < spec.world_size() ? absl::StrCat(" (up to ", spec.world_size(), ")") : "",
+                             " free ", gpu ? "GPU " : "", "trainers (", free.size(), " free, ", connected,
+                             " connected)");
       // A recovering job says both why it recovers and what it waits for.
       auto cause = recovering_since_.find(id);
       const std::string message = status.state() == v1::RECOVERING && cause != recovering_since_.end()
@@ -192,11 +293,20 @@ void Cluster::Schedule() {
     }
     if (status.generation() == 0) status.set_generation(1);
     const bool resume = artifacts_->HasCheckpoint(id);
+    const int world = std::min(static_cast<int>(free.size()), spec.world_size());
     status.clear_nodes();
-    job.digests.assign(static_cast<size_t>(spec.world_size()), "");
+    job.digests.assign(static_cast<size_t>(world), "");
     job.finished.clear();
     job.kv.clear();
-    for (int rank = 0; rank < spec.world_size(); ++rank) {
+    // The shard ledger: this membership trains the rest of the checkpoint's epoch.
+    auto* membership = status.add_memberships();
+    membership->set_generation(status.generation());
+    membership->set_world_size(world);
+    membership->set_epoch(resume ? status.checkpoint_epoch() : 0);
+    membership->set_epoch_start_sample(resume ? status.checkpoint_epoch_samples() : 0);
+    auto cause = recovering_since_.find(id);
+    membership->set_reason(cause != recovering_since_.end() ? cause->second : "started");
+    for (int rank = 0; rank < world; ++rank) {
       Node& node = *free[static_cast<size_t>(rank)];
       status.add_nodes(node.status.name());
       node.status.set_state(v1::BUSY);
@@ -208,7 +318,7 @@ void Cluster::Schedule() {
       assign->set_job_id(id);
       assign->set_generation(status.generation());
       assign->set_rank(rank);
-      assign->set_world_size(spec.world_size());
+      assign->set_world_size(world);
       *assign->mutable_spec() = spec;
       *assign->mutable_train() = job.data.train;
       *assign->mutable_eval() = job.data.eval;
@@ -219,7 +329,11 @@ void Cluster::Schedule() {
     status.clear_message();
     recovering_since_.erase(id);
     Persist(job, absl::StrCat("running generation ", status.generation(), " on ",
-                              absl::StrJoin(status.nodes(), ", "), resume ? " (resuming)" : ""));
+                              absl::StrJoin(status.nodes(), ", "),
+                              world < spec.world_size() ? absl::StrCat(" (", world, " of ", spec.world_size(), ")") : "",
+                              resume ? absl::StrCat(" (resuming at epoch ", status.checkpoint_epoch() + 1, " sample ",
+                                                    status.checkpoint_epoch_samples(), ")")
+                                     : ""));
   }
 }
 
@@ -265,9 +379,16 @@ absl::StatusOr<v1::RegisterAck> Cluster::RegisterTrainer(const v1::Register& req
     node.status.set_state(v1::BUSY);
     node.status.set_job_id(request.job_id());
     node.status.set_generation(request.generation());
-    if (Job* job = FindCurrent(request.job_id(), request.generation()); job != nullptr) {
-      const auto& ranks = job->data.status.nodes();
-      node.status.set_rank(static_cast<int32_t>(std::find(ranks.begin(), ranks.end(), request.name()) - ranks.begin()));
+    Job* job = FindCurrent(request.job_id(), request.generation());
+    const auto* ranks = job != nullptr ? &job->data.status.nodes() : nullptr;
+    const std::ptrdiff_t rank =
+        ranks != nullptr ? std::find(ranks->begin(), ranks->end(), request.name()) - ranks->begin() : 0;
+    if (ranks != nullptr && rank < static_cast<std::ptrdiff_t>(ranks->size())) {
+      node.status.set_rank(static_cast<int32_t>(rank));
+      if (job->reattach_deadline.has_value()) {
+        LOG(INFO) << "trainer " << request.name() << " is back with rank " << rank << " of job " << request.job_id()
+                  << " generation " << request.generation();
+      }
     } else {
       v1::CoordinatorMessage abort;
       abort.mutable_abort()->set_job_id(request.job_id());
@@ -302,8 +423,19 @@ absl::StatusOr<v1::RegisterAck> Cluster::RegisterTrainer(const v1::Register& req
   return ack;
 }
 
+void Cluster::BeginShutdown() {
+  absl::MutexLock lock(&mu_);
+  shutting_down_ = true;
+  // Ending the members' streams lets the server stop at once (they would hold it until its
+  // deadline); the members reconnect to the next coordinator.
+  for (auto& [name, node] : nodes_) {
+    if (node.channel) node.channel->Close(absl::UnavailableError("the coordinator is stopping; reconnect to its successor"));
+  }
+}
+
 void Cluster::OnTrainerDisconnected(const std::string& name, const TrainerChannel* channel) {
   absl::MutexLock lock(&mu_);
+  if (shutting_down_) return;
   auto it = nodes_.find(name);
   if (it == nodes_.end() || it->second.channel.get() != channel) return;
   NodeLost(it->second, "control stream closed");
@@ -339,12 +471,16 @@ void Cluster::OnTrainerMessage(const std::string& name, const TrainerChannel* ch
       Persist(*job, absl::StrCat("epoch ", m.metrics().epoch() + 1, ": eval accuracy ",
                                  m.metrics().eval_accuracy(), ", ",
                                  static_cast<int64_t>(m.metrics().images_per_second()), " images/s"));
+      MaybeGrow(*job, m.metrics().epoch());
       break;
     }
     case v1::TrainerMessage::kFinished: {
       const auto& m = message.finished();
       Job* job = FindCurrent(m.job_id(), m.generation());
-      if (job == nullptr || m.rank() < 0 || m.rank() >= job->data.status.spec().world_size()) break;
+      const int world = job != nullptr ? job->data.status.nodes_size() : 0;
+      if (job == nullptr || m.rank() < 0 || m.rank() >= world) break;
+      // (After a coordinator restart the digests of a job that carried on are not loaded.)
+      job->digests.resize(static_cast<size_t>(world));
       job->digests[static_cast<size_t>(m.rank())] = m.param_digest();
       job->finished.insert(m.rank());
       auto& status = job->data.status;
@@ -352,13 +488,14 @@ void Cluster::OnTrainerMessage(const std::string& name, const TrainerChannel* ch
         status.set_model_name(m.model().name());
         status.set_model_version(m.model().version());
       }
-      if (static_cast<int>(job->finished.size()) == status.spec().world_size()) {
+      if (static_cast<int>(job->finished.size()) == world) {
         status.set_state(v1::SUCCEEDED);
         status.clear_message();
         *status.mutable_rank_param_digests() = {job->digests.begin(), job->digests.end()};
         job->kv.clear();
         Persist(*job, absl::StrCat("succeeded: model ", status.model_name(), " version ",
                                    status.model_version()));
+        DropCheckpoint(status.id());
       } else {
         Touch(*job);
       }
@@ -394,6 +531,17 @@ void Cluster::OnTrainerMessage(const std::string& name, const TrainerChannel* ch
       AbortRanks(*job, status.generation(), "another rank failed", name);
       job->kv.clear();
       Persist(*job, status.message());
+      break;
+    }
+    case v1::TrainerMessage::kCheckpointed: {
+      const auto& m = message.checkpointed();
+      Job* job = FindCurrent(m.job_id(), m.generation());
+      if (job == nullptr) break;
+      job->data.status.set_checkpoint_global_step(m.global_step());
+      job->data.status.set_checkpoint_epoch(m.epoch());
+      job->data.status.set_checkpoint_epoch_samples(m.epoch_samples());
+      job->data.status.set_checkpoint_unix_ms(absl::ToUnixMillis(options_.now()));
+      Persist(*job, "");
       break;
     }
     case v1::TrainerMessage::kIdle: {
@@ -589,8 +737,72 @@ absl::StatusOr<v1::JobStatus> Cluster::CancelJob(const std::string& job_id) {
   job.data.status.set_message("cancelled by an administrator");
   if (running) AbortRanks(job, job.data.status.generation(), "job cancelled", "");
   job.kv.clear();
-  Persist(job, "cancelled");
+  if (absl::Status s = PersistChecked(job, "cancelled"); !s.ok()) {
+    // The ranks were stopped, but a coordinator restart would bring the job back: say so.
+    return absl::Status(s.code(), absl::StrCat("job ", job_id, " was stopped but its cancellation could not be "
+                                               "recorded (", s.message(), "); it may run again after a restart"));
+  }
+  DropCheckpoint(job_id);
   return job.data.status;
+}
+
+absl::StatusOr<v1::JobStatus> Cluster::ResumeJob(const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job ", job_id));
+  Job& job = it->second;
+  auto& status = job.data.status;
+  if (status.state() != v1::FAILED) {
+    return absl::FailedPreconditionError(absl::StrCat("job ", job_id, " is ", v1::JobState_Name(status.state()),
+                                                      "; only a FAILED job can be resumed"));
+  }
+  if (!artifacts_->HasCheckpoint(job_id)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job ", job_id, " failed before its first checkpoint; submit it again instead"));
+  }
+  const std::string was = status.message();
+  status.set_state(v1::RECOVERING);
+  status.set_generation(status.generation() + 1);
+  job.recovery_times.clear();
+  job.kv.clear();
+  job.finished.clear();
+  const std::string what = absl::StrCat(
+      "resumed by an administrator from its checkpoint",
+      status.checkpoint_global_step() > 0 ? absl::StrCat(" at step ", status.checkpoint_global_step()) : "",
+      " (it had failed: ", was, ")");
+  status.set_message(what);
+  recovering_since_[job_id] = what;
+  RETURN_IF_ERROR(PersistChecked(job, what));
+  Schedule();
+  return status;
+}
+
+std::pair<int, int> Cluster::CheckpointRunningJobs(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  std::map<std::string, int64_t> asked;  // Job id -> its checkpoint step when asked.
+  for (auto& [id, job] : jobs_) {
+    auto& status = job.data.status;
+    if (status.state() != v1::RUNNING || status.nodes().empty()) continue;
+    auto node = nodes_.find(status.nodes(0));
+    if (node == nodes_.end() || !node->second.channel) continue;
+    v1::CoordinatorMessage message;
+    message.mutable_checkpoint()->set_job_id(id);
+    message.mutable_checkpoint()->set_generation(status.generation());
+    node->second.channel->Send(message);
+    asked[id] = status.checkpoint_global_step();
+    LOG(INFO) << "job " << id << ": asking rank 0 (" << status.nodes(0) << ") for a checkpoint before stopping";
+  }
+  auto saved = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    int n = 0;
+    for (const auto& [id, step] : asked) {
+      const auto& status = jobs_[id].data.status;
+      n += status.checkpoint_global_step() != step || status.state() != v1::RUNNING;
+    }
+    return n;
+  };
+  auto all_saved = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return saved() == static_cast<int>(asked.size()); };
+  if (!asked.empty()) mu_.AwaitWithTimeout(absl::Condition(&all_saved), timeout);
+  return {saved(), static_cast<int>(asked.size())};
 }
 
 absl::StatusOr<v1::JobStatus> Cluster::GetJob(const std::string& job_id) {

@@ -4,16 +4,20 @@
 // key-value store, and the views kennelctl shows.
 //
 // Job states: PENDING -> RUNNING -> SUCCEEDED | FAILED | CANCELLED, and RUNNING ->
-// RECOVERING -> RUNNING when a trainer is lost (generation + 1, survivors aborted).
+// RECOVERING -> RUNNING when a trainer is lost (generation + 1, survivors aborted). After a
+// coordinator restart a running job stays RUNNING at its generation while its ranks register
+// again (they train on through the outage); it recovers only if they do not come back.
 //
 // Thread-safe. Owns a scheduler thread (dead-node detection and scheduling every
 // `tick`); the destructor stops it. Messages to trainers go through TrainerChannel.
 #ifndef KENNEL_COORDINATOR_CLUSTER_H_
 #define KENNEL_COORDINATOR_CLUSTER_H_
 
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -45,8 +49,14 @@ struct ClusterOptions {
   // A trainer silent this long is dead.
   absl::Duration heartbeat_timeout = absl::Seconds(10);
   absl::Duration tick = absl::Milliseconds(200);
-  // Lost-trainer recoveries per job before it fails.
+  // Recoveries (re-formed groups) a job may have within `recovery_window` before it fails: a
+  // job that keeps breaking stops, one that loses a trainer now and then goes on.
   int max_recoveries = 3;
+  absl::Duration recovery_window = absl::Hours(1);
+  // After a coordinator restart, a job that was running keeps its generation this long while
+  // its trainers (which trained on through the outage) register again; only if some do not
+  // is the group re-formed from the checkpoint.
+  absl::Duration reattach_timeout = absl::Seconds(30);
   std::function<absl::Time()> now = [] { return absl::Now(); };
 };
 
@@ -82,6 +92,12 @@ class Cluster {
   // spec or dataset.
   absl::StatusOr<kennel::v1::JobStatus> SubmitJob(kennel::v1::JobSpec spec);
   absl::StatusOr<kennel::v1::JobStatus> CancelJob(const std::string& job_id);
+  // A FAILED job with a checkpoint runs again from it (next generation, a fresh recovery
+  // window); FAILED_PRECONDITION otherwise.
+  absl::StatusOr<kennel::v1::JobStatus> ResumeJob(const std::string& job_id);
+  // Asks every running job's rank 0 for a checkpoint and waits up to `timeout` for them (the
+  // coordinator is about to stop). Returns how many of the running jobs saved one.
+  std::pair<int, int> CheckpointRunningJobs(absl::Duration timeout);
   absl::StatusOr<kennel::v1::JobStatus> GetJob(const std::string& job_id);
   std::vector<kennel::v1::JobStatus> ListJobs(int limit);
   kennel::v1::ClusterStatus Status();
@@ -91,6 +107,10 @@ class Cluster {
 
   // Sends DeployModel to the inference nodes and waits for their DeployResults.
   absl::StatusOr<kennel::v1::DeployResponse> Deploy(const kennel::v1::DeployRequest& request);
+
+  // The coordinator is stopping: streams that close from now on are its own doing, not lost
+  // members (their jobs are left as they are, to carry on after the restart).
+  void BeginShutdown();
 
   // One scheduling pass (the scheduler thread calls it; tests may too).
   void Tick();
@@ -106,7 +126,9 @@ class Cluster {
     StoredJob data;
     std::vector<std::string> digests;
     std::set<int> finished;
-    int recoveries = 0;
+    std::deque<absl::Time> recovery_times;  // Within the recovery window.
+    // Set while a job that was running before a coordinator restart waits for its ranks.
+    std::optional<absl::Time> reattach_deadline;
     int64_t changes = 0;
     std::map<std::string, std::string> kv;  // Current generation's rendezvous keys.
   };
@@ -115,7 +137,14 @@ class Cluster {
       : options_(std::move(options)), state_(state), artifacts_(artifacts) {}
 
   static bool Ended(const Job& job);
-  void Persist(Job& job, const std::string& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A job that ended needing no checkpoint (succeeded, cancelled) has its checkpoint deleted.
+  void DropCheckpoint(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes the job's status (and `event`, when not empty) to the state store; an error is
+  // logged, and returned by PersistChecked (calls an administrator made answer with it).
+  void Persist(Job& job, const std::string& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    PersistChecked(job, event).IgnoreError();
+  }
+  absl::Status PersistChecked(Job& job, const std::string& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Touch(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AbortRanks(Job& job, int64_t generation, const std::string& reason,
                   const std::string& except_node) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -125,6 +154,12 @@ class Cluster {
   void RecoverJob(Job& job, const std::string& what, const std::string& except_node)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Schedule() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Elastic: a job below its world size re-forms with free trainers after an epoch (its end
+  // is checkpointed), unless other jobs wait for them.
+  void MaybeGrow(Job& job, int64_t finished_epoch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Jobs waiting for their ranks after a restart: go on when all are back, recover at the
+  // deadline otherwise.
+  void CheckReattaching(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Job* FindCurrent(const std::string& job_id, int64_t generation) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SchedulerLoop();
 
@@ -142,6 +177,7 @@ class Cluster {
   // Why a RECOVERING job recovers, kept for its "waiting for ..." message.
   std::map<std::string, std::string> recovering_since_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   std::thread scheduler_;
 };
 

@@ -2,8 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <map>
+#include <thread>
 #include <optional>
 
 #include "core/ml/dataset.h"
@@ -278,8 +281,18 @@ TEST_F(ClusterTest, AcknowledgedStateSurvivesARestart) {
   auto jobs = cluster_->ListJobs(10);
   ASSERT_EQ(jobs.size(), 3u);
   auto r = *cluster_->GetJob(running.id());
+  // Its trainer may still be training: the job waits for it at its generation...
+  EXPECT_EQ(r.state(), v1::RUNNING);
+  EXPECT_EQ(r.generation(), 1);
+  EXPECT_NE(r.message().find("waiting up to 30s for its trainers (a) to register again"), std::string::npos)
+      << r.message();
+  // ...and re-forms the group from its checkpoint when the trainer does not come back in time.
+  now_ += absl::Seconds(31);
+  cluster_->Tick();
+  r = *cluster_->GetJob(running.id());
   EXPECT_EQ(r.state(), v1::RECOVERING);
   EXPECT_EQ(r.generation(), 2);
+  EXPECT_NE(r.message().find("a did not register again within 30s"), std::string::npos) << r.message();
   ASSERT_EQ(r.epochs_size(), 1);
   EXPECT_DOUBLE_EQ(r.epochs(0).eval_accuracy(), 0.75);
   EXPECT_EQ(cluster_->GetJob(pending.id())->state(), v1::PENDING);
@@ -291,6 +304,49 @@ TEST_F(ClusterTest, AcknowledgedStateSurvivesARestart) {
   // Nodes are remembered, shown dead until they reconnect.
   ASSERT_EQ(cluster_->Status().nodes_size(), 1);
   EXPECT_EQ(cluster_->Status().nodes(0).state(), v1::DEAD);
+}
+
+// A coordinator restart used to bump every running job's generation, so its trainers threw
+// away what they trained during the outage. Trainers that come back with the job's current
+// generation now simply carry on.
+TEST_F(ClusterTest, TrainersThatComeBackAfterACoordinatorRestartCarryOn) {
+  auto a = Join("a");
+  auto b = Join("b");
+  auto job = *cluster_->SubmitJob(Spec(2));
+  cluster_->Tick();
+  ASSERT_EQ(cluster_->GetJob(job.id())->state(), v1::RUNNING);
+  Open();  // The coordinator restarts; the trainers reconnect still running generation 1.
+  channels_.clear();
+  for (const std::string name : {"a", "b"}) {
+    auto channel = std::make_shared<FakeChannel>();
+    v1::Register r;
+    r.set_name(name);
+    r.set_incarnation(name + "-process");
+    r.set_job_id(job.id());
+    r.set_generation(1);
+    ASSERT_TRUE(cluster_->RegisterTrainer(r, channel).ok());
+    channels_[name] = channel;
+    EXPECT_EQ(channel->aborts(), 0) << name;
+    cluster_->Tick();
+  }
+  auto carried_on = *cluster_->GetJob(job.id());
+  EXPECT_EQ(carried_on.state(), v1::RUNNING);
+  EXPECT_EQ(carried_on.generation(), 1);
+  EXPECT_EQ(carried_on.message(), "");
+  // Nothing re-forms later either; the job finishes at generation 1.
+  now_ += absl::Minutes(5);
+  Heartbeat("a");
+  Heartbeat("b");
+  cluster_->Tick();
+  EXPECT_EQ(cluster_->GetJob(job.id())->generation(), 1);
+  for (const std::string name : {"a", "b"}) {
+    v1::TrainerMessage finished;
+    finished.mutable_finished()->set_job_id(job.id());
+    finished.mutable_finished()->set_generation(1);
+    finished.mutable_finished()->set_rank(cluster_->GetJob(job.id())->nodes(0) == name ? 0 : 1);
+    Message(name, finished);
+  }
+  EXPECT_EQ(cluster_->GetJob(job.id())->state(), v1::SUCCEEDED);
 }
 
 TEST_F(ClusterTest, BadSubmissionsAndCancelsAreRefused) {
@@ -356,7 +412,7 @@ TEST_F(ClusterTest, ACollectiveFailureReFormsTheGroupAndSaysWhatItWaitsFor) {
   cluster_->Tick();  // Neither trainer has reported idle yet.
   recovering = *cluster_->GetJob(job.id());
   EXPECT_NE(recovering.message().find("Connection reset by peer"), std::string::npos) << recovering.message();
-  EXPECT_NE(recovering.message().find("waiting for 2 free trainers (0 free, 2 connected)"), std::string::npos)
+  EXPECT_NE(recovering.message().find("waiting for 2 trainers of generation 1 to stop"), std::string::npos)
       << recovering.message();
   // A training error (diverged, bad data) still fails the job.
   v1::TrainerMessage idle;
@@ -373,6 +429,206 @@ TEST_F(ClusterTest, ACollectiveFailureReFormsTheGroupAndSaysWhatItWaitsFor) {
   f->set_error("training diverged: the loss is nan at epoch 1 step 3");
   Message(cluster_->GetJob(job.id())->nodes(0), failed);
   EXPECT_EQ(cluster_->GetJob(job.id())->state(), v1::FAILED);
+}
+
+// Recoveries used to be limited per lifetime: a long job failed at its fourth lost trainer even
+// when the losses came hours apart with a replacement ready. Now: per window.
+TEST_F(ClusterTest, RecoveriesAreLimitedPerWindowAndAFailedJobResumesFromItsCheckpoint) {
+  auto a = Join("a");
+  auto job = *cluster_->SubmitJob(Spec(1));
+  cluster_->Tick();
+  ASSERT_EQ(cluster_->GetJob(job.id())->state(), v1::RUNNING);
+  // Generation g breaks (a collective failure); the trainer reports idle; the group re-forms.
+  auto break_generation = [&](int64_t generation) {
+    v1::TrainerMessage failed;
+    auto* f = failed.mutable_failed();
+    f->set_job_id(job.id());
+    f->set_generation(generation);
+    f->set_error("all-reduce #3 on rank 0 failed: the connection to a peer broke");
+    f->set_missing_rank(-1);
+    f->set_cause(v1::JobFailed::COLLECTIVE);
+    Message("a", failed);
+    v1::TrainerMessage idle;
+    idle.mutable_idle()->set_job_id(job.id());
+    idle.mutable_idle()->set_generation(generation);
+    Message("a", idle);
+    cluster_->Tick();
+  };
+  for (int64_t g = 1; g <= 5; ++g) {  // Two hours apart: more than 3 in the job's life, fine.
+    now_ += absl::Hours(2);
+    break_generation(g);
+    ASSERT_EQ(cluster_->GetJob(job.id())->state(), v1::RUNNING) << g;
+  }
+  EXPECT_EQ(cluster_->GetJob(job.id())->recoveries(), 5);
+  now_ += absl::Hours(2);
+  for (int64_t g = 6; g <= 8; ++g) {  // Three within minutes: still allowed...
+    now_ += absl::Minutes(1);
+    break_generation(g);
+    ASSERT_EQ(cluster_->GetJob(job.id())->state(), v1::RUNNING) << g;
+  }
+  now_ += absl::Minutes(1);
+  break_generation(9);  // ...the fourth within the hour is not.
+  auto failed = *cluster_->GetJob(job.id());
+  ASSERT_EQ(failed.state(), v1::FAILED);
+  EXPECT_NE(failed.message().find("gave up: 3 recoveries within 1h"), std::string::npos) << failed.message();
+
+  // Resuming needs a checkpoint.
+  auto refused = cluster_->ResumeJob(job.id());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.status().message().find("before its first checkpoint"), std::string::npos) << refused.status();
+  const auto staging = dir_ / "staging-checkpoint";
+  std::filesystem::create_directories(staging);
+  { std::ofstream(staging / "checkpoint.bin") << "a checkpoint"; }
+  ASSERT_TRUE(artifacts_->CommitCheckpoint(staging.string(), job.id()).ok());
+  auto resumed = cluster_->ResumeJob(job.id());
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(resumed->state(), v1::RUNNING);  // "a" was idle: scheduled at once.
+  EXPECT_EQ(resumed->generation(), 10);
+  const auto events = *state_->JobEvents(job.id());
+  EXPECT_TRUE(std::any_of(events.begin(), events.end(), [](const std::string& e) {
+    return e.find("resumed by an administrator from its checkpoint (it had failed: ") != std::string::npos;
+  }));
+  const auto assignments = a->assignments();
+  ASSERT_FALSE(assignments.empty());
+  EXPECT_EQ(assignments.back().generation(), 10);
+  EXPECT_TRUE(assignments.back().resume());
+  EXPECT_EQ(cluster_->ResumeJob(job.id()).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(cluster_->ResumeJob("job-77").status().code(), absl::StatusCode::kNotFound);
+  // A fresh window after the resume: three more recoveries are allowed.
+  break_generation(10);
+  EXPECT_EQ(cluster_->GetJob(job.id())->state(), v1::RUNNING);
+
+  // Success deletes the job's checkpoint.
+  v1::TrainerMessage finished;
+  finished.mutable_finished()->set_job_id(job.id());
+  finished.mutable_finished()->set_generation(11);
+  Message("a", finished);
+  EXPECT_EQ(cluster_->GetJob(job.id())->state(), v1::SUCCEEDED);
+  EXPECT_FALSE(artifacts_->HasCheckpoint(job.id()));
+}
+
+TEST_F(ClusterTest, CancellingAJobDeletesItsCheckpoint) {
+  auto job = *cluster_->SubmitJob(Spec(1));
+  const auto staging = dir_ / "staging-checkpoint";
+  std::filesystem::create_directories(staging);
+  { std::ofstream(staging / "checkpoint.bin") << "a checkpoint"; }
+  ASSERT_TRUE(artifacts_->CommitCheckpoint(staging.string(), job.id()).ok());
+  ASSERT_TRUE(artifacts_->HasCheckpoint(job.id()));
+  ASSERT_TRUE(cluster_->CancelJob(job.id()).ok());
+  EXPECT_FALSE(artifacts_->HasCheckpoint(job.id()));
+  EXPECT_EQ(cluster_->ResumeJob(job.id()).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// A coordinator about to stop asks each running job's rank 0 for a checkpoint and waits for it,
+// so the restart repeats no work (a SIGTERM used to throw away everything since the last epoch).
+TEST_F(ClusterTest, CheckpointRunningJobsAsksRankZeroAndWaitsForItsReport) {
+  auto a = Join("a");
+  auto b = Join("b");
+  auto job = *cluster_->SubmitJob(Spec(2));
+  cluster_->Tick();
+  const auto running = *cluster_->GetJob(job.id());
+  ASSERT_EQ(running.state(), v1::RUNNING);
+  const std::string rank0 = running.nodes(0), rank1 = running.nodes(1);
+  std::pair<int, int> result{-1, -1};
+  std::thread stopping([&] { result = cluster_->CheckpointRunningJobs(absl::Minutes(5)); });
+  // Wait (as rank 0 would) for the request, then report the checkpoint.
+  std::optional<v1::CheckpointNow> request;
+  while (!request.has_value()) {
+    for (const auto& m : channels_[rank0]->sent()) {
+      if (m.has_checkpoint()) request = m.checkpoint();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(request->job_id(), job.id());
+  EXPECT_EQ(request->generation(), 1);
+  for (const auto& m : channels_[rank1]->sent()) EXPECT_FALSE(m.has_checkpoint());
+  v1::TrainerMessage saved;
+  saved.mutable_checkpointed()->set_job_id(job.id());
+  saved.mutable_checkpointed()->set_generation(1);
+  saved.mutable_checkpointed()->set_global_step(42);
+  Message(rank0, saved);
+  stopping.join();
+  EXPECT_EQ(result, std::make_pair(1, 1));
+  EXPECT_EQ(cluster_->GetJob(job.id())->checkpoint_global_step(), 42);
+  // Nobody answers: it gives up at its timeout and says so.
+  EXPECT_EQ(cluster_->CheckpointRunningJobs(absl::Milliseconds(50)), std::make_pair(0, 1));
+}
+
+// Elastic: a job with min_world_size 1 goes on with the trainer it has left when the other is
+// lost (none free to replace it), from the checkpoint's place in the epoch, and grows back to
+// two after an epoch when a trainer joins. The memberships are the shard ledger.
+TEST_F(ClusterTest, AnElasticJobShrinksToTheTrainersLeftAndGrowsBackAfterAnEpoch) {
+  auto a = Join("a");
+  auto b = Join("b");
+  v1::JobSpec spec = Spec(2);
+  spec.set_min_world_size(1);
+  spec.mutable_training()->set_epochs(3);
+  auto job = *cluster_->SubmitJob(spec);
+  cluster_->Tick();
+  auto running = *cluster_->GetJob(job.id());
+  ASSERT_EQ(running.state(), v1::RUNNING);
+  const std::string rank0 = running.nodes(0), rank1 = running.nodes(1);
+  const auto staging = dir_ / "staging-checkpoint";
+  std::filesystem::create_directories(staging);
+  { std::ofstream(staging / "checkpoint.bin") << "a checkpoint"; }
+  ASSERT_TRUE(artifacts_->CommitCheckpoint(staging.string(), job.id()).ok());
+  v1::TrainerMessage saved;
+  saved.mutable_checkpointed()->set_job_id(job.id());
+  saved.mutable_checkpointed()->set_generation(1);
+  saved.mutable_checkpointed()->set_global_step(10);
+  saved.mutable_checkpointed()->set_epoch_samples(40);
+  Message(rank0, saved);
+
+  cluster_->OnTrainerDisconnected(rank1, channels_[rank1].get());  // Lost; nobody free.
+  cluster_->Tick();
+  auto recovering = *cluster_->GetJob(job.id());
+  EXPECT_EQ(recovering.state(), v1::RECOVERING);
+  EXPECT_NE(recovering.message().find("waiting for 1 trainer of generation 1 to stop"), std::string::npos)
+      << recovering.message();
+  v1::TrainerMessage idle;
+  idle.mutable_idle()->set_job_id(job.id());
+  idle.mutable_idle()->set_generation(1);
+  Message(rank0, idle);  // The survivor stopped: the job goes on with it alone.
+  auto shrunk = *cluster_->GetJob(job.id());
+  ASSERT_EQ(shrunk.state(), v1::RUNNING);
+  EXPECT_EQ(shrunk.generation(), 2);
+  ASSERT_EQ(shrunk.nodes_size(), 1);
+  EXPECT_EQ(shrunk.nodes(0), rank0);
+  const auto assignment = channels_[rank0]->assignments().back();
+  EXPECT_EQ(assignment.world_size(), 1);
+  EXPECT_TRUE(assignment.resume());
+  ASSERT_EQ(shrunk.memberships_size(), 2);
+  EXPECT_EQ(shrunk.memberships(0).world_size(), 2);
+  EXPECT_EQ(shrunk.memberships(0).epoch_start_sample(), 0);
+  EXPECT_EQ(shrunk.memberships(1).generation(), 2);
+  EXPECT_EQ(shrunk.memberships(1).world_size(), 1);
+  EXPECT_EQ(shrunk.memberships(1).epoch(), 0);
+  EXPECT_EQ(shrunk.memberships(1).epoch_start_sample(), 40);
+  EXPECT_NE(shrunk.memberships(1).reason().find(rank1 + " (rank 1) lost"), std::string::npos)
+      << shrunk.memberships(1).reason();
+
+  // A trainer joins; after the next epoch the job grows back (not counted as a recovery).
+  auto c = Join("c");
+  cluster_->Tick();
+  EXPECT_EQ(cluster_->GetJob(job.id())->generation(), 2);  // Not mid-epoch.
+  v1::TrainerMessage epoch;
+  epoch.mutable_epoch()->set_job_id(job.id());
+  epoch.mutable_epoch()->set_generation(2);
+  epoch.mutable_epoch()->mutable_metrics()->set_epoch(0);
+  Message(rank0, epoch);
+  auto growing = *cluster_->GetJob(job.id());
+  EXPECT_EQ(growing.state(), v1::RECOVERING);
+  EXPECT_NE(growing.message().find("growing from 1 to up to 2 trainers after epoch 1"), std::string::npos)
+      << growing.message();
+  EXPECT_GE(channels_[rank0]->aborts(), 1);
+  idle.mutable_idle()->set_generation(2);
+  Message(rank0, idle);
+  auto grown = *cluster_->GetJob(job.id());
+  ASSERT_EQ(grown.state(), v1::RUNNING);
+  EXPECT_EQ(grown.generation(), 3);
+  EXPECT_EQ(grown.nodes_size(), 2);
+  EXPECT_EQ(grown.recoveries(), 1);
+  EXPECT_EQ(channels_["c"]->assignments().back().world_size(), 2);
 }
 
 }  // namespace

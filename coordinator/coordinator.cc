@@ -35,6 +35,7 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOpti
 }
 
 void Coordinator::Shutdown(absl::Duration deadline) {
+  if (cluster_) cluster_->BeginShutdown();
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(deadline));
 }
 

@@ -227,6 +227,11 @@ grpc::Status AdminService::CancelJob(grpc::ServerContext*, const v1::CancelJobRe
   return core::RespondWith(cluster_->CancelJob(request->job_id()), response);
 }
 
+grpc::Status AdminService::ResumeJob(grpc::ServerContext*, const v1::ResumeJobRequest* request,
+                                     v1::JobStatus* response) {
+  return core::RespondWith(cluster_->ResumeJob(request->job_id()), response);
+}
+
 grpc::Status AdminService::ListJobs(grpc::ServerContext*, const v1::ListJobsRequest* request,
                                     v1::ListJobsResponse* response) {
   const int limit = request->limit() > 0 ? request->limit() : 50;

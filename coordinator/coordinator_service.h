@@ -48,6 +48,8 @@ class AdminService final : public kennel::v1::Admin::Service {
                          kennel::v1::JobStatus* response) override;
   grpc::Status CancelJob(grpc::ServerContext*, const kennel::v1::CancelJobRequest* request,
                          kennel::v1::JobStatus* response) override;
+  grpc::Status ResumeJob(grpc::ServerContext*, const kennel::v1::ResumeJobRequest* request,
+                         kennel::v1::JobStatus* response) override;
   grpc::Status ListJobs(grpc::ServerContext*, const kennel::v1::ListJobsRequest* request,
                         kennel::v1::ListJobsResponse* response) override;
   grpc::Status GetJob(grpc::ServerContext*, const kennel::v1::GetJobRequest* request,

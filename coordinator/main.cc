@@ -30,11 +30,23 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 3600))
       ->capture_default_str();
   app.add_option("--max_recoveries", options.cluster.max_recoveries,
-                 "Lost-trainer recoveries per job before it fails")
+                 "Recoveries (re-formed groups after a lost trainer or a broken collective) a job may have "
+                 "within --recovery_window_s before it fails")
       ->check(CLI::Range(0, 1000))
+      ->capture_default_str();
+  int recovery_window_s = 3600;
+  app.add_option("--recovery_window_s", recovery_window_s, "The window --max_recoveries counts in")
+      ->check(CLI::Range(1, 86400 * 365))
+      ->capture_default_str();
+  int shutdown_checkpoint_s = 30;
+  app.add_option("--shutdown_checkpoint_s", shutdown_checkpoint_s,
+                 "On SIGTERM/SIGINT, wait up to this long for every running job to checkpoint before "
+                 "stopping (0: stop at once)")
+      ->check(CLI::Range(0, 3600))
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   options.cluster.heartbeat_timeout = absl::Seconds(heartbeat_timeout_s);
+  options.cluster.recovery_window = absl::Seconds(recovery_window_s);
 
   kennel::core::TuneAllocator();
   google::InitGoogleLogging(argv[0]);
@@ -50,6 +62,11 @@ int main(int argc, char** argv) {
   std::signal(SIGTERM, [](int s) { g_signal = s; });
   while (g_signal == 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   LOG(INFO) << "signal " << g_signal << ": shutting down";
+  if (shutdown_checkpoint_s > 0) {
+    // Running jobs lose nothing: they resume from here when the coordinator is back.
+    const auto [saved, running] = (*coordinator)->cluster().CheckpointRunningJobs(absl::Seconds(shutdown_checkpoint_s));
+    if (running > 0) LOG(INFO) << saved << " of " << running << " running jobs checkpointed before stopping";
+  }
   (*coordinator)->Shutdown();
   return 0;
 }

@@ -21,6 +21,10 @@ absl::StatusOr<kennel::v1::JobSpec> NormalizeJobSpec(kennel::v1::JobSpec spec) {
   if (absl::Status s = ValidateModelName(spec.name()); !s.ok()) return Bad("name:", s.message());
   if (!spec.has_world_size()) spec.set_world_size(1);
   if (spec.world_size() < 1 || spec.world_size() > 1024) return Bad("world_size", "must be in [1, 1024]");
+  if (!spec.has_min_world_size()) spec.set_min_world_size(spec.world_size());
+  if (spec.min_world_size() < 1 || spec.min_world_size() > spec.world_size()) {
+    return Bad("min_world_size", "must be in [1, world_size]");
+  }
   if (spec.backend().empty()) spec.set_backend("gloo");
   if (spec.backend() != "gloo" && spec.backend() != "nccl") {
     return Bad("backend", absl::StrCat("must be gloo or nccl, not '", spec.backend(), "'"));
@@ -84,6 +88,8 @@ absl::StatusOr<kennel::v1::JobSpec> NormalizeJobSpec(kennel::v1::JobSpec spec) {
   if (t.warmup_steps() < 0) return Bad("training.warmup_steps", "must not be negative");
   if (!t.has_checkpoint_every_steps()) t.set_checkpoint_every_steps(0);
   if (t.checkpoint_every_steps() < 0) return Bad("training.checkpoint_every_steps", "must not be negative");
+  if (!t.has_checkpoint_interval_s()) t.set_checkpoint_interval_s(kDefaultCheckpointIntervalS);
+  if (t.checkpoint_interval_s() < 0) return Bad("training.checkpoint_interval_s", "must not be negative (0: off)");
   if (!t.has_data_workers()) t.set_data_workers(2);
   if (t.data_workers() < 1 || t.data_workers() > 256) return Bad("training.data_workers", "must be in [1, 256]");
   if (!t.has_torch_threads()) t.set_torch_threads(1);

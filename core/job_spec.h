@@ -9,6 +9,9 @@
 namespace kennel::core {
 
 inline constexpr int64_t kDefaultBucketCapBytes = 25 << 20;
+// Seconds of training between rank 0's time-based checkpoints: what a lost trainer repeats at
+// most, against an upload every interval (ResNet-50 with momentum: ~200 MB).
+inline constexpr int32_t kDefaultCheckpointIntervalS = 120;
 
 // Fills defaults into fields that are not set (batch 64, SGD lr 0.01 momentum 0.9, constant
 // schedule, backend gloo, 2 data workers, 1 torch thread, 60 s collective timeout, 25 MiB

@@ -1,5 +1,6 @@
 #include "core/shard_plan.h"
 
+#include <algorithm>
 #include <numeric>
 #include <random>
 
@@ -36,6 +37,10 @@ int64_t ShardSize(int64_t dataset_size, int32_t world_size) {
   return world_size <= 0 ? 0 : (dataset_size + world_size - 1) / world_size;
 }
 
+int64_t ShardSize(int64_t dataset_size, int32_t world_size, int64_t start) {
+  return ShardSize(std::max<int64_t>(0, dataset_size - start), world_size);
+}
+
 absl::StatusOr<std::vector<int64_t>> ShardIndices(const ShardSpec& spec) {
   if (spec.world_size < 1 || spec.rank < 0 || spec.rank >= spec.world_size) {
     return absl::InvalidArgumentError(
@@ -43,6 +48,10 @@ absl::StatusOr<std::vector<int64_t>> ShardIndices(const ShardSpec& spec) {
   }
   if (spec.dataset_size < 1) {
     return absl::InvalidArgumentError("cannot shard an empty dataset");
+  }
+  if (spec.start < 0 || spec.start > spec.dataset_size) {
+    return absl::InvalidArgumentError(absl::StrCat("an epoch of ", spec.dataset_size,
+                                                   " samples cannot start at sample ", spec.start));
   }
   std::vector<int64_t> order(static_cast<size_t>(spec.dataset_size));
   std::iota(order.begin(), order.end(), 0);
@@ -52,12 +61,15 @@ absl::StatusOr<std::vector<int64_t>> ShardIndices(const ShardSpec& spec) {
       std::swap(order[i], order[UniformBelow(rng, i + 1)]);
     }
   }
-  const int64_t per_rank = ShardSize(spec.dataset_size, spec.world_size);
+  const int64_t rest = spec.dataset_size - spec.start;
+  const int64_t per_rank = ShardSize(rest, spec.world_size);
   const int64_t total = per_rank * spec.world_size;
   std::vector<int64_t> out;
   out.reserve(static_cast<size_t>(per_rank));
   for (int64_t i = spec.rank; i < total; i += spec.world_size) {
-    out.push_back(order[static_cast<size_t>(i % spec.dataset_size)]);  // Wrap-around padding.
+    // Past the end: wrap-around padding from the permutation's start.
+    const int64_t at = i < rest ? spec.start + i : (i - rest) % spec.dataset_size;
+    out.push_back(order[static_cast<size_t>(at)]);
   }
   return out;
 }

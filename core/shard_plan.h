@@ -22,13 +22,24 @@ struct ShardSpec {
   int32_t world_size = 1;
   int64_t dataset_size = 0;
   bool shuffle = true;
+  // Elastic training: how many samples of the epoch's permutation a previous membership of the
+  // group already trained on. Because ranks take every world_size-th element, k steps of W
+  // ranks with batch B consume exactly the first W*k*B elements of the permutation, so the
+  // epoch's ledger is this one number: a new membership shards the rest of the permutation,
+  // and every sample of the epoch is trained on exactly once across the change (plus the
+  // padding below, as in every epoch).
+  int64_t start = 0;
 };
 
 // Samples per rank: ceil(dataset_size / world_size).
 int64_t ShardSize(int64_t dataset_size, int32_t world_size);
+// Samples per rank of a membership that starts `start` samples into the epoch.
+int64_t ShardSize(int64_t dataset_size, int32_t world_size, int64_t start);
 
-// This rank's sample indices for the epoch, in the order to visit them: ranks take every
-// world_size-th element of the padded permutation starting at their rank.
+// This rank's sample indices for the epoch (from `start`), in the order to visit them: ranks
+// take every world_size-th element of the rest of the permutation starting at their rank,
+// padded (DistributedSampler's contract) to an equal count per rank with the permutation's
+// first elements.
 absl::StatusOr<std::vector<int64_t>> ShardIndices(const ShardSpec& spec);
 
 // Evaluation sharding without padding (metrics must count each sample once): rank r takes

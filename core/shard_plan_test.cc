@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <map>
 #include <set>
 
 namespace kennel::core {
@@ -61,6 +62,35 @@ TEST(ShardPlanTest, KnownPermutationIsStable) {
 TEST(ShardPlanTest, NoShuffleKeepsOrder) {
   auto plan = *ShardIndices({.rank = 1, .world_size = 2, .dataset_size = 6, .shuffle = false});
   EXPECT_EQ(plan, (std::vector<int64_t>{1, 3, 5}));
+}
+
+// Elastic training's ledger: 3 ranks train 5 steps of batch 16, then 2 ranks finish the
+// epoch from there. Every sample of the epoch is trained on exactly once.
+TEST(ShardPlanTest, AMembershipChangeMidEpochTrainsOnEverySampleExactlyOnce) {
+  const int64_t n = 1000, batch = 16, steps = 5;
+  std::map<int64_t, int> seen;
+  for (int32_t r = 0; r < 3; ++r) {
+    auto shard = *ShardIndices({.seed = 7, .epoch = 2, .rank = r, .world_size = 3, .dataset_size = n});
+    for (int64_t i = 0; i < steps * batch; ++i) seen[shard[static_cast<size_t>(i)]]++;
+  }
+  const int64_t start = 3 * steps * batch;
+  for (int32_t r = 0; r < 2; ++r) {
+    auto shard = *ShardIndices({.seed = 7, .epoch = 2, .rank = r, .world_size = 2, .dataset_size = n, .start = start});
+    EXPECT_EQ(static_cast<int64_t>(shard.size()), ShardSize(n, 2, start));
+    for (int64_t index : shard) seen[index]++;  // 760 over 2 ranks: no padding.
+  }
+  ASSERT_EQ(static_cast<int64_t>(seen.size()), n);
+  for (const auto& [index, count] : seen) EXPECT_EQ(count, 1) << index;
+  // The same membership going on from `start` is the same plan as never stopping, padding
+  // included (so a resume at the same world size changes nothing).
+  for (int32_t r = 0; r < 3; ++r) {
+    auto whole = *ShardIndices({.seed = 7, .epoch = 2, .rank = r, .world_size = 3, .dataset_size = n});
+    auto rest = *ShardIndices({.seed = 7, .epoch = 2, .rank = r, .world_size = 3, .dataset_size = n, .start = start});
+    EXPECT_EQ(std::vector<int64_t>(whole.begin() + steps * batch, whole.end()), rest) << r;
+  }
+  EXPECT_TRUE(ShardIndices({.seed = 7, .rank = 0, .world_size = 2, .dataset_size = n, .start = n})->empty());
+  EXPECT_EQ(ShardIndices({.seed = 7, .rank = 0, .world_size = 2, .dataset_size = n, .start = n + 1}).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(ShardPlanTest, BadSpecsAreRejected) {

@@ -394,6 +394,93 @@ TEST_F(TrainingClusterTest, MembersStopOnSigtermWhileTheCoordinatorIsUnreachable
   }
 }
 
+// A coordinator SIGTERM used to throw away the running job's work since its last checkpoint
+// (288 steps in the issue), and its restart re-formed the group even though the trainers had
+// trained on. Now it checkpoints running jobs before stopping, and trainers that come back
+// with their generation carry on: nothing is repeated, and the finished job's checkpoint is
+// deleted.
+TEST_F(TrainingClusterTest, ACoordinatorRestartCheckpointsFirstAndTrainersCarryOn) {
+  auto a = StartTrainer("trainer-a");
+  auto b = StartTrainer("trainer-b");
+  WaitForIdleTrainers(2);
+  auto [code, submitted] = Ctl({"train", "--name", "outage", "--epochs", "3", "--max-train-samples", "12000",
+                                "--max-eval-samples", "1000", "--detach"});
+  ASSERT_EQ(code, 0);
+  const std::string id = submitted["id"];
+  ASSERT_TRUE(Eventually([&] {
+    auto [c, job] = Ctl({"job", id});
+    return c == 0 && GlobalStep(job) > 20;
+  }, absl::Seconds(120)));
+  coordinator_->Signal(SIGTERM);
+  auto stopped = coordinator_->Wait(absl::Seconds(60));
+  ASSERT_TRUE(stopped.ok()) << stopped.status();
+  EXPECT_EQ(*stopped, 0);
+  EXPECT_NE(coordinator_->Log().find("1 of 1 running jobs checkpointed before stopping"), std::string::npos)
+      << coordinator_->Log();
+  EXPECT_TRUE(std::filesystem::exists(dir_ / "coord" / "artifacts" / "checkpoints" / id / "checkpoint.bin"));
+  // Back on the same address with the same data.
+  auto c = Process::Start({BuildDir() + "/coordinator/kennel-coordinator", "--listen", address_, "--data_dir",
+                           (dir_ / "coord").string(), "--heartbeat_timeout_s", "5"},
+                          (dir_ / "coordinator-2.log").string());
+  ASSERT_TRUE(c.ok()) << c.status();
+  coordinator_ = std::move(*c);
+  ASSERT_TRUE(coordinator_->WaitForLine("listening on port ", absl::Seconds(30)).ok()) << coordinator_->Log();
+  nlohmann::json job;
+  ASSERT_TRUE(Eventually([&] {
+    job = Ctl({"job", id}).second;
+    return job["state"] == "SUCCEEDED" || job["state"] == "FAILED";
+  }, absl::Seconds(240))) << coordinator_->Log();
+  ASSERT_EQ(job["state"], "SUCCEEDED") << job.dump(2) << coordinator_->Log();
+  EXPECT_EQ(job["generation"], "1");  // Never re-formed.
+  EXPECT_NE(coordinator_->Log().find("registered again after the coordinator restart; training went on"),
+            std::string::npos) << coordinator_->Log();
+  EXPECT_EQ(a->Log().find("resumed at"), std::string::npos);
+  EXPECT_EQ(job["epochs"].size(), 3u);
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "coord" / "artifacts" / "checkpoints" / id));
+}
+
+// Elastic training on real processes: a trainer killed with no replacement, the job goes on
+// with the one left (min_world_size 1) from the checkpoint's place in the epoch; a new trainer
+// joins and the job grows back after an epoch. Every epoch trains on exactly the dataset.
+TEST_F(TrainingClusterTest, AnElasticJobGoesOnWithTheTrainerLeftAndGrowsBack) {
+  auto a = StartTrainer("trainer-a");
+  auto b = StartTrainer("trainer-b");
+  WaitForIdleTrainers(2);
+  auto [code, submitted] = Ctl({"train", "--name", "elastic", "--epochs", "3", "--max-train-samples", "12000",
+                                "--max-eval-samples", "1000", "--checkpoint-every", "20", "--min-world-size", "1",
+                                "--detach"});
+  ASSERT_EQ(code, 0);
+  const std::string id = submitted["id"];
+  ASSERT_TRUE(Eventually([&] {
+    auto [c, job] = Ctl({"job", id});
+    return c == 0 && GlobalStep(job) > 25;
+  }, absl::Seconds(120)));
+  b->Signal(SIGKILL);
+  ASSERT_TRUE(b->Wait(absl::Seconds(10)).ok());
+  nlohmann::json job;
+  ASSERT_TRUE(Eventually([&] {
+    job = Ctl({"job", id}).second;
+    return job["state"] == "RUNNING" && job["nodes"].size() == 1;
+  }, absl::Seconds(60))) << job.dump(2) << coordinator_->Log();
+  auto c = StartTrainer("trainer-c");
+  ASSERT_TRUE(Eventually([&] {
+    job = Ctl({"job", id}).second;
+    return job["state"] == "SUCCEEDED" || job["state"] == "FAILED";
+  }, absl::Seconds(240)));
+  ASSERT_EQ(job["state"], "SUCCEEDED") << job.dump(2) << coordinator_->Log();
+  ASSERT_EQ(job["memberships"].size(), 3u) << job.dump(2);
+  EXPECT_EQ(job["memberships"][0]["world_size"], 2);
+  EXPECT_EQ(job["memberships"][1]["world_size"], 1);
+  // The kill came after step 25; the checkpoint it resumed from was one of every 20 steps.
+  EXPECT_GE(std::stoll(job["memberships"][1]["epoch_start_sample"].get<std::string>()), 20 * 2 * 64);
+  EXPECT_EQ(job["memberships"][2]["world_size"], 2);
+  std::set<std::string> ranks(job["nodes"].begin(), job["nodes"].end());
+  EXPECT_EQ(ranks, (std::set<std::string>{"trainer-a", "trainer-c"}));
+  ASSERT_EQ(job["epochs"].size(), 3u);
+  for (const auto& e : job["epochs"]) EXPECT_EQ(e["train_samples"], "12000") << e.dump();
+  EXPECT_EQ(job["rank_param_digests"][0], job["rank_param_digests"][1]);
+}
+
 // A run that diverges (lr 99) fails with a clear message instead of registering a NaN model.
 TEST_F(TrainingClusterTest, ADivergedRunFailsAndRegistersNothing) {
   auto a = StartTrainer("trainer-a");

@@ -45,6 +45,12 @@ absl::StatusOr<std::string> SerializeCheckpoint(core::Classifier& model,
     archive.write("epoch", torch::tensor(position.epoch, torch::kInt64));
     archive.write("step_in_epoch", torch::tensor(position.step_in_epoch, torch::kInt64));
     archive.write("global_step", torch::tensor(position.global_step, torch::kInt64));
+    archive.write("group", torch::tensor({static_cast<int64_t>(position.world_size), position.stage_start},
+                                         torch::kInt64));
+    archive.write("epoch_partial",
+                  torch::tensor({position.epoch_loss_sum, position.epoch_loss_count, position.epoch_images,
+                                 position.epoch_seconds, position.elapsed_seconds},
+                                torch::kFloat64));
     archive.write("rng", at::detail::getDefaultCPUGenerator().get_state());
     std::ostringstream out;
     archive.save_to(out);
@@ -109,6 +115,23 @@ absl::Status RestoreCheckpoint(const std::string& blob, core::Classifier& model,
     position->epoch = read_int("epoch");
     position->step_in_epoch = read_int("step_in_epoch");
     position->global_step = read_int("global_step");
+    torch::Tensor group;
+    if (archive.try_read("group", group) && group.numel() == 2) {
+      group = group.to(torch::kInt64).contiguous();
+      position->world_size = static_cast<int32_t>(group.data_ptr<int64_t>()[0]);
+      position->stage_start = group.data_ptr<int64_t>()[1];
+    }
+    // Checkpoints written before the partial epoch was recorded restore as "nothing yet".
+    torch::Tensor partial;
+    if (archive.try_read("epoch_partial", partial) && partial.numel() == 5) {
+      partial = partial.to(torch::kFloat64).contiguous();
+      const double* p = partial.data_ptr<double>();
+      position->epoch_loss_sum = p[0];
+      position->epoch_loss_count = p[1];
+      position->epoch_images = p[2];
+      position->epoch_seconds = p[3];
+      position->elapsed_seconds = p[4];
+    }
     torch::Tensor rng;
     archive.read("rng", rng);
     at::Generator generator = at::detail::getDefaultCPUGenerator();

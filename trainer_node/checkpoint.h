@@ -19,8 +19,20 @@ namespace kennel::trainer {
 
 struct TrainingPosition {
   int64_t epoch = 0;          // Epoch to continue.
-  int64_t step_in_epoch = 0;  // Optimizer steps of that epoch already done.
-  int64_t global_step = 0;
+  int64_t step_in_epoch = 0;  // Optimizer steps of that epoch done by the saving group.
+  int64_t global_step = 0;    // Optimizer steps of the whole run.
+  // The saving group: its size (0: unknown, a checkpoint older than elastic training) and
+  // where in the epoch's permutation it started (core::ShardSpec::start). The samples of the
+  // epoch trained on so far are the first stage_start + world_size * step_in_epoch * batch.
+  int32_t world_size = 0;
+  int64_t stage_start = 0;
+  // What the steps done of that epoch contributed to its metrics (summed over ranks), so a
+  // resumed epoch reports the whole epoch, not its resumed part.
+  double epoch_loss_sum = 0;
+  double epoch_loss_count = 0;
+  double epoch_images = 0;
+  double epoch_seconds = 0;  // Training time of those steps.
+  double elapsed_seconds = 0;  // Since training started, up to this checkpoint.
 };
 
 absl::StatusOr<std::string> SerializeCheckpoint(core::Classifier& model,

@@ -195,14 +195,54 @@ absl::StatusOr<TrainingResult> TrainImpl(const TrainingRun& run) {
       (core::ShardSize(train_reader->size(), run.world_size) + t.batch_size() - 1) / t.batch_size();
   TrainingResult result;
   double total_images = 0, total_seconds = 0;
-  const auto run_start = Clock::now();
+  // A resumed run's clock starts where its checkpoint's left off.
+  const auto run_start = Clock::now() - std::chrono::duration_cast<Clock::duration>(
+                                            std::chrono::duration<double>(position.elapsed_seconds));
+  auto last_checkpoint = Clock::now();
+  // Rank 0 saves a checkpoint at `at` with the epoch's partial sums (already summed over ranks).
+  auto save_checkpoint = [&](TrainingPosition at, const char* why) {
+    at.elapsed_seconds = Seconds(Clock::now() - run_start);
+    auto blob = SerializeCheckpoint(*model, *optimizer, at);
+    absl::Status saved = blob.ok() ? run.checkpoints->Save(*blob, at) : blob.status();
+    last_checkpoint = Clock::now();
+    if (!saved.ok()) {
+      LOG(ERROR) << "checkpoint (" << why << ") at step " << at.global_step << " failed: " << saved;
+      return;
+    }
+    if (run.on_checkpoint) run.on_checkpoint(at);
+  };
 
+  const int64_t dataset_size = train_reader->size();
+  const int64_t batch_size = t.batch_size();
+  int64_t next_global_step = position.global_step;  // Optimizer steps taken in the whole run.
   for (int64_t epoch = position.epoch; epoch < t.epochs(); ++epoch) {
+    // Which part of the epoch this group trains on (the shard ledger): all of it, or, when
+    // resuming, the rest after what the checkpointing group had done. The same group goes on
+    // at its step; a group of another size shards the rest of the permutation anew.
+    int64_t stage_start = 0, first_step = 0;
+    const bool resumed_epoch = epoch == position.epoch && position.step_in_epoch > 0;
+    if (epoch == position.epoch) {
+      const int32_t saved_world = position.world_size > 0 ? position.world_size : run.world_size;
+      if (saved_world == run.world_size) {
+        stage_start = position.stage_start;
+        first_step = position.step_in_epoch;
+      } else {
+        stage_start = std::min(dataset_size,
+                               position.stage_start + saved_world * position.step_in_epoch * batch_size);
+        LOG(INFO) << "rank " << run.rank << ": the group changed from " << saved_world << " to " << run.world_size
+                  << " trainers; epoch " << epoch + 1
+                  << (stage_start > 0 ? absl::StrCat(" goes on from sample ", stage_start, " of ", dataset_size)
+                                      : std::string(" starts"));
+      }
+    }
     ASSIGN_OR_RETURN(std::vector<int64_t> indices,
                      core::ShardIndices({.seed = t.seed(), .epoch = epoch, .rank = run.rank,
-                                         .world_size = run.world_size,
-                                         .dataset_size = train_reader->size()}));
-    const int64_t first_step = epoch == position.epoch ? position.step_in_epoch : 0;
+                                         .world_size = run.world_size, .dataset_size = dataset_size,
+                                         .start = stage_start}));
+    const int64_t stage_steps = (static_cast<int64_t>(indices.size()) + batch_size - 1) / batch_size;
+    // Steps an earlier membership took, in this group's steps (for progress and the schedule).
+    const int64_t steps_before = (stage_start + run.world_size * batch_size - 1) / (run.world_size * batch_size);
+    const std::vector<int64_t> shard = run.on_batch_samples ? indices : std::vector<int64_t>();
     BatchLoader loader({.reader = train_reader.get(),
                         .pin_memory = device.is_cuda(),
                         .preprocess = spec.preprocess(),
@@ -212,17 +252,29 @@ absl::StatusOr<TrainingResult> TrainImpl(const TrainingRun& run) {
                         .batch_size = t.batch_size(),
                         .workers = t.data_workers()},
                        std::move(indices), first_step);
-    const auto epoch_start = Clock::now();
-    auto window_start = epoch_start;
-    int64_t window_images = 0, epoch_images = 0;
-    double loss_sum = 0, loss_count = 0;
-    for (int64_t step = first_step; step < steps_per_epoch; ++step) {
+    // A resumed epoch carries on from its checkpoint's partial sums (on rank 0 only, so the
+    // sums over ranks count them once) and time.
+    const auto epoch_start =
+        Clock::now() - std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(
+                           resumed_epoch ? position.epoch_seconds : 0.0));
+    auto window_start = Clock::now();
+    int64_t window_images = 0;
+    int64_t epoch_images = resumed_epoch ? static_cast<int64_t>(position.epoch_images) : 0;
+    double loss_sum = resumed_epoch && run.rank == 0 ? position.epoch_loss_sum : 0;
+    double loss_count = resumed_epoch && run.rank == 0 ? position.epoch_loss_count : 0;
+    for (int64_t step = first_step; step < stage_steps; ++step) {
       if (run.cancelled != nullptr && run.cancelled->load()) {
         return absl::CancelledError("training cancelled");
       }
       ASSIGN_OR_RETURN(Batch batch, loader.Next());
-      const int64_t global_step = epoch * steps_per_epoch + step;
-      const double lr = core::LearningRateAt(t, global_step, steps_per_epoch);
+      if (run.on_batch_samples) {
+        const auto from = shard.begin() + step * batch_size;
+        run.on_batch_samples(std::vector<int64_t>(from, std::min(from + batch_size, shard.end())));
+      }
+      const int64_t global_step = next_global_step++;
+      // The schedule follows the epoch's progress (equal to global_step while the group is
+      // unchanged).
+      const double lr = core::LearningRateAt(t, epoch * steps_per_epoch + steps_before + step, steps_per_epoch);
       SetLearningRate(*optimizer, lr);
       RETURN_IF_ERROR(BroadcastFromRankZero(*run.comm, buffers));  // As DDP's broadcast_buffers.
       optimizer->zero_grad();
@@ -255,14 +307,14 @@ absl::StatusOr<TrainingResult> TrainImpl(const TrainingRun& run) {
       window_images += n * run.world_size;
       epoch_images += n * run.world_size;
       const auto now = Clock::now();
-      const bool last = step + 1 == steps_per_epoch;
+      const bool last = step + 1 == stage_steps;
       if (run.after_step) run.after_step(global_step + 1, *model);
       if (run.on_step &&
           (last || now - window_start >= absl::ToChronoNanoseconds(run.report_interval))) {
         v1::StepMetrics m;
         m.set_epoch(epoch);
-        m.set_step(step + 1);
-        m.set_steps_per_epoch(steps_per_epoch);
+        m.set_step(steps_before + step + 1);
+        m.set_steps_per_epoch(steps_before + stage_steps);
         m.set_global_step(global_step + 1);
         m.set_loss(step_loss);
         m.set_images_per_second(static_cast<double>(window_images) / Seconds(now - window_start));
@@ -271,12 +323,31 @@ absl::StatusOr<TrainingResult> TrainImpl(const TrainingRun& run) {
         window_start = now;
         window_images = 0;
       }
-      if (run.rank == 0 && run.checkpoints != nullptr && t.checkpoint_every_steps() > 0 && !last &&
-          (global_step + 1) % t.checkpoint_every_steps() == 0) {
-        auto blob = SerializeCheckpoint(*model, *optimizer, {epoch, step + 1, global_step + 1});
-        absl::Status saved = blob.ok() ? run.checkpoints->Save(*blob, {epoch, step + 1, global_step + 1})
-                                       : blob.status();
-        if (!saved.ok()) LOG(ERROR) << "checkpoint at step " << global_step + 1 << " failed: " << saved;
+      // Mid-epoch checkpoints. Every rank takes the same branch (it depends on the step only):
+      // every N steps when asked for, and every kCheckpointPollSteps steps the ranks agree
+      // whether rank 0 wants one (its interval passed, or the coordinator asked). The same
+      // all-reduce sums the epoch's partial loss, so the checkpoint holds the whole group's.
+      const bool every_n = t.checkpoint_every_steps() > 0 && (global_step + 1) % t.checkpoint_every_steps() == 0;
+      if (run.checkpoints != nullptr && !last && (every_n || (global_step + 1) % kCheckpointPollSteps == 0)) {
+        bool want = every_n;
+        if (run.rank == 0) {
+          const bool interval_passed =
+              t.checkpoint_interval_s() > 0 && now - last_checkpoint >= std::chrono::seconds(t.checkpoint_interval_s());
+          const bool asked = run.checkpoint_now != nullptr && run.checkpoint_now->exchange(false);
+          want = want || interval_passed || asked;
+        }
+        torch::Tensor poll = torch::tensor({want ? 1.0 : 0.0, loss_sum, loss_count}, torch::kFloat64).to(device);
+        RETURN_IF_ERROR(run.comm->AllReduceSum(poll));
+        poll = poll.cpu();
+        const double* p = poll.data_ptr<double>();
+        if (p[0] > 0 && run.rank == 0) {
+          save_checkpoint({.epoch = epoch, .step_in_epoch = step + 1, .global_step = global_step + 1,
+                           .world_size = run.world_size, .stage_start = stage_start,
+                           .epoch_loss_sum = p[1], .epoch_loss_count = p[2],
+                           .epoch_images = static_cast<double>(epoch_images),
+                           .epoch_seconds = Seconds(Clock::now() - epoch_start)},
+                          every_n ? "every N steps" : "interval or request");
+        }
       }
     }
     const double epoch_seconds = Seconds(Clock::now() - epoch_start);
@@ -293,20 +364,22 @@ absl::StatusOr<TrainingResult> TrainImpl(const TrainingRun& run) {
                                ? train_sums[0].item<double>() / train_sums[1].item<double>() : 0);
     metrics.set_images_per_second(static_cast<double>(epoch_images) / epoch_seconds);
     metrics.set_seconds(epoch_seconds);
+    metrics.set_train_samples(epoch_images);
     metrics.set_elapsed_seconds(Seconds(Clock::now() - run_start));
     total_images += static_cast<double>(epoch_images);
     total_seconds += epoch_seconds;
+    // The checkpoint first: a coordinator that re-forms the group on this epoch's report
+    // (to grow it) finds the epoch's end saved.
+    if (run.rank == 0 && run.checkpoints != nullptr) {
+      save_checkpoint({.epoch = epoch + 1, .step_in_epoch = 0, .global_step = next_global_step,
+                       .world_size = run.world_size},
+                      "epoch end");
+    }
     if (run.on_epoch) run.on_epoch(metrics);
     result.metrics.set_epochs(static_cast<int32_t>(epoch + 1));
     result.metrics.set_train_loss(metrics.train_loss());
     result.metrics.set_validation_loss(metrics.eval_loss());
     result.metrics.set_validation_accuracy(metrics.eval_accuracy());
-    if (run.rank == 0 && run.checkpoints != nullptr) {
-      const TrainingPosition next{epoch + 1, 0, (epoch + 1) * steps_per_epoch};
-      auto blob = SerializeCheckpoint(*model, *optimizer, next);
-      absl::Status saved = blob.ok() ? run.checkpoints->Save(*blob, next) : blob.status();
-      if (!saved.ok()) LOG(ERROR) << "checkpoint at the end of epoch " << epoch << " failed: " << saved;
-    }
   }
   result.metrics.set_images_per_second(total_seconds > 0 ? total_images / total_seconds : 0);
   model->eval();

@@ -35,12 +35,22 @@ struct TrainingRun {
   CheckpointStore* checkpoints = nullptr;  // Rank 0 saves; every rank loads when resuming.
   bool resume = false;
   const std::atomic<bool>* cancelled = nullptr;
+  // Rank 0: set to ask for a checkpoint within kCheckpointPollSteps steps (cleared when taken).
+  std::atomic<bool>* checkpoint_now = nullptr;
+  // Rank 0: after each checkpoint is saved.
+  std::function<void(const TrainingPosition&)> on_checkpoint = nullptr;
   std::function<void(const kennel::v1::StepMetrics&)> on_step = nullptr;
   std::function<void(const kennel::v1::EpochMetrics&)> on_epoch = nullptr;
   absl::Duration report_interval = absl::Seconds(1);
+  // Called with each batch's sample indices before its step (tests count samples with it).
+  std::function<void(const std::vector<int64_t>&)> on_batch_samples = nullptr;
   // Called after every optimizer step with the model (diagnostics and tests).
   std::function<void(int64_t global_step, const core::Classifier&)> after_step = nullptr;
 };
+
+// Every this many steps the ranks agree (one small all-reduce) whether rank 0 checkpoints now:
+// its checkpoint interval passed or checkpoint_now was set.
+inline constexpr int64_t kCheckpointPollSteps = 4;
 
 struct TrainingResult {
   std::shared_ptr<core::Classifier> model;

@@ -106,6 +106,13 @@ void TrainerNode::OnCoordinatorMessage(const v1::CoordinatorMessage& message) {
       if (!current_job_.empty()) cancel_ = true;  // The coordinator moved on.
       pending_ = message.assign();
       break;
+    case v1::CoordinatorMessage::kCheckpoint:
+      if (message.checkpoint().job_id() == current_job_ &&
+          message.checkpoint().generation() == current_generation_) {
+        LOG(INFO) << "the coordinator asked for a checkpoint of job " << current_job_;
+        checkpoint_now_ = true;
+      }
+      break;
     case v1::CoordinatorMessage::kAbort:
       if (message.abort().job_id() == current_job_ &&
           message.abort().generation() == current_generation_) {
@@ -136,6 +143,7 @@ void TrainerNode::JobLoop() {
       current_job_ = assignment.job_id();
       current_generation_ = assignment.generation();
       cancel_ = false;
+      checkpoint_now_ = false;
     }
     RunAssignment(assignment);
     {
@@ -186,6 +194,21 @@ void TrainerNode::RunAssignment(const v1::Assignment& a) {
                   .comm = comm->get(), .checkpoints = &checkpoints, .resume = a.resume(),
                   .cancelled = &cancel_};
   if (a.rank() == 0) {
+    run.checkpoint_now = &checkpoint_now_;
+    run.on_checkpoint = [&](const TrainingPosition& p) {
+      LOG(INFO) << tag << ": checkpoint saved at epoch " << p.epoch + 1 << " step " << p.step_in_epoch
+                << " (global step " << p.global_step << ")";
+      v1::TrainerMessage message;
+      auto* saved = message.mutable_checkpointed();
+      saved->set_job_id(a.job_id());
+      saved->set_generation(a.generation());
+      saved->set_epoch(p.epoch);
+      saved->set_step_in_epoch(p.step_in_epoch);
+      saved->set_global_step(p.global_step);
+      saved->set_epoch_samples(std::min<int64_t>(
+          a.train().samples_size(), p.stage_start + p.world_size * p.step_in_epoch * spec.training().batch_size()));
+      Send(message, /*keep=*/true);
+    };
     run.on_step = [&](const v1::StepMetrics& m) {
       v1::TrainerMessage message;
       auto* step = message.mutable_step();

@@ -64,6 +64,8 @@ class TrainerNode {
   std::string current_job_ ABSL_GUARDED_BY(mu_);
   int64_t current_generation_ ABSL_GUARDED_BY(mu_) = 0;
   std::atomic<bool> cancel_{false};
+  // The coordinator asked the running job's rank 0 for a checkpoint.
+  std::atomic<bool> checkpoint_now_{false};
 
   std::thread job_thread_;
   std::unique_ptr<core::ControlStream> control_;  // Started last, stopped first.

@@ -4,8 +4,10 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <map>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "core/ml/dataset.h"
 #include "core/files.h"
 #include "core/job_spec.h"
@@ -86,6 +88,8 @@ TEST(TrainerTest, ResumedRunEndsExactlyLikeAnUninterruptedOne) {
   TrainingRun run{.spec = SmallCnnSpec(1, 3), .train = &train, .eval = &eval,
                   .dataset_root = core::kDebianFashionMnistRoot, .comm = comm.get()};
   run.spec.mutable_training()->set_checkpoint_every_steps(10);
+  std::vector<v1::EpochMetrics> uninterrupted_epochs;
+  run.on_epoch = [&](const v1::EpochMetrics& m) { uninterrupted_epochs.push_back(m); };
   auto uninterrupted = Train(run);
   ASSERT_TRUE(uninterrupted.ok()) << uninterrupted.status();
 
@@ -94,6 +98,7 @@ TEST(TrainerTest, ResumedRunEndsExactlyLikeAnUninterruptedOne) {
   std::atomic<bool> cancelled{false};
   run.checkpoints = &checkpoints;
   run.cancelled = &cancelled;
+  run.on_epoch = nullptr;
   run.after_step = [&](int64_t step, const core::Classifier&) { if (step == 65) cancelled = true; };
   EXPECT_EQ(Train(run).status().code(), absl::StatusCode::kCancelled);
   cancelled = false;
@@ -102,12 +107,131 @@ TEST(TrainerTest, ResumedRunEndsExactlyLikeAnUninterruptedOne) {
   std::vector<int64_t> resumed_steps;
   run.on_step = [&](const v1::StepMetrics& m) { resumed_steps.push_back(m.global_step()); };
   run.report_interval = absl::ZeroDuration();
+  std::vector<v1::EpochMetrics> resumed_epochs;
+  run.on_epoch = [&](const v1::EpochMetrics& m) { resumed_epochs.push_back(m); };
   auto resumed = Train(run);
   ASSERT_TRUE(resumed.ok()) << resumed.status();
   ASSERT_FALSE(resumed_steps.empty());
   EXPECT_EQ(resumed_steps.front(), 61);  // Newest checkpoint: after step 60.
   EXPECT_EQ(resumed->param_digest, uninterrupted->param_digest);
   EXPECT_EQ(resumed->metrics.validation_accuracy(), uninterrupted->metrics.validation_accuracy());
+  // The resumed epoch (the second) reports the whole epoch: its loss sums the steps before the
+  // checkpoint too (the same additions in the same order), and its time includes theirs.
+  ASSERT_EQ(uninterrupted_epochs.size(), 3u);
+  ASSERT_EQ(resumed_epochs.size(), 2u);
+  EXPECT_EQ(resumed_epochs[0].epoch(), 1);
+  EXPECT_EQ(resumed_epochs[0].train_loss(), uninterrupted_epochs[1].train_loss());
+  EXPECT_EQ(resumed_epochs[1].train_loss(), uninterrupted_epochs[2].train_loss());
+  // 47 steps of 32 (the last one short): images/s x seconds counts every image of the epoch.
+  EXPECT_NEAR(resumed_epochs[0].images_per_second() * resumed_epochs[0].seconds(), 1500, 1e-6);
+  EXPECT_GT(resumed_epochs[0].elapsed_seconds(), resumed_epochs[0].seconds());
+}
+
+TEST(TrainerTest, CheckpointNowIsTakenAtTheNextPollOnEveryRank) {
+  const v1::DatasetIndex train = Subset("train", 1000), eval = Subset("test", 200);
+  InMemoryKeyValueStore store;
+  const std::string dir = ::testing::TempDir() + "/checkpoint_now_test";
+  std::filesystem::remove_all(dir);
+  std::atomic<bool> checkpoint_now{false};
+  std::vector<TrainingPosition> saved;
+  std::vector<absl::StatusOr<TrainingResult>> results(2, absl::UnknownError("not run"));
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < 2; ++r) {
+    ranks.emplace_back([&, r] {
+      auto comm = CreateGlooCommunicator({.rank = r, .world_size = 2, .store = &store});
+      ASSERT_TRUE(comm.ok()) << comm.status();
+      LocalCheckpointStore checkpoints(absl::StrCat(dir, "/", r));
+      TrainingRun run{.spec = SmallCnnSpec(2, 1), .rank = r, .world_size = 2, .train = &train,
+                      .eval = &eval, .dataset_root = core::kDebianFashionMnistRoot,
+                      .comm = comm->get(), .checkpoints = &checkpoints};
+      if (r == 0) {
+        run.checkpoint_now = &checkpoint_now;
+        run.on_checkpoint = [&](const TrainingPosition& p) { saved.push_back(p); };
+        run.after_step = [&](int64_t step, const core::Classifier&) { if (step == 5) checkpoint_now = true; };
+      }
+      results[r] = Train(run);
+    });
+  }
+  for (auto& t : ranks) t.join();
+  ASSERT_TRUE(results[0].ok()) << results[0].status();
+  ASSERT_TRUE(results[1].ok()) << results[1].status();
+  // Asked after step 5: taken at step 8 (the next multiple of kCheckpointPollSteps), then the
+  // epoch end (16 steps of 32 per rank). Nothing else: the default interval is 120 s.
+  ASSERT_EQ(saved.size(), 2u);
+  EXPECT_EQ(saved[0].global_step, 8);
+  EXPECT_EQ(saved[0].step_in_epoch, 8);
+  EXPECT_EQ(saved[0].epoch_images, 8 * 32 * 2);
+  EXPECT_EQ(saved[0].epoch_loss_count, 8 * 32 * 2);  // Summed over both ranks.
+  EXPECT_GT(saved[0].epoch_loss_sum, 0);
+  EXPECT_EQ(saved[1].epoch, 1);
+  EXPECT_EQ(saved[1].global_step, 16);
+  EXPECT_FALSE(checkpoint_now.load());
+  // Only rank 0 writes.
+  EXPECT_TRUE(std::filesystem::exists(dir + "/0/checkpoint.bin"));
+  EXPECT_FALSE(std::filesystem::exists(dir + "/1/checkpoint.bin"));
+}
+
+// Elastic training: 2 ranks checkpoint after 5 steps and stop at 7; one rank resumes. The
+// samples the final model learned from (the first 5 steps of each rank, then the resumed
+// rank's) are every sample of the epoch exactly once.
+TEST(TrainerTest, ResumingOnFewerRanksTrainsOnEverySampleOfTheEpochExactlyOnce) {
+  const v1::DatasetIndex train = Subset("train", 1024), eval = Subset("test", 200);
+  const std::string dir = ::testing::TempDir() + "/elastic_test";
+  std::filesystem::remove_all(dir);
+  InMemoryKeyValueStore store;
+  std::vector<std::vector<std::vector<int64_t>>> batches(2);
+  std::vector<absl::Status> stopped(2);
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < 2; ++r) {
+    ranks.emplace_back([&, r] {
+      auto comm = CreateGlooCommunicator({.rank = r, .world_size = 2, .store = &store});
+      ASSERT_TRUE(comm.ok()) << comm.status();
+      LocalCheckpointStore checkpoints(absl::StrCat(dir, "/", r));
+      std::atomic<bool> cancelled{false};
+      TrainingRun run{.spec = SmallCnnSpec(2, 1), .rank = r, .world_size = 2, .train = &train,
+                      .eval = &eval, .dataset_root = core::kDebianFashionMnistRoot,
+                      .comm = comm->get(), .checkpoints = &checkpoints, .cancelled = &cancelled};
+      run.spec.mutable_training()->set_checkpoint_every_steps(5);
+      run.on_batch_samples = [&, r](const std::vector<int64_t>& samples) { batches[r].push_back(samples); };
+      run.after_step = [&](int64_t step, const core::Classifier&) { if (step == 7) cancelled = true; };
+      stopped[r] = Train(run).status();
+    });
+  }
+  for (auto& t : ranks) t.join();
+  ASSERT_EQ(stopped[0].code(), absl::StatusCode::kCancelled) << stopped[0];
+  ASSERT_EQ(stopped[1].code(), absl::StatusCode::kCancelled) << stopped[1];
+  std::map<int64_t, int> learned;  // Sample -> times the final model trained on it.
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_GE(batches[r].size(), 5u);
+    for (size_t b = 0; b < 5; ++b) {  // Up to the checkpoint; steps 6-7 are repeated.
+      for (int64_t sample : batches[r][b]) learned[sample]++;
+    }
+  }
+  // One rank goes on alone from rank 0's checkpoint.
+  auto comm = *CreateGlooCommunicator({.rank = 0, .world_size = 1, .store = &store});
+  LocalCheckpointStore checkpoints(dir + "/0");
+  TrainingRun run{.spec = SmallCnnSpec(1, 1), .train = &train, .eval = &eval,
+                  .dataset_root = core::kDebianFashionMnistRoot, .comm = comm.get(),
+                  .checkpoints = &checkpoints, .resume = true};
+  std::vector<v1::StepMetrics> steps;
+  run.report_interval = absl::ZeroDuration();
+  run.on_step = [&](const v1::StepMetrics& m) { steps.push_back(m); };
+  run.on_batch_samples = [&](const std::vector<int64_t>& samples) {
+    for (int64_t sample : samples) learned[sample]++;
+  };
+  std::vector<v1::EpochMetrics> epochs;
+  run.on_epoch = [&](const v1::EpochMetrics& m) { epochs.push_back(m); };
+  auto resumed = Train(run);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  ASSERT_EQ(learned.size(), 1024u);
+  for (const auto& [sample, count] : learned) EXPECT_EQ(count, 1) << sample;
+  // Progress in the new group's steps: 5 steps of 2 x 32 = 10 steps of 32 done, 22 to go.
+  ASSERT_FALSE(steps.empty());
+  EXPECT_EQ(steps.front().step(), 11);
+  EXPECT_EQ(steps.front().steps_per_epoch(), 32);
+  EXPECT_EQ(steps.front().global_step(), 6);  // Optimizer steps of the run so far.
+  ASSERT_EQ(epochs.size(), 1u);
+  EXPECT_EQ(epochs[0].train_samples(), 1024);
 }
 
 TEST(TrainerTest, CorruptOrTruncatedCheckpointIsRefused) {
