@@ -50,6 +50,7 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Create(ClusterOptions options,
       }
     }
   }
+  cluster->writer_->Flush();  // What the restart changed is on disk before anyone is served.
   cluster->scheduler_ = std::thread([c = cluster.get()] { c->SchedulerLoop(); });
   return cluster;
 }
@@ -60,6 +61,7 @@ Cluster::~Cluster() {
     stop_ = true;
   }
   scheduler_.join();
+  writer_.reset();  // Writes what is still queued.
 }
 
 void Cluster::SchedulerLoop() {
@@ -92,12 +94,16 @@ void Cluster::Touch(Job& job) {
   job.data.status.set_updated_unix_ms(absl::ToUnixMillis(options_.now()));
 }
 
+void Cluster::Persist(Job& job, const std::string& event) {
+  Touch(job);
+  if (!event.empty()) LOG(INFO) << "job " << job.data.status.id() << ": " << event;
+  writer_->UpdateJob(job.data.status, event);
+}
+
 absl::Status Cluster::PersistChecked(Job& job, const std::string& event) {
   Touch(job);
   if (!event.empty()) LOG(INFO) << "job " << job.data.status.id() << ": " << event;
-  absl::Status s = state_->UpdateJob(job.data.status, event);
-  if (!s.ok()) LOG(ERROR) << "persisting job " << job.data.status.id() << ": " << s;
-  return s;
+  return writer_->UpdateJobAndWait(job.data.status, event);
 }
 
 void Cluster::AbortRanks(Job& job, int64_t generation, const std::string& reason,
@@ -134,7 +140,7 @@ void Cluster::NodeLost(Node& node, const std::string& why) {
                                                             "); reconnect and register again")));
   }
   node.channel.reset();
-  (void)state_->SaveNode(node.status);
+  writer_->SaveNode(node.status);
   Job* job = node.status.job_id().empty() ? nullptr
                                            : FindCurrent(node.status.job_id(), node.status.generation());
   node.status.clear_job_id();
@@ -409,7 +415,7 @@ absl::StatusOr<v1::RegisterAck> Cluster::RegisterTrainer(const v1::Register& req
     LOG(INFO) << "inference node " << request.name() << " serves '" << request.model() << "'; sending it "
               << desired << ", the version last deployed to it";
   }
-  (void)state_->SaveNode(node.status);
+  writer_->SaveNode(node.status);
   LOG(INFO) << (node.status.role() == v1::INFERENCE ? "inference node " : "trainer ") << request.name()
             << " registered (" << request.resources().cpu_cores()
             << " cores, " << request.resources().gpus() << " GPUs)";
@@ -634,7 +640,7 @@ absl::StatusOr<v1::DeployResponse> Cluster::Deploy(const v1::DeployRequest& requ
     node.channel->Send(message);
     // Wanted there from now on: a restarted node is sent it again.
     node.status.set_desired_model(absl::StrCat(request.name(), ":", version));
-    (void)state_->SaveNode(node.status);
+    writer_->SaveNode(node.status);
   }
   LOG(INFO) << "deploying " << request.name() << " version " << version << " to " << absl::StrJoin(targets, ", ");
   auto all_answered = [this, &keys]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {

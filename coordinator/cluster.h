@@ -29,6 +29,7 @@
 #include "absl/time/time.h"
 #include "coordinator/artifact_store.h"
 #include "coordinator/state_store.h"
+#include "coordinator/state_writer.h"
 #include "kennel/v1/admin.pb.h"
 #include "kennel/v1/coordinator.pb.h"
 
@@ -134,16 +135,16 @@ class Cluster {
   };
 
   Cluster(ClusterOptions options, StateStore* state, ArtifactStore* artifacts)
-      : options_(std::move(options)), state_(state), artifacts_(artifacts) {}
+      : options_(std::move(options)), state_(state), artifacts_(artifacts),
+        writer_(std::make_unique<StateWriter>(state)) {}
 
   static bool Ended(const Job& job);
   // A job that ended needing no checkpoint (succeeded, cancelled) has its checkpoint deleted.
   void DropCheckpoint(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Writes the job's status (and `event`, when not empty) to the state store; an error is
-  // logged, and returned by PersistChecked (calls an administrator made answer with it).
-  void Persist(Job& job, const std::string& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    PersistChecked(job, event).IgnoreError();
-  }
+  // Queues the job's status (and `event`, when not empty) for the state store (StateWriter:
+  // never waits for the disk); an error is logged.
+  void Persist(Job& job, const std::string& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The same, waiting for the write (calls an administrator made answer with its result).
   absl::Status PersistChecked(Job& job, const std::string& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Touch(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AbortRanks(Job& job, int64_t generation, const std::string& reason,
@@ -166,6 +167,7 @@ class Cluster {
   const ClusterOptions options_;
   StateStore* const state_;
   ArtifactStore* const artifacts_;
+  std::unique_ptr<StateWriter> writer_;  // Job and node writes; flushed by the destructor.
 
   absl::Mutex mu_;
   std::map<std::string, Node> nodes_ ABSL_GUARDED_BY(mu_);
