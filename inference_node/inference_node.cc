@@ -11,6 +11,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "core/grpc_keepalive.h"
 #include "absl/strings/str_split.h"
 #include "core/ml/artifact.h"
 #include "core/member/coordinator_client.h"
@@ -35,6 +36,7 @@ absl::StatusOr<std::unique_ptr<InferenceNode>> InferenceNode::Create(InferenceNo
   builder.AddListeningPort(o.listen_address, grpc::InsecureServerCredentials(), &node->port_);
   builder.RegisterService(node->service_.get());
   builder.SetMaxReceiveMessageSize(o.max_message_bytes);
+  core::SetServerKeepalive(builder);
   node->server_ = builder.BuildAndStart();
   if (node->server_ == nullptr || node->port_ == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", o.listen_address));

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "core/files.h"
 #include "core/subprocess.h"
 
 namespace kennel {
@@ -215,6 +216,86 @@ TEST(MultiHostTest, ACutLinkCostsATrainerAndTheJobGoesOnWithoutItsWork) {
             << "; group history: " << job["memberships"].size() << " memberships\n";
   for (auto& [host, t] : trainers) t->Signal(SIGTERM);
   for (auto& [host, t] : trainers) EXPECT_TRUE(t->Wait(absl::Seconds(40)).ok()) << host;
+  (*coordinator)->Signal(SIGTERM);
+  EXPECT_TRUE((*coordinator)->Wait(absl::Seconds(60)).ok());
+}
+
+// Two inference nodes on hosts of their own; clients (kennelctl bench -s i1,i2) run unary calls
+// and then streams while i2's link is cut. No FIN or RST reaches anyone: the clients' keepalive
+// finds the connection dead, unary calls in flight are retried on i1 and streams reopen there,
+// resending what i2 left unanswered. Nothing is lost.
+TEST(MultiHostTest, ACutLinkToAnInferenceNodeLosesNoRequest) {
+  const std::filesystem::path dir = std::filesystem::path(::testing::TempDir()) /
+                                    absl::StrCat("multihost-inf-", ::getpid());
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  Network net(dir.string());
+  if (absl::Status s = net.Create({"c", "t", "i1", "i2"}); !s.ok()) GTEST_SKIP() << s.message();
+  const std::string coordinator_address = net.Address("c") + ":7070";
+  auto coordinator = Process::Start(
+      net.In("c", {BuildDir() + "/coordinator/kennel-coordinator", "--listen", coordinator_address, "--data_dir",
+                   (dir / "coord").string()}),
+      (dir / "coordinator.log").string());
+  ASSERT_TRUE(coordinator.ok()) << coordinator.status();
+  ASSERT_TRUE((*coordinator)->WaitForLine("listening on port ", absl::Seconds(30)).ok()) << (*coordinator)->Log();
+  std::vector<std::unique_ptr<Process>> members;
+  auto trainer = Process::Start(net.In("t", {BuildDir() + "/trainer_node/kennel-trainer", "--coordinator",
+                                             coordinator_address, "--name", "trainer", "--advertise_host",
+                                             net.Address("t"), "--work_dir", (dir / "t").string()}),
+                                (dir / "trainer.log").string(), {"OPENBLAS_NUM_THREADS=1"});
+  ASSERT_TRUE(trainer.ok());
+  members.push_back(std::move(*trainer));
+  for (const std::string host : {"i1", "i2"}) {
+    auto node = Process::Start(
+        net.In(host, {BuildDir() + "/inference_node/kennel-inference", "--coordinator", coordinator_address,
+                      "--name", host, "--listen", net.Address(host) + ":7080", "--metrics_port", "-1",
+                      "--cache_dir", (dir / (host + "-cache")).string()}),
+        (dir / (host + ".log")).string(), {"OPENBLAS_NUM_THREADS=1"});
+    ASSERT_TRUE(node.ok());
+    members.push_back(std::move(*node));
+  }
+  auto ctl = [&](std::vector<std::string> args, absl::Duration timeout = absl::Minutes(3)) {
+    std::vector<std::string> argv = {BuildDir() + "/cli/kennelctl", "-c", coordinator_address, "-o", "json"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto r = core::RunCommand(argv, timeout, dir.string());
+    return r.ok() ? std::make_pair(r->first, nlohmann::json::parse(r->second, nullptr, false))
+                  : std::make_pair(-1, nlohmann::json());
+  };
+  ASSERT_TRUE(Eventually([&] {
+    auto [code, status] = ctl({"status"});
+    return code == 0 && status["nodes"].size() == 3u;
+  }, absl::Seconds(60))) << (*coordinator)->Log();
+  auto [trained, job] = ctl({"train", "--name", "hosts", "--world-size", "1", "--epochs", "1", "--max-train-samples",
+                             "2000", "--max-eval-samples", "500", "--wait"});
+  ASSERT_EQ(trained, 0) << job.dump(2);
+  auto [deployed, result] = ctl({"deploy", "hosts"});
+  ASSERT_EQ(deployed, 0) << result.dump(2);
+  const std::string servers = absl::StrCat(net.Address("i1"), ":7080,", net.Address("i2"), ":7080");
+  for (const bool unary : {true, false}) {
+    const std::string base = (dir / (unary ? "unary" : "streams")).string();
+    std::vector<std::string> argv = {BuildDir() + "/cli/kennelctl", "bench", "-o", "json", "-s", servers,
+                                     "--duration", "25", "--concurrency", "4", "--fashion-mnist", "100"};
+    if (unary) argv.insert(argv.end(), {"--unary", "--rate", "100"});
+    auto bench = Process::Start(argv, base + ".out", {}, base + ".err");
+    ASSERT_TRUE(bench.ok());
+    absl::SleepFor(absl::Seconds(5));
+    ASSERT_TRUE(net.SetLink("i2", false));
+    auto code = (*bench)->Wait(absl::Seconds(120));
+    ASSERT_TRUE(code.ok());
+    ASSERT_TRUE(net.SetLink("i2", true));
+    const std::string out = core::ReadFile(base + ".out").value_or("");
+    const auto report = nlohmann::json::parse(out, nullptr, false);
+    ASSERT_FALSE(report.is_discarded()) << out << core::ReadFile(base + ".err").value_or("");
+    std::cout << (unary ? "unary" : "streams") << " with i2's link cut 5 s into 25 s: " << report["ok"]
+              << " answered, " << report["failed"] << " failed, p99 " << report["p99_ms"] << " ms, max "
+              << report["max_ms"] << " ms\n";
+    EXPECT_EQ(report["failed"].get<int64_t>(), 0) << out;
+    EXPECT_GT(report["ok"].get<int64_t>(), 0) << out;
+    EXPECT_EQ(*code, 0) << out;
+    absl::SleepFor(absl::Seconds(3));  // i2 reachable again before the next round.
+  }
+  for (auto& m : members) m->Signal(SIGTERM);
+  for (auto& m : members) EXPECT_TRUE(m->Wait(absl::Seconds(40)).ok());
   (*coordinator)->Signal(SIGTERM);
   EXPECT_TRUE((*coordinator)->Wait(absl::Seconds(60)).ok());
 }

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/member/artifact_transfer.h"
 #include "core/files.h"
+#include "core/grpc_keepalive.h"
 #include "core/grpc_status.h"
 #include "core/status_macros.h"
 
@@ -23,6 +24,7 @@ std::shared_ptr<grpc::Channel> CreateCoordinatorChannel(const std::string& addre
   args.SetMaxSendMessageSize(64 << 20);
   // Reconnect quickly after a coordinator restart.
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  SetClientKeepalive(args);
   return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
 }
 
