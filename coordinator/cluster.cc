@@ -38,6 +38,7 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Create(ClusterOptions options,
       if (s == v1::RUNNING) {
         // Its trainers may still be training: give them time to register again.
         job.reattach_deadline = cluster->options_.now() + cluster->options_.reattach_timeout;
+        cluster->rendezvous_.Open(id, job.data.status.generation());
         job.data.status.set_message(absl::StrCat("coordinator restarted; waiting up to ",
                                                  absl::FormatDuration(cluster->options_.reattach_timeout),
                                                  " for its trainers (", absl::StrJoin(job.data.status.nodes(), ", "),
@@ -166,7 +167,7 @@ void Cluster::RecoverJob(Job& job, const std::string& what, const std::string& e
             ? absl::StrCat("; `kennelctl resume ", status.id(), "` continues from its checkpoint")
             : ""));
     AbortRanks(job, old_generation, status.message(), except_node);
-    job.kv.clear();
+    rendezvous_.Close(job.data.status.id());
     Persist(job, status.message());
     return;
   }
@@ -176,7 +177,7 @@ void Cluster::RecoverJob(Job& job, const std::string& what, const std::string& e
   status.set_generation(old_generation + 1);
   status.set_message(absl::StrCat(what, "; re-forming the group from the newest checkpoint"));
   AbortRanks(job, old_generation, "the group is being re-formed", except_node);
-  job.kv.clear();
+  rendezvous_.Close(job.data.status.id());
   job.finished.clear();
   recovering_since_[status.id()] = what;
   Persist(job, status.message());
@@ -248,7 +249,7 @@ void Cluster::MaybeGrow(Job& job, int64_t finished_epoch) {
   status.set_generation(old_generation + 1);
   status.set_message(what);
   AbortRanks(job, old_generation, "the group grows", "");
-  job.kv.clear();
+  rendezvous_.Close(job.data.status.id());
   job.finished.clear();
   recovering_since_[status.id()] = what;
   Persist(job, what);
@@ -303,7 +304,7 @@ void Cluster::Schedule() {
     status.clear_nodes();
     job.digests.assign(static_cast<size_t>(world), "");
     job.finished.clear();
-    job.kv.clear();
+    rendezvous_.Open(id, status.generation());  // Before any rank hears of this generation.
     // The shard ledger: this membership trains the rest of the checkpoint's epoch.
     auto* membership = status.add_memberships();
     membership->set_generation(status.generation());
@@ -498,7 +499,7 @@ void Cluster::OnTrainerMessage(const std::string& name, const TrainerChannel* ch
         status.set_state(v1::SUCCEEDED);
         status.clear_message();
         *status.mutable_rank_param_digests() = {job->digests.begin(), job->digests.end()};
-        job->kv.clear();
+        rendezvous_.Close(job->data.status.id());
         Persist(*job, absl::StrCat("succeeded: model ", status.model_name(), " version ",
                                    status.model_version()));
         DropCheckpoint(status.id());
@@ -535,7 +536,7 @@ void Cluster::OnTrainerMessage(const std::string& name, const TrainerChannel* ch
       status.set_state(v1::FAILED);
       status.set_message(absl::StrCat("rank ", m.rank(), " on ", name, ": ", m.error(), culprit));
       AbortRanks(*job, status.generation(), "another rank failed", name);
-      job->kv.clear();
+      rendezvous_.Close(job->data.status.id());
       Persist(*job, status.message());
       break;
     }
@@ -681,30 +682,12 @@ absl::Status Cluster::CheckCurrentGeneration(const std::string& job_id, int64_t 
 
 absl::Status Cluster::StoreSet(const std::string& job_id, int64_t generation, const std::string& key,
                                const std::string& value) {
-  RETURN_IF_ERROR(CheckCurrentGeneration(job_id, generation));
-  if (key.empty() || key.size() > 1024 || value.size() > (1 << 20)) {
-    return absl::InvalidArgumentError("store keys are 1..1024 bytes, values at most 1 MiB");
-  }
-  absl::MutexLock lock(&mu_);
-  Job* job = FindCurrent(job_id, generation);
-  if (job == nullptr) return absl::FailedPreconditionError("generation ended");
-  job->kv[key] = value;
-  return absl::OkStatus();
+  return rendezvous_.Set(job_id, generation, key, value);
 }
 
 absl::StatusOr<std::vector<std::string>> Cluster::StoreGet(const std::string& job_id, int64_t generation,
                                                            const std::vector<std::string>& keys) {
-  RETURN_IF_ERROR(CheckCurrentGeneration(job_id, generation));
-  absl::MutexLock lock(&mu_);
-  Job* job = FindCurrent(job_id, generation);
-  if (job == nullptr) return absl::FailedPreconditionError("generation ended");
-  std::vector<std::string> out;
-  for (const auto& k : keys) {
-    auto it = job->kv.find(k);
-    if (it == job->kv.end()) return absl::NotFoundError(absl::StrCat("key ", k, " not set"));
-    out.push_back(it->second);
-  }
-  return out;
+  return rendezvous_.Get(job_id, generation, keys);
 }
 
 absl::StatusOr<v1::JobStatus> Cluster::SubmitJob(v1::JobSpec spec) {
@@ -742,7 +725,7 @@ absl::StatusOr<v1::JobStatus> Cluster::CancelJob(const std::string& job_id) {
   job.data.status.set_state(v1::CANCELLED);
   job.data.status.set_message("cancelled by an administrator");
   if (running) AbortRanks(job, job.data.status.generation(), "job cancelled", "");
-  job.kv.clear();
+  rendezvous_.Close(job.data.status.id());
   if (absl::Status s = PersistChecked(job, "cancelled"); !s.ok()) {
     // The ranks were stopped, but a coordinator restart would bring the job back: say so.
     return absl::Status(s.code(), absl::StrCat("job ", job_id, " was stopped but its cancellation could not be "
@@ -770,7 +753,7 @@ absl::StatusOr<v1::JobStatus> Cluster::ResumeJob(const std::string& job_id) {
   status.set_state(v1::RECOVERING);
   status.set_generation(status.generation() + 1);
   job.recovery_times.clear();
-  job.kv.clear();
+  rendezvous_.Close(job.data.status.id());
   job.finished.clear();
   const std::string what = absl::StrCat(
       "resumed by an administrator from its checkpoint",

@@ -1,7 +1,8 @@
 // The coordinator's logic, free of gRPC: membership (registration, heartbeats, dead-node
 // detection), training jobs as durable state machines, scheduling onto free trainers,
-// recovery from lost trainers (generation fencing, resume from checkpoint), the rendezvous
-// key-value store, and the views kennelctl shows.
+// recovery from lost trainers (generation fencing, resume from checkpoint), deploys, and the
+// views kennelctl shows. The rendezvous key-value store (Rendezvous) and the durable writes
+// (StateWriter) are parts of their own with their own locks.
 //
 // Job states: PENDING -> RUNNING -> SUCCEEDED | FAILED | CANCELLED, and RUNNING ->
 // RECOVERING -> RUNNING when a trainer is lost (generation + 1, survivors aborted). After a
@@ -28,6 +29,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "coordinator/artifact_store.h"
+#include "coordinator/rendezvous.h"
 #include "coordinator/state_store.h"
 #include "coordinator/state_writer.h"
 #include "kennel/v1/admin.pb.h"
@@ -80,7 +82,7 @@ class Cluster {
   // The stream of `channel` closed: the node is dead (if that is still its channel).
   void OnTrainerDisconnected(const std::string& name, const TrainerChannel* channel);
 
-  // --- rendezvous store, scoped by job and generation ---
+  // --- rendezvous store, scoped by job and generation (Rendezvous: never takes the cluster lock) ---
   absl::Status CheckCurrentGeneration(const std::string& job_id, int64_t generation);
   absl::Status StoreSet(const std::string& job_id, int64_t generation, const std::string& key,
                         const std::string& value);
@@ -131,7 +133,6 @@ class Cluster {
     // Set while a job that was running before a coordinator restart waits for its ranks.
     std::optional<absl::Time> reattach_deadline;
     int64_t changes = 0;
-    std::map<std::string, std::string> kv;  // Current generation's rendezvous keys.
   };
 
   Cluster(ClusterOptions options, StateStore* state, ArtifactStore* artifacts)
@@ -168,6 +169,7 @@ class Cluster {
   StateStore* const state_;
   ArtifactStore* const artifacts_;
   std::unique_ptr<StateWriter> writer_;  // Job and node writes; flushed by the destructor.
+  Rendezvous rendezvous_;  // Its own lock: opened and closed under mu_, read and written without it.
 
   absl::Mutex mu_;
   std::map<std::string, Node> nodes_ ABSL_GUARDED_BY(mu_);
