@@ -110,10 +110,8 @@ absl::StatusOr<int64_t> ArtifactStore::DeleteCheckpoint(const std::string& job_i
   const fs::path dir = fs::path(root_) / "checkpoints" / job_id;
   std::error_code ec;
   if (!fs::exists(dir, ec)) return 0;
-  int64_t bytes = 0;
-  for (const auto& entry : fs::recursive_directory_iterator(dir, ec)) {
-    if (entry.is_regular_file(ec)) bytes += static_cast<int64_t>(entry.file_size(ec));
-  }
+  const auto size = fs::file_size(dir / kCheckpointFile, ec);  // The folder holds just this file.
+  const int64_t bytes = ec ? 0 : static_cast<int64_t>(size);
   fs::remove_all(dir, ec);
   if (ec) return absl::InternalError(absl::StrCat("removing ", dir.string(), ": ", ec.message()));
   return bytes;

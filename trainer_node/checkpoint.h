@@ -9,6 +9,7 @@
 
 #include <torch/optim/optimizer.h>
 
+#include <algorithm>
 #include <optional>
 #include <string>
 
@@ -33,6 +34,13 @@ struct TrainingPosition {
   double epoch_images = 0;
   double epoch_seconds = 0;  // Training time of those steps.
   double elapsed_seconds = 0;  // Since training started, up to this checkpoint.
+
+  // Samples of the epoch's permutation trained on so far (the shard ledger's position), for a
+  // group of `world_size` (used when the checkpoint does not say).
+  int64_t EpochSamplesDone(int64_t batch_size, int64_t dataset_size, int32_t current_world_size) const {
+    const int64_t world = world_size > 0 ? world_size : current_world_size;
+    return std::min(dataset_size, stage_start + world * step_in_epoch * batch_size);
+  }
 };
 
 absl::StatusOr<std::string> SerializeCheckpoint(core::Classifier& model,

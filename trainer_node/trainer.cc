@@ -227,8 +227,7 @@ absl::StatusOr<TrainingResult> TrainImpl(const TrainingRun& run) {
         stage_start = position.stage_start;
         first_step = position.step_in_epoch;
       } else {
-        stage_start = std::min(dataset_size,
-                               position.stage_start + saved_world * position.step_in_epoch * batch_size);
+        stage_start = position.EpochSamplesDone(batch_size, dataset_size, run.world_size);
         LOG(INFO) << "rank " << run.rank << ": the group changed from " << saved_world << " to " << run.world_size
                   << " trainers; epoch " << epoch + 1
                   << (stage_start > 0 ? absl::StrCat(" goes on from sample ", stage_start, " of ", dataset_size)

@@ -205,8 +205,7 @@ void TrainerNode::RunAssignment(const v1::Assignment& a) {
       saved->set_epoch(p.epoch);
       saved->set_step_in_epoch(p.step_in_epoch);
       saved->set_global_step(p.global_step);
-      saved->set_epoch_samples(std::min<int64_t>(
-          a.train().samples_size(), p.stage_start + p.world_size * p.step_in_epoch * spec.training().batch_size()));
+      saved->set_epoch_samples(p.EpochSamplesDone(spec.training().batch_size(), a.train().samples_size(), a.world_size()));
       Send(message, /*keep=*/true);
     };
     run.on_step = [&](const v1::StepMetrics& m) {
