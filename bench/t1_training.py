@@ -26,6 +26,8 @@ import sys
 import tempfile
 import time
 
+from peers import default_peer_pythons, torch_version
+
 FASHION = "/usr/share/datasets/fashion-mnist"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -75,20 +77,6 @@ def run_kennel(build, args, work):
                 p.kill()
 
 
-def default_peer_pythons():
-    pythons = ["/usr/bin/python3"]
-    venv = os.path.join(REPO, ".venv-torch2", "bin", "python")
-    if os.path.exists(venv) and subprocess.run([venv, "-c", "import torchvision"],
-                                               capture_output=True).returncode == 0:
-        pythons.append(venv)
-    return pythons
-
-
-def torch_version(python):
-    out = subprocess.run([python, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True)
-    return out.stdout.strip() or "unknown"
-
-
 def run_peer(args, work, python):
     raw = os.path.join(work, "FashionMNIST", "raw")
     os.makedirs(raw, exist_ok=True)
@@ -131,7 +119,7 @@ def main():
     peers = {}
     try:
         ours = run_kennel(args.build, args, work)
-        for python in args.peer_python or default_peer_pythons():
+        for python in args.peer_python or default_peer_pythons(["torchvision"]):
             peers[f"torchrun-ddp (torch {torch_version(python)})"] = run_peer(args, work, python)
     except Exception as e:  # noqa: BLE001 - any failure means the benchmark could not run.
         print(f"T1 could not run: {e}", file=sys.stderr)

@@ -11,8 +11,9 @@ saturation and at a fixed lower rate, and its efficiency (server / the smaller l
 Python peer configured carefully (a worker per stream, 1 torch thread) and with its defaults;
 the ratio. The peer runs under every Python given with --peer-python (default: Debian's
 /usr/bin/python3 with torch 1.13, and .venv-torch2/bin/python with PyTorch 2.x when
-`deploy/bootstrap.sh torch2 peers` has set it up); the fastest is the ratio's anchor. Models: the small CNN on 28x28 PNGs of the Fashion-MNIST test set, ResNet-50 at
-224x224 on 500x375 JPEGs (seeded random weights: throughput does not depend on them).
+`deploy/bootstrap.sh torch2 peers` has set it up); the fastest is the ratio's anchor.
+Models: the small CNN on 28x28 PNGs of the Fashion-MNIST test set, ResNet-50 at 224x224 on
+500x375 JPEGs (seeded random weights: throughput does not depend on them).
 Prints one line per figure; exits non-zero only when something could not run.
 """
 import argparse
@@ -25,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from peers import default_peer_pythons, torch_version
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1")
@@ -189,22 +192,6 @@ def one_model(name, args, work):
               f"{bf16['throughput'] / best_peer:.2f}x the best fp32 python peer")
 
 
-def default_peer_pythons():
-    pythons = ["/usr/bin/python3"]
-    venv = os.path.join(REPO, ".venv-torch2", "bin", "python")
-    if os.path.exists(venv) and subprocess.run([venv, "-c", "import torchvision, grpc, PIL"],
-                                               capture_output=True).returncode == 0:
-        pythons.append(venv)
-    return pythons
-
-
-def torch_version(python):
-    out = subprocess.run([python, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(f"{python} has no torch: {out.stderr.strip()[-300:]}")
-    return out.stdout.strip()
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--build", default=os.path.join(REPO, "build"))
@@ -213,7 +200,8 @@ def main():
     p.add_argument("--peer-python", action="append",
                    help="a Python with torch, torchvision, PIL and grpcio to run the peer under (repeatable)")
     args = p.parse_args()
-    args.peer_pythons = [(python, torch_version(python)) for python in args.peer_python or default_peer_pythons()]
+    pythons = args.peer_python or default_peer_pythons(["torchvision", "grpc", "PIL"])
+    args.peer_pythons = [(python, torch_version(python)) for python in pythons]
     work = tempfile.mkdtemp(prefix="kennel-t2-")
     print(f"T2 machine: {os.cpu_count()} cores; server and load generator share them")
     try:

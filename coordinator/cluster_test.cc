@@ -101,6 +101,33 @@ class ClusterTest : public ::testing::Test {
     spec.mutable_dataset()->set_max_eval_samples(50);
     return spec;
   }
+  // Rank 0's report that generation `generation` of `job_id` failed.
+  static v1::TrainerMessage Failed(const std::string& job_id, int64_t generation, const std::string& error,
+                                   int32_t missing_rank, v1::JobFailed::Cause cause) {
+    v1::TrainerMessage m;
+    auto* f = m.mutable_failed();
+    f->set_job_id(job_id);
+    f->set_generation(generation);
+    f->set_rank(0);
+    f->set_error(error);
+    f->set_missing_rank(missing_rank);
+    f->set_cause(cause);
+    return m;
+  }
+  // `name` reports that its work on generation `generation` of `job_id` has ended.
+  void Idle(const std::string& name, const std::string& job_id, int64_t generation) {
+    v1::TrainerMessage m;
+    m.mutable_idle()->set_job_id(job_id);
+    m.mutable_idle()->set_generation(generation);
+    Message(name, m);
+  }
+  // A checkpoint of `job_id` in the artifact store, committed as an upload is.
+  absl::Status StoreCheckpoint(const std::string& job_id) {
+    const auto staging = dir_ / "staging-checkpoint";
+    std::filesystem::create_directories(staging);
+    { std::ofstream(staging / "checkpoint.bin") << "a checkpoint"; }
+    return artifacts_->CommitCheckpoint(staging.string(), job_id);
+  }
   void Heartbeat(const std::string& name) {
     v1::TrainerMessage m;
     m.mutable_heartbeat();
@@ -173,11 +200,8 @@ TEST_F(ClusterTest, AStalledTrainerIsClosedOutThenComesBackOnANewStream) {
   ASSERT_TRUE(cluster_->RegisterTrainer(r, b2).ok());
   channels_["b"] = b2;
   EXPECT_EQ(b2->aborts(), 1);
-  v1::TrainerMessage idle;
-  idle.mutable_idle()->set_job_id(job.id());
-  idle.mutable_idle()->set_generation(1);
-  Message("a", idle);
-  Message("b", idle);
+  Idle("a", job.id(), 1);
+  Idle("b", job.id(), 1);
   cluster_->Tick();
   auto resumed = *cluster_->GetJob(job.id());
   EXPECT_EQ(resumed.state(), v1::RUNNING);
@@ -230,10 +254,7 @@ TEST_F(ClusterTest, SilentTrainerIsDeclaredDeadAndTheJobRecovers) {
   EXPECT_EQ(a->aborts(), 1);  // The survivor stops generation 1.
   // Once the survivor is idle and a replacement joins, generation 2 starts.
   auto c = Join("c");
-  v1::TrainerMessage idle;
-  idle.mutable_idle()->set_job_id(job.id());
-  idle.mutable_idle()->set_generation(1);
-  Message("a", idle);
+  Idle("a", job.id(), 1);
   cluster_->Tick();
   auto resumed = *cluster_->GetJob(job.id());
   EXPECT_EQ(resumed.state(), v1::RUNNING);
@@ -374,14 +395,8 @@ TEST_F(ClusterTest, FailedRankNamesTheTrainerItWaitedFor) {
   auto job = *cluster_->SubmitJob(Spec(2));
   cluster_->Tick();
   const auto running = *cluster_->GetJob(job.id());
-  v1::TrainerMessage failed;
-  auto* f = failed.mutable_failed();
-  f->set_job_id(job.id());
-  f->set_generation(1);
-  f->set_rank(0);
-  f->set_error("all-reduce #12 on rank 0 timed out after 1m, waiting for rank 1 (...)");
-  f->set_missing_rank(1);
-  Message(running.nodes(0), failed);
+  Message(running.nodes(0), Failed(job.id(), 1, "all-reduce #12 on rank 0 timed out after 1m, waiting for rank 1 (...)",
+                                   1, v1::JobFailed::CAUSE_UNSPECIFIED));
   auto ended = *cluster_->GetJob(job.id());
   EXPECT_EQ(ended.state(), v1::FAILED);
   EXPECT_NE(ended.message().find("rank 1 is trainer " + running.nodes(1)), std::string::npos) << ended.message();
@@ -396,16 +411,10 @@ TEST_F(ClusterTest, ACollectiveFailureReFormsTheGroupAndSaysWhatItWaitsFor) {
   auto job = *cluster_->SubmitJob(Spec(2));
   cluster_->Tick();
   const auto running = *cluster_->GetJob(job.id());
-  v1::TrainerMessage failed;
-  auto* f = failed.mutable_failed();
-  f->set_job_id(job.id());
-  f->set_generation(1);
-  f->set_rank(0);
-  f->set_error("all-reduce #12 on rank 0 failed: the connection to a peer broke (Connection reset by peer); "
-               "waiting for rank 1");
-  f->set_missing_rank(1);
-  f->set_cause(v1::JobFailed::COLLECTIVE);
-  Message(running.nodes(0), failed);
+  Message(running.nodes(0), Failed(job.id(), 1,
+                                   "all-reduce #12 on rank 0 failed: the connection to a peer broke (Connection "
+                                   "reset by peer); waiting for rank 1",
+                                   1, v1::JobFailed::COLLECTIVE));
   auto recovering = *cluster_->GetJob(job.id());
   EXPECT_EQ(recovering.state(), v1::RECOVERING);
   EXPECT_EQ(recovering.generation(), 2);
@@ -415,19 +424,11 @@ TEST_F(ClusterTest, ACollectiveFailureReFormsTheGroupAndSaysWhatItWaitsFor) {
   EXPECT_NE(recovering.message().find("waiting for 2 trainers of generation 1 to stop"), std::string::npos)
       << recovering.message();
   // A training error (diverged, bad data) still fails the job.
-  v1::TrainerMessage idle;
-  for (const auto& n : running.nodes()) {
-    idle.mutable_idle()->set_job_id(job.id());
-    idle.mutable_idle()->set_generation(1);
-    Message(n, idle);
-  }
+  for (const auto& n : running.nodes()) Idle(n, job.id(), 1);
   cluster_->Tick();
   ASSERT_EQ(cluster_->GetJob(job.id())->state(), v1::RUNNING);
-  f->set_generation(2);
-  f->set_cause(v1::JobFailed::TRAINING);
-  f->set_missing_rank(-1);
-  f->set_error("training diverged: the loss is nan at epoch 1 step 3");
-  Message(cluster_->GetJob(job.id())->nodes(0), failed);
+  Message(cluster_->GetJob(job.id())->nodes(0),
+          Failed(job.id(), 2, "training diverged: the loss is nan at epoch 1 step 3", -1, v1::JobFailed::TRAINING));
   EXPECT_EQ(cluster_->GetJob(job.id())->state(), v1::FAILED);
 }
 
@@ -440,18 +441,9 @@ TEST_F(ClusterTest, RecoveriesAreLimitedPerWindowAndAFailedJobResumesFromItsChec
   ASSERT_EQ(cluster_->GetJob(job.id())->state(), v1::RUNNING);
   // Generation g breaks (a collective failure); the trainer reports idle; the group re-forms.
   auto break_generation = [&](int64_t generation) {
-    v1::TrainerMessage failed;
-    auto* f = failed.mutable_failed();
-    f->set_job_id(job.id());
-    f->set_generation(generation);
-    f->set_error("all-reduce #3 on rank 0 failed: the connection to a peer broke");
-    f->set_missing_rank(-1);
-    f->set_cause(v1::JobFailed::COLLECTIVE);
-    Message("a", failed);
-    v1::TrainerMessage idle;
-    idle.mutable_idle()->set_job_id(job.id());
-    idle.mutable_idle()->set_generation(generation);
-    Message("a", idle);
+    Message("a", Failed(job.id(), generation, "all-reduce #3 on rank 0 failed: the connection to a peer broke", -1,
+                        v1::JobFailed::COLLECTIVE));
+    Idle("a", job.id(), generation);
     cluster_->Tick();
   };
   for (int64_t g = 1; g <= 5; ++g) {  // Two hours apart: more than 3 in the job's life, fine.
@@ -476,10 +468,7 @@ TEST_F(ClusterTest, RecoveriesAreLimitedPerWindowAndAFailedJobResumesFromItsChec
   auto refused = cluster_->ResumeJob(job.id());
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(refused.status().message().find("before its first checkpoint"), std::string::npos) << refused.status();
-  const auto staging = dir_ / "staging-checkpoint";
-  std::filesystem::create_directories(staging);
-  { std::ofstream(staging / "checkpoint.bin") << "a checkpoint"; }
-  ASSERT_TRUE(artifacts_->CommitCheckpoint(staging.string(), job.id()).ok());
+  ASSERT_TRUE(StoreCheckpoint(job.id()).ok());
   auto resumed = cluster_->ResumeJob(job.id());
   ASSERT_TRUE(resumed.ok()) << resumed.status();
   EXPECT_EQ(resumed->state(), v1::RUNNING);  // "a" was idle: scheduled at once.
@@ -509,10 +498,7 @@ TEST_F(ClusterTest, RecoveriesAreLimitedPerWindowAndAFailedJobResumesFromItsChec
 
 TEST_F(ClusterTest, CancellingAJobDeletesItsCheckpoint) {
   auto job = *cluster_->SubmitJob(Spec(1));
-  const auto staging = dir_ / "staging-checkpoint";
-  std::filesystem::create_directories(staging);
-  { std::ofstream(staging / "checkpoint.bin") << "a checkpoint"; }
-  ASSERT_TRUE(artifacts_->CommitCheckpoint(staging.string(), job.id()).ok());
+  ASSERT_TRUE(StoreCheckpoint(job.id()).ok());
   ASSERT_TRUE(artifacts_->HasCheckpoint(job.id()));
   ASSERT_TRUE(cluster_->CancelJob(job.id()).ok());
   EXPECT_FALSE(artifacts_->HasCheckpoint(job.id()));
@@ -568,10 +554,7 @@ TEST_F(ClusterTest, AnElasticJobShrinksToTheTrainersLeftAndGrowsBackAfterAnEpoch
   auto running = *cluster_->GetJob(job.id());
   ASSERT_EQ(running.state(), v1::RUNNING);
   const std::string rank0 = running.nodes(0), rank1 = running.nodes(1);
-  const auto staging = dir_ / "staging-checkpoint";
-  std::filesystem::create_directories(staging);
-  { std::ofstream(staging / "checkpoint.bin") << "a checkpoint"; }
-  ASSERT_TRUE(artifacts_->CommitCheckpoint(staging.string(), job.id()).ok());
+  ASSERT_TRUE(StoreCheckpoint(job.id()).ok());
   v1::TrainerMessage saved;
   saved.mutable_checkpointed()->set_job_id(job.id());
   saved.mutable_checkpointed()->set_generation(1);
@@ -585,10 +568,7 @@ TEST_F(ClusterTest, AnElasticJobShrinksToTheTrainersLeftAndGrowsBackAfterAnEpoch
   EXPECT_EQ(recovering.state(), v1::RECOVERING);
   EXPECT_NE(recovering.message().find("waiting for 1 trainer of generation 1 to stop"), std::string::npos)
       << recovering.message();
-  v1::TrainerMessage idle;
-  idle.mutable_idle()->set_job_id(job.id());
-  idle.mutable_idle()->set_generation(1);
-  Message(rank0, idle);  // The survivor stopped: the job goes on with it alone.
+  Idle(rank0, job.id(), 1);  // The survivor stopped: the job goes on with it alone.
   auto shrunk = *cluster_->GetJob(job.id());
   ASSERT_EQ(shrunk.state(), v1::RUNNING);
   EXPECT_EQ(shrunk.generation(), 2);
@@ -621,8 +601,7 @@ TEST_F(ClusterTest, AnElasticJobShrinksToTheTrainersLeftAndGrowsBackAfterAnEpoch
   EXPECT_NE(growing.message().find("growing from 1 to up to 2 trainers after epoch 1"), std::string::npos)
       << growing.message();
   EXPECT_GE(channels_[rank0]->aborts(), 1);
-  idle.mutable_idle()->set_generation(2);
-  Message(rank0, idle);
+  Idle(rank0, job.id(), 2);
   auto grown = *cluster_->GetJob(job.id());
   ASSERT_EQ(grown.state(), v1::RUNNING);
   EXPECT_EQ(grown.generation(), 3);

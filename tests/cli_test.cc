@@ -26,10 +26,7 @@ namespace {
 namespace fs = std::filesystem;
 using core::Process;
 
-std::string BuildDir() {
-  const char* dir = std::getenv("KENNEL_BUILD_DIR");
-  return dir != nullptr ? dir : ".";
-}
+using core::testing::BuildDir;
 
 struct CtlRun {
   int code = -1;

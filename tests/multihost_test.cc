@@ -16,16 +16,14 @@
 #include "absl/time/clock.h"
 #include "core/files.h"
 #include "core/subprocess.h"
+#include "core/testing/paths.h"
 
 namespace kennel {
 namespace {
 
 using core::Process;
 
-std::string BuildDir() {
-  const char* dir = std::getenv("KENNEL_BUILD_DIR");
-  return dir != nullptr ? dir : ".";
-}
+using core::testing::BuildDir;
 
 // The namespaces, veths and bridge of one test; removed by the destructor whatever happened
 // (processes inside are killed first by their owners).

@@ -18,17 +18,14 @@
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include "core/subprocess.h"
+#include "core/testing/paths.h"
 
 namespace kennel {
 namespace {
 
 using core::Process;
 
-// Directory of the built binaries (KENNEL_BUILD_DIR, set by CMake for the tests).
-std::string BuildDir() {
-  const char* dir = std::getenv("KENNEL_BUILD_DIR");
-  return dir != nullptr ? dir : ".";
-}
+using core::testing::BuildDir;
 
 class TrainingClusterTest : public ::testing::Test {
  protected:
@@ -110,6 +107,24 @@ class TrainingClusterTest : public ::testing::Test {
     return done();
   }
 
+  // Polls the job until its newest global step is past `step`.
+  bool WaitPastStep(const std::string& id, int64_t step, absl::Duration timeout) {
+    return Eventually([&] {
+      auto [c, job] = Ctl({"job", id});
+      return c == 0 && GlobalStep(job) > step;
+    }, timeout);
+  }
+
+  // Polls the job until it ended (SUCCEEDED or FAILED) or `timeout` passed; its last status.
+  nlohmann::json WaitForJobEnd(const std::string& id, absl::Duration timeout) {
+    nlohmann::json job;
+    Eventually([&] {
+      job = Ctl({"job", id}).second;
+      return job["state"] == "SUCCEEDED" || job["state"] == "FAILED";
+    }, timeout);
+    return job;
+  }
+
   // Waits until `count` trainers are idle.
   void WaitForIdleTrainers(int count) {
     const absl::Time deadline = absl::Now() + absl::Seconds(60);
@@ -184,23 +199,11 @@ TEST_F(TrainingClusterTest, LostTrainerIsReplacedAndTheJobResumesFromItsCheckpoi
   ASSERT_EQ(code, 0);
   const std::string id = submitted["id"];
   // Kill a trainer once the job is past its first checkpoint.
-  const absl::Time deadline = absl::Now() + absl::Seconds(120);
-  while (absl::Now() < deadline) {
-    auto [c, job] = Ctl({"job", id});
-    if (c == 0 && job.contains("last_step") && std::stoll(job["last_step"].value("global_step", "0")) > 25) break;
-    absl::SleepFor(absl::Milliseconds(100));
-  }
+  ASSERT_TRUE(WaitPastStep(id, 25, absl::Seconds(120)));
   b->Signal(SIGKILL);
   ASSERT_TRUE(b->Wait(absl::Seconds(10)).ok());
   auto c = StartTrainer("trainer-c");
-  // Wait for the job to end.
-  nlohmann::json job;
-  while (absl::Now() < deadline + absl::Seconds(120)) {
-    auto [jc, j] = Ctl({"job", id});
-    job = j;
-    if (jc == 0 && (job["state"] == "SUCCEEDED" || job["state"] == "FAILED")) break;
-    absl::SleepFor(absl::Milliseconds(200));
-  }
+  const nlohmann::json job = WaitForJobEnd(id, absl::Seconds(240));
   ASSERT_EQ(job["state"], "SUCCEEDED") << job.dump(2) << coordinator_->Log();
   EXPECT_EQ(job["generation"], "2");
   std::set<std::string> ranks(job["nodes"].begin(), job["nodes"].end());
@@ -307,10 +310,7 @@ TEST_F(TrainingClusterTest, AStalledTrainerComesBackAndTheJobFinishes) {
                                 "--max-eval-samples", "1000", "--checkpoint-every", "20", "--detach"});
   ASSERT_EQ(code, 0);
   const std::string id = submitted["id"];
-  ASSERT_TRUE(Eventually([&] {
-    auto [c, job] = Ctl({"job", id});
-    return c == 0 && GlobalStep(job) > 25;
-  }, absl::Seconds(120)));
+  ASSERT_TRUE(WaitPastStep(id, 25, absl::Seconds(120)));
   ::kill(b->pid(), SIGSTOP);
   EXPECT_TRUE(Eventually([&] {
     auto n = NodeStatus("trainer-b");
@@ -321,12 +321,8 @@ TEST_F(TrainingClusterTest, AStalledTrainerComesBackAndTheJobFinishes) {
     auto n = NodeStatus("trainer-b");
     return n != nullptr && n["state"] != "DEAD";
   }, absl::Seconds(60))) << b->Log();
-  nlohmann::json job;
-  ASSERT_TRUE(Eventually([&] {
-    job = Ctl({"job", id}).second;
-    return job["state"] == "SUCCEEDED" || job["state"] == "FAILED";
-  }, absl::Seconds(240)));
-  EXPECT_EQ(job["state"], "SUCCEEDED") << job.dump(2) << coordinator_->Log();
+  const nlohmann::json job = WaitForJobEnd(id, absl::Seconds(240));
+  ASSERT_EQ(job["state"], "SUCCEEDED") << job.dump(2) << coordinator_->Log();
   EXPECT_GE(std::stoll(job["generation"].get<std::string>()), 2);
   std::set<std::string> ranks(job["nodes"].begin(), job["nodes"].end());
   EXPECT_EQ(ranks, (std::set<std::string>{"trainer-a", "trainer-b"}));
@@ -365,10 +361,7 @@ TEST_F(TrainingClusterTest, SigtermMidJobStopsTheTrainerCleanly) {
                                 "--world-size", "1", "--epochs", "20", "--batch-size", "4", "--detach"});
   ASSERT_EQ(code, 0);
   const std::string id = submitted["id"];
-  ASSERT_TRUE(Eventually([&] {
-    auto [c, job] = Ctl({"job", id});
-    return c == 0 && GlobalStep(job) >= 1;
-  }, absl::Seconds(120))) << a->Log();
+  ASSERT_TRUE(WaitPastStep(id, 0, absl::Seconds(120))) << a->Log();
   a->Signal(SIGTERM);
   auto exit_code = a->Wait(absl::Seconds(60));
   ASSERT_TRUE(exit_code.ok()) << exit_code.status();
@@ -407,10 +400,7 @@ TEST_F(TrainingClusterTest, ACoordinatorRestartCheckpointsFirstAndTrainersCarryO
                                 "--max-eval-samples", "1000", "--detach"});
   ASSERT_EQ(code, 0);
   const std::string id = submitted["id"];
-  ASSERT_TRUE(Eventually([&] {
-    auto [c, job] = Ctl({"job", id});
-    return c == 0 && GlobalStep(job) > 20;
-  }, absl::Seconds(120)));
+  ASSERT_TRUE(WaitPastStep(id, 20, absl::Seconds(120)));
   coordinator_->Signal(SIGTERM);
   auto stopped = coordinator_->Wait(absl::Seconds(60));
   ASSERT_TRUE(stopped.ok()) << stopped.status();
@@ -425,11 +415,7 @@ TEST_F(TrainingClusterTest, ACoordinatorRestartCheckpointsFirstAndTrainersCarryO
   ASSERT_TRUE(c.ok()) << c.status();
   coordinator_ = std::move(*c);
   ASSERT_TRUE(coordinator_->WaitForLine("listening on port ", absl::Seconds(30)).ok()) << coordinator_->Log();
-  nlohmann::json job;
-  ASSERT_TRUE(Eventually([&] {
-    job = Ctl({"job", id}).second;
-    return job["state"] == "SUCCEEDED" || job["state"] == "FAILED";
-  }, absl::Seconds(240))) << coordinator_->Log();
+  const nlohmann::json job = WaitForJobEnd(id, absl::Seconds(240));
   ASSERT_EQ(job["state"], "SUCCEEDED") << job.dump(2) << coordinator_->Log();
   EXPECT_EQ(job["generation"], "1");  // Never re-formed.
   EXPECT_NE(coordinator_->Log().find("registered again after the coordinator restart; training went on"),
@@ -451,10 +437,7 @@ TEST_F(TrainingClusterTest, AnElasticJobGoesOnWithTheTrainerLeftAndGrowsBack) {
                                 "--detach"});
   ASSERT_EQ(code, 0);
   const std::string id = submitted["id"];
-  ASSERT_TRUE(Eventually([&] {
-    auto [c, job] = Ctl({"job", id});
-    return c == 0 && GlobalStep(job) > 25;
-  }, absl::Seconds(120)));
+  ASSERT_TRUE(WaitPastStep(id, 25, absl::Seconds(120)));
   b->Signal(SIGKILL);
   ASSERT_TRUE(b->Wait(absl::Seconds(10)).ok());
   nlohmann::json job;
@@ -463,10 +446,7 @@ TEST_F(TrainingClusterTest, AnElasticJobGoesOnWithTheTrainerLeftAndGrowsBack) {
     return job["state"] == "RUNNING" && job["nodes"].size() == 1;
   }, absl::Seconds(60))) << job.dump(2) << coordinator_->Log();
   auto c = StartTrainer("trainer-c");
-  ASSERT_TRUE(Eventually([&] {
-    job = Ctl({"job", id}).second;
-    return job["state"] == "SUCCEEDED" || job["state"] == "FAILED";
-  }, absl::Seconds(240)));
+  job = WaitForJobEnd(id, absl::Seconds(240));
   ASSERT_EQ(job["state"], "SUCCEEDED") << job.dump(2) << coordinator_->Log();
   ASSERT_EQ(job["memberships"].size(), 3u) << job.dump(2);
   EXPECT_EQ(job["memberships"][0]["world_size"], 2);

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <thread>
 
@@ -44,28 +45,32 @@ v1::JobSpec SmallCnnSpec(int world, int epochs) {
   return *core::NormalizeJobSpec(spec);
 }
 
-TEST(TrainerTest, TwoRanksHoldBitIdenticalParametersAfterEveryStepAndLearn) {
-  const v1::DatasetIndex train = Subset("train", 4000), eval = Subset("test", 1000);
+// Runs `rank_body` on two threads, each rank with its own Gloo communicator of one group.
+void OnTwoRanks(const std::function<void(int rank, Communicator* comm)>& rank_body) {
   InMemoryKeyValueStore store;
-  std::vector<std::vector<std::string>> digests(2);
-  std::vector<absl::StatusOr<TrainingResult>> results(2, absl::UnknownError("not run"));
-  std::vector<v1::EpochMetrics> epochs;
   std::vector<std::thread> ranks;
   for (int r = 0; r < 2; ++r) {
     ranks.emplace_back([&, r] {
       auto comm = CreateGlooCommunicator({.rank = r, .world_size = 2, .store = &store});
       ASSERT_TRUE(comm.ok()) << comm.status();
-      TrainingRun run{.spec = SmallCnnSpec(2, 2), .rank = r, .world_size = 2, .train = &train,
-                      .eval = &eval, .dataset_root = core::kDebianFashionMnistRoot,
-                      .comm = comm->get()};
-      run.after_step = [&, r](int64_t, const core::Classifier& model) {
-        digests[r].push_back(ParamDigest(model));
-      };
-      if (r == 0) run.on_epoch = [&](const v1::EpochMetrics& m) { epochs.push_back(m); };
-      results[r] = Train(run);
+      rank_body(r, comm->get());
     });
   }
   for (auto& t : ranks) t.join();
+}
+
+TEST(TrainerTest, TwoRanksHoldBitIdenticalParametersAfterEveryStepAndLearn) {
+  const v1::DatasetIndex train = Subset("train", 4000), eval = Subset("test", 1000);
+  std::vector<std::vector<std::string>> digests(2);
+  std::vector<absl::StatusOr<TrainingResult>> results(2, absl::UnknownError("not run"));
+  std::vector<v1::EpochMetrics> epochs;
+  OnTwoRanks([&](int r, Communicator* comm) {
+    TrainingRun run{.spec = SmallCnnSpec(2, 2), .rank = r, .world_size = 2, .train = &train,
+                    .eval = &eval, .dataset_root = core::kDebianFashionMnistRoot, .comm = comm};
+    run.after_step = [&, r](int64_t, const core::Classifier& model) { digests[r].push_back(ParamDigest(model)); };
+    if (r == 0) run.on_epoch = [&](const v1::EpochMetrics& m) { epochs.push_back(m); };
+    results[r] = Train(run);
+  });
   ASSERT_TRUE(results[0].ok()) << results[0].status();
   ASSERT_TRUE(results[1].ok()) << results[1].status();
   // 4000 samples / 2 ranks / batch 32 = 63 steps per epoch.
@@ -129,30 +134,23 @@ TEST(TrainerTest, ResumedRunEndsExactlyLikeAnUninterruptedOne) {
 
 TEST(TrainerTest, CheckpointNowIsTakenAtTheNextPollOnEveryRank) {
   const v1::DatasetIndex train = Subset("train", 1000), eval = Subset("test", 200);
-  InMemoryKeyValueStore store;
   const std::string dir = ::testing::TempDir() + "/checkpoint_now_test";
   std::filesystem::remove_all(dir);
   std::atomic<bool> checkpoint_now{false};
   std::vector<TrainingPosition> saved;
   std::vector<absl::StatusOr<TrainingResult>> results(2, absl::UnknownError("not run"));
-  std::vector<std::thread> ranks;
-  for (int r = 0; r < 2; ++r) {
-    ranks.emplace_back([&, r] {
-      auto comm = CreateGlooCommunicator({.rank = r, .world_size = 2, .store = &store});
-      ASSERT_TRUE(comm.ok()) << comm.status();
-      LocalCheckpointStore checkpoints(absl::StrCat(dir, "/", r));
-      TrainingRun run{.spec = SmallCnnSpec(2, 1), .rank = r, .world_size = 2, .train = &train,
-                      .eval = &eval, .dataset_root = core::kDebianFashionMnistRoot,
-                      .comm = comm->get(), .checkpoints = &checkpoints};
-      if (r == 0) {
-        run.checkpoint_now = &checkpoint_now;
-        run.on_checkpoint = [&](const TrainingPosition& p) { saved.push_back(p); };
-        run.after_step = [&](int64_t step, const core::Classifier&) { if (step == 5) checkpoint_now = true; };
-      }
-      results[r] = Train(run);
-    });
-  }
-  for (auto& t : ranks) t.join();
+  OnTwoRanks([&](int r, Communicator* comm) {
+    LocalCheckpointStore checkpoints(absl::StrCat(dir, "/", r));
+    TrainingRun run{.spec = SmallCnnSpec(2, 1), .rank = r, .world_size = 2, .train = &train,
+                    .eval = &eval, .dataset_root = core::kDebianFashionMnistRoot, .comm = comm,
+                    .checkpoints = &checkpoints};
+    if (r == 0) {
+      run.checkpoint_now = &checkpoint_now;
+      run.on_checkpoint = [&](const TrainingPosition& p) { saved.push_back(p); };
+      run.after_step = [&](int64_t step, const core::Classifier&) { if (step == 5) checkpoint_now = true; };
+    }
+    results[r] = Train(run);
+  });
   ASSERT_TRUE(results[0].ok()) << results[0].status();
   ASSERT_TRUE(results[1].ok()) << results[1].status();
   // Asked after step 5: taken at step 8 (the next multiple of kCheckpointPollSteps), then the
@@ -178,26 +176,19 @@ TEST(TrainerTest, ResumingOnFewerRanksTrainsOnEverySampleOfTheEpochExactlyOnce) 
   const v1::DatasetIndex train = Subset("train", 1024), eval = Subset("test", 200);
   const std::string dir = ::testing::TempDir() + "/elastic_test";
   std::filesystem::remove_all(dir);
-  InMemoryKeyValueStore store;
   std::vector<std::vector<std::vector<int64_t>>> batches(2);
   std::vector<absl::Status> stopped(2);
-  std::vector<std::thread> ranks;
-  for (int r = 0; r < 2; ++r) {
-    ranks.emplace_back([&, r] {
-      auto comm = CreateGlooCommunicator({.rank = r, .world_size = 2, .store = &store});
-      ASSERT_TRUE(comm.ok()) << comm.status();
-      LocalCheckpointStore checkpoints(absl::StrCat(dir, "/", r));
-      std::atomic<bool> cancelled{false};
-      TrainingRun run{.spec = SmallCnnSpec(2, 1), .rank = r, .world_size = 2, .train = &train,
-                      .eval = &eval, .dataset_root = core::kDebianFashionMnistRoot,
-                      .comm = comm->get(), .checkpoints = &checkpoints, .cancelled = &cancelled};
-      run.spec.mutable_training()->set_checkpoint_every_steps(5);
-      run.on_batch_samples = [&, r](const std::vector<int64_t>& samples) { batches[r].push_back(samples); };
-      run.after_step = [&](int64_t step, const core::Classifier&) { if (step == 7) cancelled = true; };
-      stopped[r] = Train(run).status();
-    });
-  }
-  for (auto& t : ranks) t.join();
+  OnTwoRanks([&](int r, Communicator* comm) {
+    LocalCheckpointStore checkpoints(absl::StrCat(dir, "/", r));
+    std::atomic<bool> cancelled{false};
+    TrainingRun run{.spec = SmallCnnSpec(2, 1), .rank = r, .world_size = 2, .train = &train,
+                    .eval = &eval, .dataset_root = core::kDebianFashionMnistRoot, .comm = comm,
+                    .checkpoints = &checkpoints, .cancelled = &cancelled};
+    run.spec.mutable_training()->set_checkpoint_every_steps(5);
+    run.on_batch_samples = [&, r](const std::vector<int64_t>& samples) { batches[r].push_back(samples); };
+    run.after_step = [&](int64_t step, const core::Classifier&) { if (step == 7) cancelled = true; };
+    stopped[r] = Train(run).status();
+  });
   ASSERT_EQ(stopped[0].code(), absl::StatusCode::kCancelled) << stopped[0];
   ASSERT_EQ(stopped[1].code(), absl::StatusCode::kCancelled) << stopped[1];
   std::map<int64_t, int> learned;  // Sample -> times the final model trained on it.
@@ -208,6 +199,7 @@ TEST(TrainerTest, ResumingOnFewerRanksTrainsOnEverySampleOfTheEpochExactlyOnce) 
     }
   }
   // One rank goes on alone from rank 0's checkpoint.
+  InMemoryKeyValueStore store;
   auto comm = *CreateGlooCommunicator({.rank = 0, .world_size = 1, .store = &store});
   LocalCheckpointStore checkpoints(dir + "/0");
   TrainingRun run{.spec = SmallCnnSpec(1, 1), .train = &train, .eval = &eval,

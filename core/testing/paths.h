@@ -1,4 +1,4 @@
-// Where tests find generated reference files (see tests/fixtures/).
+// Where tests find generated reference files (see tests/fixtures/) and the built binaries.
 #ifndef KENNEL_CORE_TESTING_PATHS_H_
 #define KENNEL_CORE_TESTING_PATHS_H_
 
@@ -11,6 +11,12 @@ namespace kennel::core::testing {
 inline std::string FixtureDir() {
   const char* dir = std::getenv("KENNEL_FIXTURE_DIR");
   return dir != nullptr ? dir : "testdata";
+}
+
+// The build tree whose binaries cross-process tests start (KENNEL_BUILD_DIR, set by CMake).
+inline std::string BuildDir() {
+  const char* dir = std::getenv("KENNEL_BUILD_DIR");
+  return dir != nullptr ? dir : ".";
 }
 
 }  // namespace kennel::core::testing
