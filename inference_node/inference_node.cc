@@ -188,13 +188,14 @@ void InferenceNode::Shutdown(absl::Duration deadline) {
   const absl::Time until = absl::Now() + deadline;
   SetServing(false);
   if (service_) {
+    // Clients watching health need a moment to see NOT_SERVING before streams end: a stream
+    // reopened sooner could land here again and be ended at once, and a unary call could meet
+    // the server's teardown as CANCELLED. Meanwhile this node serves as usual; after it, calls
+    // that still arrive are refused with UNAVAILABLE (retried elsewhere).
+    absl::SleepFor(std::min(absl::Milliseconds(500), deadline / 4));
     const int open = service_->Drain();
     if (open > 0) LOG(INFO) << "draining " << open << " open streams";
     if (!service_->WaitForStreamsDone(deadline / 2)) LOG(WARNING) << "streams still open at half the drain deadline";
-    // Clients watching health need a moment to see NOT_SERVING; until the server stops, calls
-    // that still arrive are refused with UNAVAILABLE (retried elsewhere) instead of meeting the
-    // server's teardown as CANCELLED.
-    absl::SleepFor(std::min(absl::Milliseconds(500), absl::Now() < until ? (until - absl::Now()) / 4 : absl::ZeroDuration()));
   }
   for (auto& t : deploys) t.join();
   if (control_) control_->Stop();
