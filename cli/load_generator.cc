@@ -58,36 +58,53 @@ struct State {
   // The next request index, or -1 when the run is over. Open loop: waits for its slot.
   // A request a broken stream left unanswered, to send again on another stream (Classify is
   // idempotent): what a client does when its node goes away. At most kMaxAttempts sends.
+  // A retry goes only to a stream opened after the break that left it: a stream already open
+  // then may be on the same node (a draining node ends its streams one after another, and
+  // handing the retry to the next of them to ask would spend its attempts there).
   static constexpr int kMaxAttempts = 3;
   struct Retry {
     int64_t index;
     absl::Time first_sent;
     int attempts;
+    int64_t break_number;  // Of the break that left it unanswered.
   };
   std::deque<Retry> retries ABSL_GUARDED_BY(mu);
   std::map<int64_t, int> attempts ABSL_GUARDED_BY(mu);  // Sends so far of retried requests.
+  int64_t breaks ABSL_GUARDED_BY(mu) = 0;                // Streams ended early so far.
+
+  // Breaks so far: what a stream opened now may take the retries of.
+  int64_t Breaks() {
+    absl::MutexLock lock(&mu);
+    return breaks;
+  }
+
+  // A stream ended early; what it left unanswered is handed out with the returned number.
+  int64_t Break() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return ++breaks; }
 
   // Hands `index` (sent at `sent_at`) back for another stream, or counts it failed with `code`
   // when it has had its attempts.
-  void Unanswered(int64_t index, absl::Time sent_at, const std::string& code) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+  void Unanswered(int64_t index, absl::Time sent_at, const std::string& code, int64_t break_number)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     int& n = attempts[index];
     n = std::max(n, 1);
     if (code == "UNAVAILABLE" && n < kMaxAttempts) {
-      retries.push_back({index, sent_at, n});
+      retries.push_back({index, sent_at, n, break_number});
       return;
     }
     attempts.erase(index);
     errors[code]++;
   }
 
-  // The next request index, or -1 when the run is over. Retries first. Open loop: waits for
-  // its slot.
-  int64_t Claim(absl::Time* scheduled) {
+  // The next request index, or -1 when the run is over. First the retries of breaks up to
+  // `breaks_seen` (those before the caller's stream was opened). Open loop: waits for its slot.
+  int64_t Claim(absl::Time* scheduled, int64_t breaks_seen) {
     {
       absl::MutexLock lock(&mu);
-      if (!retries.empty()) {
-        const Retry r = retries.front();
-        retries.pop_front();
+      auto it = std::find_if(retries.begin(), retries.end(),
+                             [&](const Retry& r) { return r.break_number <= breaks_seen; });
+      if (it != retries.end()) {
+        const Retry r = *it;
+        retries.erase(it);
         attempts[r.index] = r.attempts + 1;
         *scheduled = r.first_sent;  // Latency counts from the first send.
         return r.index;
@@ -131,7 +148,7 @@ struct State {
 void UnaryWorker(State& s, v1::Inference::Stub& stub) {
   while (true) {
     absl::Time scheduled;
-    const int64_t i = s.Claim(&scheduled);
+    const int64_t i = s.Claim(&scheduled, /*breaks_seen=*/0);  // Unary calls retry in gRPC.
     if (i < 0) return;
     const v1::ClassifyRequest request = s.Request(i);
     grpc::ClientContext context;
@@ -150,7 +167,7 @@ void UnaryWorker(State& s, v1::Inference::Stub& stub) {
 // the sends. gRPC allows one write in flight, so requests wait in `queue_` for their turn.
 class StreamClient : public grpc::ClientBidiReactor<v1::ClassifyRequest, v1::ClassifyResponse> {
  public:
-  StreamClient(State& s, v1::Inference::Stub& stub) : s_(s) {
+  StreamClient(State& s, v1::Inference::Stub& stub) : s_(s), breaks_seen_(s.Breaks()) {
     // A counted run has no time limit; a timed one ends with the duration plus one deadline.
     const absl::Duration limit =
         s.options.max_requests > 0 ? absl::Hours(24) : s.end - absl::Now() + s.options.deadline;
@@ -208,7 +225,8 @@ class StreamClient : public grpc::ClientBidiReactor<v1::ClassifyRequest, v1::Cla
       std::lock_guard<std::mutex> lock(mu_);
       absl::MutexLock state_lock(&s_.mu);
       const std::string code = status.ok() ? "NO_RESPONSE" : CodeName(status.error_code());
-      for (const auto& [index, sent_at] : pending_) s_.Unanswered(index, sent_at, code);
+      const int64_t break_number = s_.Break();
+      for (const auto& [index, sent_at] : pending_) s_.Unanswered(index, sent_at, code, break_number);
     }
     std::lock_guard<std::mutex> lock(done_mu_);
     done_ = true;
@@ -223,7 +241,7 @@ class StreamClient : public grpc::ClientBidiReactor<v1::ClassifyRequest, v1::Cla
       if (closing_) return false;  // Broken or finished: claim nothing more for this stream.
     }
     absl::Time scheduled;
-    const int64_t i = s_.Claim(&scheduled);  // Open loop: sleeps until the request's slot.
+    const int64_t i = s_.Claim(&scheduled, breaks_seen_);  // Open loop: sleeps until the request's slot.
     // Built outside the lock: it copies the image, and responses take `mu_` too.
     v1::ClassifyRequest request = i >= 0 ? s_.Request(i) : v1::ClassifyRequest();
     {
@@ -261,6 +279,7 @@ class StreamClient : public grpc::ClientBidiReactor<v1::ClassifyRequest, v1::Cla
   }
 
   State& s_;
+  const int64_t breaks_seen_;  // When this stream was opened: the retries it may take.
   grpc::ClientContext context_;
   v1::ClassifyResponse response_;  // Owned by the one read in flight.
   v1::ClassifyRequest current_;    // Owned by the one write in flight.
