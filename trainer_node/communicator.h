@@ -4,8 +4,8 @@
 //
 // Every collective blocks until done or until the group's timeout; a timeout returns
 // DEADLINE_EXCEEDED naming the rank(s) that never arrived, and the communicator is then
-// broken (every later call fails): the group must be re-formed. One thread uses a
-// communicator at a time.
+// broken (every later call fails): the group must be re-formed. One thread runs collectives;
+// Abort may come from any other.
 #ifndef KENNEL_TRAINER_NODE_COMMUNICATOR_H_
 #define KENNEL_TRAINER_NODE_COMMUNICATOR_H_
 
@@ -32,6 +32,10 @@ class Communicator {
   // In-place: every rank receives root's values.
   virtual absl::Status Broadcast(torch::Tensor& tensor, int root) = 0;
   virtual absl::Status Barrier() = 0;
+  // Wakes a collective blocked in another thread at once (a peer stalled or cut off and the
+  // coordinator gave up on the group, or this process is stopping): it and every later call
+  // fail with ABORTED carrying `reason`, and the peers' collectives fail too. Thread-safe.
+  virtual void Abort(const std::string& reason) = 0;
 };
 
 struct CommunicatorOptions {

@@ -123,6 +123,44 @@ TEST(GlooCommunicatorTest, APeerThatDiesIsAConnectionErrorNotATimeout) {
   }
 }
 
+// A peer that stalls with its connections open (SIGSTOP, a VM pause, a cut link) leaves the
+// others waiting in the collective until the group's timeout: Debian's Gloo wakes no pending
+// operation when a connection closes. Abort, from another thread (the coordinator tells every
+// survivor), frees each waiting rank at once; and the stalled rank, when it resumes, fails at
+// once too, as the others closed their connections.
+TEST(GlooCommunicatorTest, AbortFreesCollectivesWaitingForAStalledPeer) {
+  InMemoryKeyValueStore store;
+  std::vector<absl::Status> statuses(3);
+  absl::Notification others_done;
+  std::atomic<int> done{0};
+  // Long enough that a collective ending by its timeout fails the checks below.
+  RunGroup(3, &store, absl::Minutes(2), [&](int rank, Communicator& comm) {
+    torch::Tensor t = torch::ones({1000});
+    ASSERT_TRUE(comm.AllReduceSum(t).ok());
+    if (rank == 2) {  // Stalls, then resumes.
+      others_done.WaitForNotification();
+      statuses[2] = comm.AllReduceSum(t);
+      return;
+    }
+    std::thread aborter([&comm] {
+      absl::SleepFor(absl::Milliseconds(300));  // Most likely inside the collective by then.
+      comm.Abort("the coordinator gave up on generation 4");
+    });
+    statuses[rank] = comm.AllReduceSum(t);
+    aborter.join();
+    const absl::Status again = comm.AllReduceSum(t);
+    EXPECT_EQ(again.code(), absl::StatusCode::kAborted) << again;
+    if (++done == 2) others_done.Notify();
+  });
+  for (int r : {0, 1}) {
+    EXPECT_EQ(statuses[r].code(), absl::StatusCode::kAborted) << statuses[r];
+    EXPECT_NE(statuses[r].message().find("the coordinator gave up on generation 4"), std::string::npos)
+        << statuses[r];
+  }
+  EXPECT_EQ(statuses[2].code(), absl::StatusCode::kUnavailable) << statuses[2];
+  EXPECT_EQ(statuses[2].message().find("timed out"), std::string::npos) << statuses[2];
+}
+
 TEST(GlooCommunicatorTest, GroupsWithDifferentPrefixesNeverMeet) {
   // Two generations of one job share the store; each forms its own group of two.
   InMemoryKeyValueStore shared;

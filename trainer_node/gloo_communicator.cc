@@ -6,13 +6,23 @@
 #include <gloo/math.h>
 #include <gloo/rendezvous/context.h>
 #include <gloo/rendezvous/store.h>
+#include <gloo/transport/tcp/address.h>
 #include <gloo/transport/tcp/device.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <csignal>
+#include <cstring>
+#include <filesystem>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "core/logging.h"
 #include "trainer_node/communicator_internal.h"
 
 namespace kennel::trainer {
@@ -31,8 +41,12 @@ class GlooStore : public gloo::rendezvous::Store {
   std::vector<char> get(const std::string& key) override {
     auto v = store_->Get({key}, timeout_);
     if (!v.ok()) throw std::runtime_error(std::string(v.status().message()));
-    return std::vector<char>((*v)[0].begin(), (*v)[0].end());
+    std::vector<char> value((*v)[0].begin(), (*v)[0].end());
+    got_.emplace_back(key, value);
+    return value;
   }
+  // What get() returned, in order: the peers' published addresses among it.
+  const std::vector<std::pair<std::string, std::vector<char>>>& got() const { return got_; }
   void wait(const std::vector<std::string>& keys) override { wait(keys, kDefaultTimeout); }
   void wait(const std::vector<std::string>& keys, const std::chrono::milliseconds& t) override {
     auto v = store_->Get(keys, std::min(timeout_, ToDuration(t)));
@@ -42,12 +56,90 @@ class GlooStore : public gloo::rendezvous::Store {
  private:
   KeyValueStore* store_;
   absl::Duration timeout_;
+  std::vector<std::pair<std::string, std::vector<char>>> got_;
 };
+
+bool SameEndpoint(const sockaddr_storage& a, const sockaddr_storage& b) {
+  if (a.ss_family != b.ss_family) return false;
+  if (a.ss_family == AF_INET) {
+    const auto& x = reinterpret_cast<const sockaddr_in&>(a);
+    const auto& y = reinterpret_cast<const sockaddr_in&>(b);
+    return x.sin_port == y.sin_port && x.sin_addr.s_addr == y.sin_addr.s_addr;
+  }
+  if (a.ss_family == AF_INET6) {
+    const auto& x = reinterpret_cast<const sockaddr_in6&>(a);
+    const auto& y = reinterpret_cast<const sockaddr_in6&>(b);
+    return x.sin6_port == y.sin6_port && std::memcmp(&x.sin6_addr, &y.sin6_addr, sizeof(x.sin6_addr)) == 0;
+  }
+  return false;
+}
+
+// The TCP endpoints of one group's connections, to find its sockets again: every connection
+// of a pair either was accepted on this rank's listening address or goes to a peer's. Both
+// are public (Pair::address(), and the addresses the peers published in the rendezvous store).
+struct GroupEndpoints {
+  sockaddr_storage own{};
+  std::vector<sockaddr_storage> peers;
+
+  bool Matches(int fd) const {
+    sockaddr_storage local{}, remote{};
+    socklen_t n = sizeof(local), m = sizeof(remote);
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &n) != 0) return false;
+    if (::getpeername(fd, reinterpret_cast<sockaddr*>(&remote), &m) != 0) return false;  // Not connected.
+    if (SameEndpoint(local, own)) return true;
+    for (const auto& p : peers) {
+      if (SameEndpoint(remote, p)) return true;
+    }
+    return false;
+  }
+};
+
+GroupEndpoints FindEndpoints(gloo::Context& context, const GlooStore& store) {
+  GroupEndpoints e;
+  size_t address_size = 0;
+  for (int peer = 0; peer < context.size; ++peer) {
+    if (peer == context.rank) continue;
+    const auto* address = dynamic_cast<const gloo::transport::tcp::Address*>(&context.getPair(peer)->address());
+    if (address == nullptr) continue;
+    e.own = address->getSockaddr();
+    address_size = address->bytes().size();
+  }
+  if (address_size == 0) return e;
+  // Each rank publishes, under its rank number, its pairs' addresses one after another.
+  for (const auto& [key, value] : store.got()) {
+    int rank = 0;
+    if (!absl::SimpleAtoi(key, &rank) || rank == context.rank || value.size() % address_size != 0) continue;
+    for (size_t at = 0; at < value.size(); at += address_size) {
+      const std::vector<char> bytes(value.begin() + static_cast<std::ptrdiff_t>(at),
+                                    value.begin() + static_cast<std::ptrdiff_t>(at + address_size));
+      e.peers.push_back(gloo::transport::tcp::Address(bytes).getSockaddr());
+    }
+  }
+  return e;
+}
+
+// Shuts down this process's sockets of one group. Gloo has no abort, and Pair::close() (as
+// Context::closeConnections()) wakes no operation waiting on the pair: it waits out its
+// timeout. A shut-down socket does: the device's event loop reads end-of-stream and fails
+// every pending operation of the pair, here and at the peer.
+int ShutdownGroupSockets(const GroupEndpoints& endpoints) {
+  int count = 0;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+    int fd = -1;
+    if (!absl::SimpleAtoi(entry.path().filename().string(), &fd)) continue;
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode) || !endpoints.Matches(fd)) continue;
+    if (::shutdown(fd, SHUT_RDWR) == 0) ++count;
+  }
+  return count;
+}
 
 class GlooCommunicator : public Communicator {
  public:
-  GlooCommunicator(const CommunicatorOptions& options, std::shared_ptr<gloo::Context> context)
-      : options_(options), context_(std::move(context)) {}
+  GlooCommunicator(const CommunicatorOptions& options, std::shared_ptr<gloo::Context> context,
+                   GroupEndpoints endpoints)
+      : options_(options), context_(std::move(context)), endpoints_(std::move(endpoints)) {}
 
   int rank() const override { return options_.rank; }
   int world_size() const override { return options_.world_size; }
@@ -93,7 +185,24 @@ class GlooCommunicator : public Communicator {
     return AllReduceSum(one);
   }
 
+  void Abort(const std::string& reason) override {
+    {
+      absl::MutexLock lock(&abort_mu_);
+      if (aborted_.has_value()) return;
+      aborted_ = reason;
+    }
+    if (options_.world_size == 1) return;
+    const int shut = ShutdownGroupSockets(endpoints_);
+    LOG(INFO) << "rank " << options_.rank << ": aborting the group's collectives (" << shut
+              << " connections shut down): " << reason;
+  }
+
  private:
+  std::optional<std::string> AbortReason() {
+    absl::MutexLock lock(&abort_mu_);
+    return aborted_;
+  }
+
   template <typename Fn>
   absl::Status Run(absl::string_view op, const torch::Tensor& t, Fn&& fn) {
     if (!broken_.ok()) return broken_;
@@ -103,12 +212,17 @@ class GlooCommunicator : public Communicator {
           absl::StrCat(op, " needs a contiguous CPU float32/float64 tensor"));
     }
     const int64_t seq = ++seq_;
+    auto aborted = [&](const std::string& reason) {
+      return broken_ = absl::AbortedError(absl::StrCat(op, " #", seq, " on rank ", options_.rank, " aborted: ", reason));
+    };
+    if (auto reason = AbortReason()) return aborted(*reason);
     if (options_.world_size == 1) return absl::OkStatus();
     const auto timeout = std::chrono::milliseconds(absl::ToInt64Milliseconds(options_.timeout));
     try {
       fn(static_cast<uint32_t>(seq & 0x7fffffff), timeout);
       return absl::OkStatus();
     } catch (const std::exception& e) {
+      if (auto reason = AbortReason()) return aborted(*reason);
       const std::vector<int> missing =
           FindMissingRanks(*options_.store, options_.rank, options_.world_size, seq,
                            std::min(options_.timeout, absl::Seconds(5)));
@@ -126,6 +240,9 @@ class GlooCommunicator : public Communicator {
   std::shared_ptr<gloo::Context> context_;
   int64_t seq_ = 0;
   absl::Status broken_;
+  const GroupEndpoints endpoints_;
+  absl::Mutex abort_mu_;
+  std::optional<std::string> aborted_ ABSL_GUARDED_BY(abort_mu_);
 };
 
 }  // namespace
@@ -157,11 +274,13 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateGlooCommunicator(
     auto device = gloo::transport::tcp::CreateDevice(attr);
     auto context = std::make_shared<gloo::rendezvous::Context>(options.rank, options.world_size);
     context->setTimeout(std::chrono::milliseconds(absl::ToInt64Milliseconds(options.timeout)));
+    GroupEndpoints endpoints;
     if (options.world_size > 1) {
       GlooStore store(options.store, options.timeout);
       context->connectFullMesh(store, device);
+      endpoints = FindEndpoints(*context, store);
     }
-    return std::unique_ptr<Communicator>(new GlooCommunicator(options, std::move(context)));
+    return std::unique_ptr<Communicator>(new GlooCommunicator(options, std::move(context), std::move(endpoints)));
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("rank ", options.rank, " could not join a group of ",
                                                options.world_size, ": ", e.what()));

@@ -9,8 +9,11 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <optional>
+
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "trainer_node/communicator_internal.h"
 
@@ -49,7 +52,19 @@ class NcclCommunicator : public Communicator {
     return AllReduceSum(one);
   }
 
+  // The collective's own thread polls the flag and calls ncclCommAbort (NCCL's abort frees a
+  // kernel blocked on a peer; it must not race the thread using the communicator).
+  void Abort(const std::string& reason) override {
+    absl::MutexLock lock(&abort_mu_);
+    if (!aborted_.has_value()) aborted_ = reason;
+  }
+
  private:
+  std::optional<std::string> AbortReason() {
+    absl::MutexLock lock(&abort_mu_);
+    return aborted_;
+  }
+
   template <typename Fn>
   absl::Status Run(absl::string_view op, const torch::Tensor& t, Fn&& enqueue) {
     if (!broken_.ok()) return broken_;
@@ -58,6 +73,12 @@ class NcclCommunicator : public Communicator {
       return absl::InvalidArgumentError(absl::StrCat(op, " needs a contiguous CUDA float32/float64 tensor"));
     }
     const int64_t seq = ++seq_;
+    auto aborted = [&](const std::string& reason) {
+      if (comm_ != nullptr) ncclCommAbort(comm_);
+      comm_ = nullptr;
+      return broken_ = absl::AbortedError(absl::StrCat(op, " #", seq, " on rank ", options_.rank, " aborted: ", reason));
+    };
+    if (auto reason = AbortReason()) return aborted(*reason);
     cudaStream_t stream = at::cuda::getCurrentCUDAStream().stream();
     const ncclDataType_t type = t.scalar_type() == torch::kFloat64 ? ncclFloat64 : ncclFloat32;
     if (ncclResult_t r = enqueue(stream, type); r != ncclSuccess && r != ncclInProgress) {
@@ -73,6 +94,7 @@ class NcclCommunicator : public Communicator {
       ncclResult_t async = ncclSuccess;
       ncclCommGetAsyncError(comm_, &async);
       if (async != ncclSuccess && async != ncclInProgress) return broken_ = NcclError(op, async);
+      if (auto reason = AbortReason()) return aborted(*reason);
       if (absl::Now() > deadline) {
         ncclCommAbort(comm_);
         comm_ = nullptr;
@@ -88,6 +110,8 @@ class NcclCommunicator : public Communicator {
   ncclComm_t comm_;
   int64_t seq_ = 0;
   absl::Status broken_;
+  absl::Mutex abort_mu_;
+  std::optional<std::string> aborted_ ABSL_GUARDED_BY(abort_mu_);
 };
 
 }  // namespace

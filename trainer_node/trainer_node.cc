@@ -60,6 +60,10 @@ void TrainerNode::Shutdown() {
     if (shutdown_) return;
   }
   cancel_ = true;
+  {
+    absl::MutexLock lock(&mu_);
+    if (comm_ != nullptr) comm_->Abort("the trainer is shutting down");
+  }
   control_->Stop();
   absl::MutexLock lock(&mu_);
   shutdown_ = true;
@@ -103,7 +107,10 @@ void TrainerNode::OnCoordinatorMessage(const v1::CoordinatorMessage& message) {
       LOG(INFO) << "assigned job " << message.assign().job_id() << " generation "
                 << message.assign().generation() << " as rank " << message.assign().rank() << " of "
                 << message.assign().world_size();
-      if (!current_job_.empty()) cancel_ = true;  // The coordinator moved on.
+      if (!current_job_.empty()) {  // The coordinator moved on.
+        cancel_ = true;
+        if (comm_ != nullptr) comm_->Abort("the coordinator assigned another job");
+      }
       pending_ = message.assign();
       break;
     case v1::CoordinatorMessage::kCheckpoint:
@@ -119,6 +126,7 @@ void TrainerNode::OnCoordinatorMessage(const v1::CoordinatorMessage& message) {
         LOG(WARNING) << "aborting job " << current_job_ << " generation " << current_generation_
                      << ": " << message.abort().reason();
         cancel_ = true;
+        if (comm_ != nullptr) comm_->Abort(message.abort().reason());
       }
       if (pending_ && pending_->job_id() == message.abort().job_id() &&
           pending_->generation() == message.abort().generation()) {
@@ -187,6 +195,19 @@ void TrainerNode::RunAssignment(const v1::Assignment& a) {
     if (!cancel_) fail(comm.status());
     return;
   }
+  {
+    absl::MutexLock lock(&mu_);
+    comm_ = comm->get();
+    if (cancel_) comm_->Abort("aborted while the group formed");
+  }
+  // Before the communicator goes, on every return below.
+  struct Unpublish {
+    TrainerNode* node;
+    ~Unpublish() {
+      absl::MutexLock lock(&node->mu_);
+      node->comm_ = nullptr;
+    }
+  } unpublish{this};
   CoordinatorCheckpointStore checkpoints(stub_.get(), a.job_id(), a.generation(), options_.work_dir);
   TrainingRun run{.spec = spec, .rank = a.rank(), .world_size = a.world_size(), .train = &a.train(),
                   .eval = &a.eval(),

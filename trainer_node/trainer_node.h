@@ -22,6 +22,8 @@
 
 namespace kennel::trainer {
 
+class Communicator;
+
 struct TrainerNodeOptions {
   std::string coordinator = "127.0.0.1:7070";
   // Unique in the cluster; default: hostname.
@@ -63,6 +65,9 @@ class TrainerNode {
   // The generation being trained now (job id empty when idle).
   std::string current_job_ ABSL_GUARDED_BY(mu_);
   int64_t current_generation_ ABSL_GUARDED_BY(mu_) = 0;
+  // The current assignment's group while it exists: an abort from the coordinator, a new
+  // assignment or Shutdown aborts it, freeing a collective that waits for a stalled peer.
+  Communicator* comm_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::atomic<bool> cancel_{false};
   // The coordinator asked the running job's rank 0 for a checkpoint.
   std::atomic<bool> checkpoint_now_{false};
