@@ -518,11 +518,12 @@ void Cluster::OnTrainerMessage(const std::string& name, const TrainerChannel* ch
         const std::string& missing = status.nodes(m.missing_rank());
         auto lost = nodes_.find(missing);
         if (lost != nodes_.end() && lost->second.channel == nullptr) {
-          // The rank it waited for is on a dead node: recover rather than fail.
-          lost->second.status.set_job_id(m.job_id());
-          lost->second.status.set_generation(m.generation());
-          lost->second.status.set_rank(m.missing_rank());
-          NodeLost(lost->second, absl::StrCat("rank ", m.rank(), " lost it: ", m.error()));
+          // The rank it waited for is on a node not connected here (not back since a
+          // coordinator restart, or gone before this report): the group's trouble, so the job
+          // re-forms rather than fails. The node's own record is left as it is.
+          RecoverJob(*job, absl::StrCat("trainer ", missing, " (rank ", m.missing_rank(), ") is not connected; rank ",
+                                        m.rank(), " on ", name, " lost it: ", m.error()),
+                     name);
           break;
         }
         culprit = absl::StrCat(" [rank ", m.missing_rank(), " is trainer ", missing, "]");

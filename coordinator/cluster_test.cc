@@ -402,6 +402,46 @@ TEST_F(ClusterTest, FailedRankNamesTheTrainerItWaitedFor) {
   EXPECT_NE(ended.message().find("rank 1 is trainer " + running.nodes(1)), std::string::npos) << ended.message();
 }
 
+// After a coordinator restart, rank 0 is back and reports that it lost rank 1, whose trainer
+// has not registered again: the job re-forms at once (not after the reattach window, and not by
+// rewriting the absent node's record, as it used to).
+TEST_F(ClusterTest, ARankLostOnANodeNotConnectedReFormsTheGroup) {
+  auto a = Join("a");
+  auto b = Join("b");
+  auto job = *cluster_->SubmitJob(Spec(2));
+  cluster_->Tick();
+  const auto running = *cluster_->GetJob(job.id());
+  Open();  // The coordinator restarts; only rank 0's trainer comes back.
+  channels_.clear();
+  const std::string first = running.nodes(0), second = running.nodes(1);
+  auto channel = std::make_shared<FakeChannel>();
+  v1::Register r;
+  r.set_name(first);
+  r.set_incarnation(first + "-process");
+  r.set_job_id(job.id());
+  r.set_generation(1);
+  ASSERT_TRUE(cluster_->RegisterTrainer(r, channel).ok());
+  channels_[first] = channel;
+  const auto before = cluster_->Status();
+  Message(first, Failed(job.id(), 1, "all-reduce #40 on rank 0 failed: the connection to a peer broke; waiting for rank 1",
+                        1, v1::JobFailed::COLLECTIVE));
+  const auto got = cluster_->GetJob(job.id());
+  ASSERT_TRUE(got.ok()) << got.status();
+  const auto& recovering = *got;
+  EXPECT_EQ(recovering.state(), v1::RECOVERING);
+  EXPECT_EQ(recovering.generation(), 2);
+  EXPECT_NE(recovering.message().find("trainer " + second + " (rank 1) is not connected"), std::string::npos)
+      << recovering.message();
+  // The absent trainer's record is unchanged.
+  const auto after = cluster_->Status();
+  for (const auto& n : after.nodes()) {
+    if (n.name() != second) continue;
+    for (const auto& old : before.nodes()) {
+      if (old.name() == second) EXPECT_EQ(n.state(), old.state()) << n.DebugString();
+    }
+  }
+}
+
 // A rank whose collective failed because the group broke (a peer's connection reset before its
 // control stream closed here) is the group's trouble: the job re-forms instead of failing, and
 // its status says why and what it waits for.
