@@ -572,7 +572,7 @@ void Cluster::OnTrainerMessage(const std::string& name, const TrainerChannel* ch
       break;
     case v1::TrainerMessage::kDeployed: {
       const auto& d = message.deployed();
-      deploy_results_[absl::StrCat(name, "/", d.name(), "/", d.version())] = d.error();
+      deployments_.OnResult(name, d.name(), d.version(), d.error());
       if (d.error().empty()) node.status.set_model(absl::StrCat(d.name(), ":", d.version()));
       break;
     }
@@ -582,88 +582,44 @@ void Cluster::OnTrainerMessage(const std::string& name, const TrainerChannel* ch
 }
 
 absl::StatusOr<v1::DeployResponse> Cluster::Deploy(const v1::DeployRequest& request) {
-  ASSIGN_OR_RETURN(auto versions, state_->LoadModels(request.name()));
-  if (versions.empty()) return absl::NotFoundError(absl::StrCat("no model named '", request.name(), "'"));
-  int64_t version = request.version();
-  if (!(request.min_accuracy() >= 0 && request.min_accuracy() <= 1)) {
-    return absl::InvalidArgumentError("min_accuracy must be in [0, 1]");
-  }
-  if (version <= 0) {
-    // The newest version fit to serve: finite metrics, and as accurate as asked.
-    for (auto it = versions.rbegin(); it != versions.rend(); ++it) {
-      const auto& m = it->manifest().metrics();
-      const bool finite = std::isfinite(m.train_loss()) && std::isfinite(m.test_loss()) &&
-                          std::isfinite(m.test_accuracy());
-      const bool accurate = request.min_accuracy() <= 0 ||
-                            (!it->manifest().lineage().imported() && m.test_accuracy() >= request.min_accuracy());
-      if (finite && accurate) {
-        version = it->version();
-        break;
+  ASSIGN_OR_RETURN(const int64_t version, deployments_.ChooseVersion(request));
+  std::vector<std::string> targets;
+  {
+    absl::MutexLock lock(&mu_);
+    if (request.nodes().empty()) {
+      for (const auto& [name, node] : nodes_) {
+        if (node.status.role() == v1::INFERENCE && node.channel) targets.push_back(name);
+      }
+      if (targets.empty()) return absl::FailedPreconditionError("no inference nodes are connected");
+    } else {
+      for (const auto& name : request.nodes()) {
+        auto it = nodes_.find(name);
+        if (it == nodes_.end() || it->second.status.role() != v1::INFERENCE) {
+          return absl::NotFoundError(absl::StrCat("no inference node named '", name, "'"));
+        }
+        if (!it->second.channel) return absl::UnavailableError(absl::StrCat("inference node ", name, " is not connected"));
+        targets.push_back(name);
       }
     }
-    if (version <= 0) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "no version of ", request.name(), " is fit to deploy (", versions.size(), " versions; none with finite "
-          "metrics", request.min_accuracy() > 0 ? absl::StrCat(" and test accuracy >= ", request.min_accuracy()) : "",
-          "); name one with --version to deploy it anyway"));
+    deployments_.Expect(targets, request.name(), version);
+    v1::CoordinatorMessage message;
+    message.mutable_deploy()->set_name(request.name());
+    message.mutable_deploy()->set_version(version);
+    for (const auto& name : targets) {
+      Node& node = nodes_[name];
+      node.channel->Send(message);
+      // Wanted there from now on: a restarted node is sent it again.
+      node.status.set_desired_model(absl::StrCat(request.name(), ":", version));
+      writer_->SaveNode(node.status);
     }
   }
-  if (std::none_of(versions.begin(), versions.end(), [&](const auto& m) { return m.version() == version; })) {
-    return absl::NotFoundError(absl::StrCat("model ", request.name(), " has no version ", version));
-  }
+  LOG(INFO) << "deploying " << request.name() << " version " << version << " to " << absl::StrJoin(targets, ", ");
   v1::DeployResponse response;
   response.set_name(request.name());
   response.set_version(version);
-  absl::MutexLock lock(&mu_);
-  std::vector<std::string> targets;
-  if (request.nodes().empty()) {
-    for (const auto& [name, node] : nodes_) {
-      if (node.status.role() == v1::INFERENCE && node.channel) targets.push_back(name);
-    }
-    if (targets.empty()) return absl::FailedPreconditionError("no inference nodes are connected");
-  } else {
-    for (const auto& name : request.nodes()) {
-      auto it = nodes_.find(name);
-      if (it == nodes_.end() || it->second.status.role() != v1::INFERENCE) {
-        return absl::NotFoundError(absl::StrCat("no inference node named '", name, "'"));
-      }
-      if (!it->second.channel) return absl::UnavailableError(absl::StrCat("inference node ", name, " is not connected"));
-      targets.push_back(name);
-    }
-  }
-  v1::CoordinatorMessage message;
-  message.mutable_deploy()->set_name(request.name());
-  message.mutable_deploy()->set_version(version);
-  std::vector<std::string> keys;
-  for (const auto& name : targets) {
-    keys.push_back(absl::StrCat(name, "/", request.name(), "/", version));
-    deploy_results_.erase(keys.back());
-    Node& node = nodes_[name];
-    node.channel->Send(message);
-    // Wanted there from now on: a restarted node is sent it again.
-    node.status.set_desired_model(absl::StrCat(request.name(), ":", version));
-    writer_->SaveNode(node.status);
-  }
-  LOG(INFO) << "deploying " << request.name() << " version " << version << " to " << absl::StrJoin(targets, ", ");
-  auto all_answered = [this, &keys]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    for (const auto& k : keys) {
-      if (!deploy_results_.contains(k)) return false;
-    }
-    return true;
-  };
-  mu_.AwaitWithTimeout(absl::Condition(&all_answered),
-                       absl::Seconds(request.timeout_s() > 0 ? request.timeout_s() : 300));
-  for (size_t i = 0; i < targets.size(); ++i) {
-    auto* r = response.add_results();
-    r->set_node(targets[i]);
-    auto it = deploy_results_.find(keys[i]);
-    if (it == deploy_results_.end()) {
-      r->set_error("no answer before the timeout");
-    } else {
-      r->set_ok(it->second.empty());
-      r->set_error(it->second);
-      deploy_results_.erase(it);
-    }
+  for (auto& r : deployments_.Collect(targets, request.name(), version,
+                                      absl::Seconds(request.timeout_s() > 0 ? request.timeout_s() : 300))) {
+    *response.add_results() = std::move(r);
   }
   return response;
 }

@@ -1,8 +1,9 @@
 // The coordinator's logic, free of gRPC: membership (registration, heartbeats, dead-node
 // detection), training jobs as durable state machines, scheduling onto free trainers,
 // recovery from lost trainers (generation fencing, resume from checkpoint), deploys, and the
-// views kennelctl shows. The rendezvous key-value store (Rendezvous) and the durable writes
-// (StateWriter) are parts of their own with their own locks.
+// views kennelctl shows. The rendezvous key-value store (Rendezvous), deploys' version choice
+// and answers (Deployments) and the durable writes (StateWriter) are parts of their own with
+// their own locks; membership and jobs share the cluster's (a lost member re-forms its job).
 //
 // Job states: PENDING -> RUNNING -> SUCCEEDED | FAILED | CANCELLED, and RUNNING ->
 // RECOVERING -> RUNNING when a trainer is lost (generation + 1, survivors aborted). After a
@@ -29,6 +30,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "coordinator/artifact_store.h"
+#include "coordinator/deployments.h"
 #include "coordinator/rendezvous.h"
 #include "coordinator/state_store.h"
 #include "coordinator/state_writer.h"
@@ -137,7 +139,7 @@ class Cluster {
 
   Cluster(ClusterOptions options, StateStore* state, ArtifactStore* artifacts)
       : options_(std::move(options)), state_(state), artifacts_(artifacts),
-        writer_(std::make_unique<StateWriter>(state)) {}
+        writer_(std::make_unique<StateWriter>(state)), deployments_(state) {}
 
   static bool Ended(const Job& job);
   // A job that ended needing no checkpoint (succeeded, cancelled) has its checkpoint deleted.
@@ -170,13 +172,12 @@ class Cluster {
   ArtifactStore* const artifacts_;
   std::unique_ptr<StateWriter> writer_;  // Job and node writes; flushed by the destructor.
   Rendezvous rendezvous_;  // Its own lock: opened and closed under mu_, read and written without it.
+  Deployments deployments_;  // Its own lock: answers are recorded under mu_, awaited without it.
 
   absl::Mutex mu_;
   std::map<std::string, Node> nodes_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Job> jobs_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> job_order_ ABSL_GUARDED_BY(mu_);  // Submission order.
-  // Deploy answers by "node/name/version": the error, empty on success.
-  std::map<std::string, std::string> deploy_results_ ABSL_GUARDED_BY(mu_);
   int64_t next_job_number_ ABSL_GUARDED_BY(mu_) = 1;
   // Why a RECOVERING job recovers, kept for its "waiting for ..." message.
   std::map<std::string, std::string> recovering_since_ ABSL_GUARDED_BY(mu_);

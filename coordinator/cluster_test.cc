@@ -437,7 +437,9 @@ TEST_F(ClusterTest, ARankLostOnANodeNotConnectedReFormsTheGroup) {
   for (const auto& n : after.nodes()) {
     if (n.name() != second) continue;
     for (const auto& old : before.nodes()) {
-      if (old.name() == second) EXPECT_EQ(n.state(), old.state()) << n.DebugString();
+      if (old.name() == second) {
+        EXPECT_EQ(n.state(), old.state()) << n.DebugString();
+      }
     }
   }
 }
