@@ -20,6 +20,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "core/grpc_keepalive.h"
+#include "core/tls.h"
 
 namespace kennel::cli {
 namespace {
@@ -344,9 +345,14 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> InferenceChannel(const std::strin
   core::SetClientKeepalive(args);  // A node behind a cut link fails over within ~15 s.
   const std::vector<std::string> list = absl::StrSplit(servers, ',', absl::SkipWhitespace());
   if (list.empty()) return absl::InvalidArgumentError("no inference node address given");
+  auto credentials = core::MakeChannelCredentials(core::TlsFilesFromEnvironment());
+  if (!credentials.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(credentials.status().message(),
+                                                   " (from KENNEL_TLS_CA, KENNEL_TLS_CERT, KENNEL_TLS_KEY)"));
+  }
   if (list.size() == 1) {
     args.SetServiceConfigJSON(InferenceServiceConfig(false));
-    return grpc::CreateCustomChannel(list[0], grpc::InsecureChannelCredentials(), args);
+    return grpc::CreateCustomChannel(list[0], *credentials, args);
   }
   // Several nodes: one channel over all of them ("ipv4:a:p,b:q"), each name resolved here.
   std::vector<std::string> resolved;
@@ -369,8 +375,10 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> InferenceChannel(const std::strin
     resolved.push_back(absl::StrCat(ip, ":", port));
   }
   args.SetServiceConfigJSON(InferenceServiceConfig(true));
-  return grpc::CreateCustomChannel(absl::StrCat("ipv4:", absl::StrJoin(resolved, ",")),
-                                   grpc::InsecureChannelCredentials(), args);
+  // TLS checks one name per channel: the first address's host. The certificates of the nodes
+  // behind one list must all carry it (`kennelctl certs issue --host`).
+  args.SetSslTargetNameOverride(list[0].substr(0, list[0].rfind(':')));
+  return grpc::CreateCustomChannel(absl::StrCat("ipv4:", absl::StrJoin(resolved, ",")), *credentials, args);
 }
 
 LoadReport RunLoad(const LoadOptions& options, int64_t payload_count,

@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "cli/client.h"
 #include "cli/cluster_commands.h"
+#include "cli/certs_command.h"
 #include "cli/dataset_command.h"
 #include "cli/import_command.h"
 #include "cli/output.h"
@@ -51,6 +52,7 @@ int main(int argc, char** argv) {
   cli::AddImportCommand(app, global, cli::RunImportHelper(argc, argv));
   cli::AddUpCommand(app, global);
   cli::AddDatasetCommand(app, global);
+  cli::AddCertsCommand(app, global);
   std::vector<std::string> commands;
   for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
     cli::AddGlobalFlags(*sub, global);

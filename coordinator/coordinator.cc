@@ -12,6 +12,16 @@
 namespace kennel::coordinator {
 
 absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOptions options) {
+  if (options.tls.enabled() && options.tls.ca.empty()) {
+    return absl::InvalidArgumentError("--tls_ca is required with TLS: members and clients are verified against it");
+  }
+  if (!options.tls.enabled() && !options.insecure && !core::IsLoopbackAddress(options.listen_address)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "refusing to listen on ", options.listen_address, " without TLS: anyone who reaches it could join, drive "
+        "or read the cluster. Give --tls_cert, --tls_key and --tls_ca (`kennelctl certs` makes them), or pass "
+        "--insecure on a network only the cluster reaches"));
+  }
+  ASSIGN_OR_RETURN(auto credentials, core::MakeServerCredentials(options.tls));
   std::unique_ptr<Coordinator> c(new Coordinator());
   std::error_code ec;
   std::filesystem::create_directories(options.data_dir, ec);
@@ -20,10 +30,11 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOpti
   ASSIGN_OR_RETURN(c->artifacts_, ArtifactStore::Create(options.data_dir + "/artifacts", c->state_.get()));
   ASSIGN_OR_RETURN(c->cluster_, Cluster::Create(options.cluster, c->state_.get(), c->artifacts_.get()));
   c->coordinator_service_ = std::make_unique<CoordinatorService>(c->cluster_.get(), c->artifacts_.get(),
-                                                                  options.max_artifact_bytes);
+                                                                  options.max_artifact_bytes,
+                                                                  /*verify_member_names=*/options.tls.enabled());
   c->admin_service_ = std::make_unique<AdminService>(c->cluster_.get(), c->state_.get());
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen_address, grpc::InsecureServerCredentials(), &c->port_);
+  builder.AddListeningPort(options.listen_address, credentials, &c->port_);
   builder.RegisterService(c->coordinator_service_.get());
   builder.RegisterService(c->admin_service_.get());
   builder.SetMaxReceiveMessageSize(64 << 20);

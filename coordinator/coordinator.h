@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "coordinator/artifact_store.h"
 #include "coordinator/cluster.h"
+#include "core/tls.h"
 #include "coordinator/coordinator_service.h"
 #include "coordinator/state_store.h"
 
@@ -23,6 +24,11 @@ struct CoordinatorOptions {
   std::string data_dir = "kennel-data";
   ClusterOptions cluster;
   int64_t max_artifact_bytes = int64_t{8} << 30;
+  // TLS (mutual: every client needs a certificate from tls.ca; a member registers only under
+  // its certificate's name). Without it, a listen address off the loopback is refused unless
+  // `insecure` is set.
+  core::TlsFiles tls;
+  bool insecure = false;
 };
 
 class Coordinator {

@@ -4,9 +4,11 @@
 
 #include <deque>
 #include <filesystem>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "core/grpc_status.h"
+#include "core/tls.h"
 
 namespace kennel::coordinator {
 namespace {
@@ -49,8 +51,11 @@ class StreamChannel : public TrainerChannel {
 class ControlReactor
     : public grpc::ServerBidiReactor<v1::TrainerMessage, v1::CoordinatorMessage> {
  public:
-  explicit ControlReactor(Cluster* cluster)
-      : cluster_(cluster), channel_(std::make_shared<StreamChannel>(this)) {
+  // `certificate_name`: the verified client certificate's name the member must register
+  // under, or nullopt when names are not verified (plaintext).
+  ControlReactor(Cluster* cluster, std::optional<std::string> certificate_name, bool verify)
+      : cluster_(cluster), certificate_name_(std::move(certificate_name)), verify_(verify),
+        channel_(std::make_shared<StreamChannel>(this)) {
     StartRead(&in_);
   }
 
@@ -63,6 +68,16 @@ class ControlReactor
       if (!in_.has_register_()) {
         channel_->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                                       "the first message on a control stream must be Register"));
+        return;
+      }
+      if (verify_ && certificate_name_ != in_.register_().name()) {
+        channel_->Finish(
+            certificate_name_.has_value()
+                ? grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                               absl::StrCat("this certificate is for '", *certificate_name_, "'; it cannot register as '",
+                                            in_.register_().name(), "' (--name must be the certificate's name)"))
+                : grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                               "a member must connect with a certificate the cluster's CA issued for its name"));
         return;
       }
       // The cluster sends the ack (and what must follow it) on the channel itself.
@@ -88,6 +103,8 @@ class ControlReactor
 
  private:
   Cluster* cluster_;
+  const std::optional<std::string> certificate_name_;
+  const bool verify_;
   std::shared_ptr<StreamChannel> channel_;
   v1::TrainerMessage in_;
   std::string name_;
@@ -146,7 +163,7 @@ void StreamChannel::WriteDone(bool ok) {
 
 grpc::ServerBidiReactor<v1::TrainerMessage, v1::CoordinatorMessage>*
 CoordinatorService::TrainerControl(grpc::CallbackServerContext* context) {
-  return new ControlReactor(cluster_);
+  return new ControlReactor(cluster_, core::VerifiedPeerName(*context), verify_member_names_);
 }
 
 grpc::Status CoordinatorService::StoreSet(grpc::ServerContext*, const v1::StoreSetRequest* request,

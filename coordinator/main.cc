@@ -1,5 +1,6 @@
 // kennel-coordinator: flags -> CoordinatorOptions -> Coordinator::Create -> serve until
 // SIGINT/SIGTERM.
+#include "core/tls_flags.h"
 #include "core/logging.h"
 
 #include "core/process_setup.h"
@@ -44,6 +45,7 @@ int main(int argc, char** argv) {
                  "stopping (0: stop at once)")
       ->check(CLI::Range(0, 3600))
       ->capture_default_str();
+  kennel::core::AddTlsFlags(app, options.tls, &options.insecure);
   CLI11_PARSE(app, argc, argv);
   options.cluster.heartbeat_timeout = absl::Seconds(heartbeat_timeout_s);
   options.cluster.recovery_window = absl::Seconds(recovery_window_s);

@@ -21,6 +21,16 @@ namespace kennel::inference {
 namespace fs = std::filesystem;
 
 absl::StatusOr<std::unique_ptr<InferenceNode>> InferenceNode::Create(InferenceNodeOptions options) {
+  if (!options.tls.enabled() && !options.insecure && !core::IsLoopbackAddress(options.listen_address)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "refusing to serve on ", options.listen_address, " without TLS: give --tls_cert, --tls_key and --tls_ca "
+        "(`kennelctl certs` makes them), or pass --insecure on a network only the cluster and its clients reach"));
+  }
+  ASSIGN_OR_RETURN(auto server_credentials, core::MakeServerCredentials(options.tls));
+  ASSIGN_OR_RETURN(auto channel_credentials, core::MakeChannelCredentials(options.tls));
+  if (options.name == "inference" && !options.tls.cert.empty()) {
+    ASSIGN_OR_RETURN(options.name, core::CertificateName(options.tls.cert));  // Its certificate says who it is.
+  }
   std::unique_ptr<InferenceNode> node(new InferenceNode(std::move(options)));
   auto& o = node->options_;
   ASSIGN_OR_RETURN(node->engine_, Engine::Create(o.engine, &node->metrics_));
@@ -33,7 +43,7 @@ absl::StatusOr<std::unique_ptr<InferenceNode>> InferenceNode::Create(InferenceNo
                                                       o.max_in_flight_per_stream);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(o.listen_address, grpc::InsecureServerCredentials(), &node->port_);
+  builder.AddListeningPort(o.listen_address, server_credentials, &node->port_);
   builder.RegisterService(node->service_.get());
   builder.SetMaxReceiveMessageSize(o.max_message_bytes);
   core::SetServerKeepalive(builder);
@@ -58,7 +68,7 @@ absl::StatusOr<std::unique_ptr<InferenceNode>> InferenceNode::Create(InferenceNo
 
   if (!o.model_dir.empty()) RETURN_IF_ERROR(node->DeployLocal(o.model_dir));
   if (!o.coordinator.empty()) {
-    node->coordinator_ = v1::Coordinator::NewStub(core::CreateCoordinatorChannel(o.coordinator));
+    node->coordinator_ = v1::Coordinator::NewStub(core::CreateCoordinatorChannel(o.coordinator, channel_credentials));
     if (!o.model.empty()) {
       std::vector<std::string> parts = absl::StrSplit(o.model, ':');
       int64_t version = 0;

@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/member/control_stream.h"
+#include "core/tls.h"
 #include "inference_node/engine.h"
 #include "inference_node/inference_service.h"
 #include "inference_node/metrics.h"
@@ -45,6 +46,11 @@ struct InferenceNodeOptions {
   // is not read from further).
   int max_in_flight_per_stream = 256;
   int max_message_bytes = 16 << 20;
+  // TLS for the Inference service (its certificate; with tls.ca every client needs one the CA
+  // issued) and for the channel to the coordinator. Without it, a listen address off the
+  // loopback is refused unless `insecure` is set.
+  core::TlsFiles tls;
+  bool insecure = false;
 };
 
 class InferenceNode {

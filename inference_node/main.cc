@@ -10,6 +10,7 @@
 #include <iostream>
 #include <thread>
 
+#include "core/tls_flags.h"
 #include "inference_node/inference_node.h"
 
 namespace {
@@ -24,7 +25,8 @@ int main(int argc, char** argv) {
       "batching, grpc.health.v1 and Prometheus metrics; takes deploys from the coordinator.");
   app.add_option("--listen", o.listen_address, "host:port for the Inference service")->capture_default_str();
   app.add_option("--metrics_port", o.metrics_port, "Prometheus /metrics port (0: any free, -1: off)")->capture_default_str();
-  app.add_option("--name", o.name, "Node name in the cluster")->capture_default_str();
+  app.add_option("--name", o.name, "Node name in the cluster (with --tls_cert: the certificate's name)")
+      ->capture_default_str();
   app.add_option("--coordinator", o.coordinator, "Coordinator host:port (registration, deploys)");
   app.add_option("--advertise", o.advertise_address, "Address clients reach this node on (default: --listen)");
   app.add_option("--model_dir", o.model_dir, "Serve this local artifact folder at start");
@@ -60,6 +62,7 @@ int main(int argc, char** argv) {
   app.add_option("--max_message_mb", o.max_message_bytes, "Largest request, MiB")->transform([](std::string s) {
     return std::to_string(std::stoll(s) << 20);
   });
+  kennel::core::AddTlsFlags(app, o.tls, &o.insecure);
   CLI11_PARSE(app, argc, argv);
   o.engine.model.batcher.max_queue_delay = absl::Microseconds(max_delay_us);
   o.engine.limits.max_encoded_bytes = o.max_message_bytes;

@@ -133,7 +133,7 @@ TEST(MultiHostTest, ACutLinkCostsATrainerAndTheJobGoesOnWithoutItsWork) {
   ASSERT_TRUE(net.Shape("b", "200mbit"));
   const std::string coordinator_address = net.Address("c") + ":7070";
   auto coordinator = Process::Start(
-      net.In("c", {BuildDir() + "/coordinator/kennel-coordinator", "--listen", coordinator_address, "--data_dir",
+      net.In("c", {BuildDir() + "/coordinator/kennel-coordinator", "--listen", coordinator_address, "--insecure", "--data_dir",
                    (dir / "coord").string(), "--heartbeat_timeout_s", "3"}),
       (dir / "coordinator.log").string());
   ASSERT_TRUE(coordinator.ok()) << coordinator.status();
@@ -231,7 +231,7 @@ TEST(MultiHostTest, ACutLinkToAnInferenceNodeLosesNoRequest) {
   if (absl::Status s = net.Create({"c", "t", "i1", "i2"}); !s.ok()) GTEST_SKIP() << s.message();
   const std::string coordinator_address = net.Address("c") + ":7070";
   auto coordinator = Process::Start(
-      net.In("c", {BuildDir() + "/coordinator/kennel-coordinator", "--listen", coordinator_address, "--data_dir",
+      net.In("c", {BuildDir() + "/coordinator/kennel-coordinator", "--listen", coordinator_address, "--insecure", "--data_dir",
                    (dir / "coord").string()}),
       (dir / "coordinator.log").string());
   ASSERT_TRUE(coordinator.ok()) << coordinator.status();
@@ -246,7 +246,7 @@ TEST(MultiHostTest, ACutLinkToAnInferenceNodeLosesNoRequest) {
   for (const std::string host : {"i1", "i2"}) {
     auto node = Process::Start(
         net.In(host, {BuildDir() + "/inference_node/kennel-inference", "--coordinator", coordinator_address,
-                      "--name", host, "--listen", net.Address(host) + ":7080", "--metrics_port", "-1",
+                      "--name", host, "--listen", net.Address(host) + ":7080", "--insecure", "--metrics_port", "-1",
                       "--cache_dir", (dir / (host + "-cache")).string()}),
         (dir / (host + ".log")).string(), {"OPENBLAS_NUM_THREADS=1"});
     ASSERT_TRUE(node.ok());

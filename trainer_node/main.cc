@@ -10,6 +10,7 @@
 #include <iostream>
 #include <thread>
 
+#include "core/tls_flags.h"
 #include "trainer_node/trainer_node.h"
 
 namespace {
@@ -24,13 +25,15 @@ int main(int argc, char** argv) {
       "kennel-trainer: a trainer node. Dials the coordinator, takes training assignments and "
       "trains data-parallel with its peers (Gloo on CPU, NCCL on GPU).");
   app.add_option("--coordinator", options.coordinator, "Coordinator host:port")->capture_default_str();
-  app.add_option("--name", options.name, "Node name, unique in the cluster (default: hostname)");
+  app.add_option("--name", options.name,
+                 "Node name, unique in the cluster (default: the --tls_cert's name, else the hostname)");
   app.add_option("--dataset_root", options.dataset_root,
                  "This machine's copy of the datasets (default: the path in the job spec)");
   app.add_option("--advertise_host", options.advertise_host,
                  "Address peers use to reach this trainer's collective endpoint")
       ->capture_default_str();
   app.add_option("--work_dir", options.work_dir, "Scratch folder for transfers")->capture_default_str();
+  kennel::core::AddTlsFlags(app, options.tls, nullptr);
   CLI11_PARSE(app, argc, argv);
 
   kennel::core::TuneAllocator();

@@ -12,6 +12,7 @@
 #include "core/ml/artifact.h"
 #include "core/member/coordinator_client.h"
 #include "core/grpc_status.h"
+#include "core/status_macros.h"
 #include "core/ml/models.h"
 #include "trainer_node/communicator_internal.h"
 #include "trainer_node/coordinator_stores.h"
@@ -20,6 +21,11 @@
 namespace kennel::trainer {
 
 absl::StatusOr<std::unique_ptr<TrainerNode>> TrainerNode::Create(TrainerNodeOptions options) {
+  ASSIGN_OR_RETURN(auto credentials, core::MakeChannelCredentials(options.tls));
+  if (options.name.empty() && !options.tls.cert.empty()) {
+    // Its certificate says who it is.
+    ASSIGN_OR_RETURN(options.name, core::CertificateName(options.tls.cert));
+  }
   if (options.name.empty()) {
     char host[256] = {0};
     ::gethostname(host, sizeof(host) - 1);
@@ -28,12 +34,12 @@ absl::StatusOr<std::unique_ptr<TrainerNode>> TrainerNode::Create(TrainerNodeOpti
   std::error_code ec;
   std::filesystem::create_directories(options.work_dir, ec);
   if (ec) return absl::InvalidArgumentError(absl::StrCat("cannot create --work_dir ", options.work_dir));
-  return std::unique_ptr<TrainerNode>(new TrainerNode(std::move(options)));
+  return std::unique_ptr<TrainerNode>(new TrainerNode(std::move(options), std::move(credentials)));
 }
 
-TrainerNode::TrainerNode(TrainerNodeOptions options)
+TrainerNode::TrainerNode(TrainerNodeOptions options, std::shared_ptr<grpc::ChannelCredentials> credentials)
     : options_(std::move(options)),
-      channel_(core::CreateCoordinatorChannel(options_.coordinator)),
+      channel_(core::CreateCoordinatorChannel(options_.coordinator, std::move(credentials))),
       stub_(v1::Coordinator::NewStub(channel_)) {
   job_thread_ = std::thread([this] { JobLoop(); });
   control_ = std::make_unique<core::ControlStream>(

@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "core/member/control_stream.h"
+#include "core/tls.h"
 #include "kennel/v1/coordinator.grpc.pb.h"
 
 namespace kennel::trainer {
@@ -34,6 +35,8 @@ struct TrainerNodeOptions {
   std::string advertise_host = "127.0.0.1";
   // Scratch space for transfers and model staging.
   std::string work_dir = "/tmp/kennel-trainer";
+  // TLS to the coordinator (the CA, and this node's certificate: its name is the node's).
+  core::TlsFiles tls;
 };
 
 class TrainerNode {
@@ -45,7 +48,7 @@ class TrainerNode {
   void Shutdown();
 
  private:
-  explicit TrainerNode(TrainerNodeOptions options);
+  TrainerNode(TrainerNodeOptions options, std::shared_ptr<grpc::ChannelCredentials> credentials);
   // `keep`: a result the coordinator must get even across a reconnect (see ControlStream).
   void Send(const kennel::v1::TrainerMessage& message, bool keep = false) { control_->Send(message, keep); }
   kennel::v1::Register MakeRegister();

@@ -18,14 +18,15 @@
 
 namespace kennel::core {
 
-std::shared_ptr<grpc::Channel> CreateCoordinatorChannel(const std::string& address) {
+std::shared_ptr<grpc::Channel> CreateCoordinatorChannel(const std::string& address,
+                                                        std::shared_ptr<grpc::ChannelCredentials> credentials) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(256 << 20);
   args.SetMaxSendMessageSize(64 << 20);
   // Reconnect quickly after a coordinator restart.
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   SetClientKeepalive(args);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  return grpc::CreateCustomChannel(address, credentials ? credentials : grpc::InsecureChannelCredentials(), args);
 }
 
 absl::StatusOr<v1::ArtifactRef> UploadFolder(v1::Coordinator::StubInterface& stub, const std::string& dir,

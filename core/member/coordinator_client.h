@@ -5,6 +5,7 @@
 #define KENNEL_CORE_MEMBER_COORDINATOR_CLIENT_H_
 
 #include <grpcpp/channel.h>
+#include <grpcpp/security/credentials.h>
 
 #include <memory>
 #include <string>
@@ -16,8 +17,10 @@
 
 namespace kennel::core {
 
-// An insecure channel (loopback / private network) accepting messages up to 256 MiB.
-std::shared_ptr<grpc::Channel> CreateCoordinatorChannel(const std::string& address);
+// A channel to the coordinator accepting messages up to 256 MiB, with keepalives.
+// `credentials`: core::MakeChannelCredentials (TLS with the cluster's CA), plaintext if null.
+std::shared_ptr<grpc::Channel> CreateCoordinatorChannel(const std::string& address,
+                                                        std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
 
 // Uploads `files` from `dir`; returns the reference the coordinator stored (with the model
 // version it assigned).
