@@ -20,6 +20,7 @@ struct CertsOptions {
   std::string dir = "kennel-certs";
   std::string name;
   std::vector<std::string> hosts;
+  std::string role = "member";
   int days = 825;
 };
 
@@ -70,11 +71,11 @@ int Issue(const CertsOptions& o) {
   if (o.name.empty() || o.name.find('/') != std::string::npos || o.name.front() == '.' || o.name.size() > 64) {
     return Fail(absl::InvalidArgumentError(absl::StrCat("'", o.name, "' is not a usable name (1-64 characters, no '/', not starting with '.')")));
   }
-  auto pem = core::IssueCertificate(core::Pem{.cert = *ca_cert, .key = *ca_key}, o.name, o.hosts,
+  auto pem = core::IssueCertificate(core::Pem{.cert = *ca_cert, .key = *ca_key}, o.name, o.role, o.hosts,
                                     absl::Hours(24) * o.days);
   if (!pem.ok()) return Fail(pem.status());
   if (absl::Status s = WritePair(o.dir, o.name, *pem); !s.ok()) return Fail(s);
-  std::cout << "certificate for " << o.name << " written to " << o.dir << "/" << o.name << ".pem (key: " << o.dir
+  std::cout << "certificate for " << o.name << " (role " << o.role << ") written to " << o.dir << "/" << o.name << ".pem (key: " << o.dir
             << "/" << o.name << "-key.pem)\n";
   return 0;
 }
@@ -85,7 +86,8 @@ void AddCertsCommand(CLI::App& app, const GlobalOptions&) {
   auto* certs = app.add_subcommand(
       "certs",
       "The cluster's certificate authority: `init` makes it, `issue NAME` signs a certificate for a member "
-      "(NAME = its node name), a server (--host for each address clients dial) or a user");
+      "(NAME = its node name), a server (--host for each address clients dial) or a user (--role admin, "
+      "viewer or client)");
   certs->require_subcommand(1);
   auto opts = std::make_shared<CertsOptions>();
 
@@ -100,6 +102,11 @@ void AddCertsCommand(CLI::App& app, const GlobalOptions&) {
   issue->add_option("--dir", opts->dir, "Folder holding the CA")->capture_default_str();
   issue->add_option("--host", opts->hosts,
                     "An IP address or DNS name clients dial this server at (repeat for several)");
+  issue->add_option("--role", opts->role,
+                    "member (trainers, inference nodes, the coordinator), admin (drives the cluster), viewer "
+                    "(status, jobs, models) or client (classifies)")
+      ->check(CLI::IsMember({"member", "admin", "viewer", "client"}))
+      ->capture_default_str();
   issue->add_option("--days", opts->days, "Days it is valid")->check(CLI::Range(1, 36500))->capture_default_str();
   issue->callback([opts] { throw CLI::RuntimeError(Issue(*opts)); });
 }

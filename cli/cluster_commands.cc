@@ -30,6 +30,7 @@ int Status(const GlobalOptions& global) {
     PrintJson(ProtoToJson(status));
     return kExitOk;
   }
+  if (!status.caller().empty()) std::cout << "AS " << status.caller() << "\n\n";
   std::vector<std::vector<std::string>> rows;
   for (const auto& n : status.nodes()) {
     rows.push_back({n.name(), Lower(v1::NodeRole_Name(n.role())), Lower(v1::NodeState_Name(n.state())),

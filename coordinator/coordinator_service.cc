@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/grpc_status.h"
+#include "core/auth.h"
 #include "core/tls.h"
 
 namespace kennel::coordinator {
@@ -53,9 +54,15 @@ class ControlReactor
  public:
   // `certificate_name`: the verified client certificate's name the member must register
   // under, or nullopt when names are not verified (plaintext).
-  ControlReactor(Cluster* cluster, std::optional<std::string> certificate_name, bool verify)
+  // `allowed`: core::Authorize's verdict; a refused caller's stream ends at once with it.
+  ControlReactor(Cluster* cluster, std::optional<std::string> certificate_name, bool verify,
+                 const grpc::Status& allowed)
       : cluster_(cluster), certificate_name_(std::move(certificate_name)), verify_(verify),
         channel_(std::make_shared<StreamChannel>(this)) {
+    if (!allowed.ok()) {
+      channel_->Finish(allowed);
+      return;
+    }
     StartRead(&in_);
   }
 
@@ -163,17 +170,20 @@ void StreamChannel::WriteDone(bool ok) {
 
 grpc::ServerBidiReactor<v1::TrainerMessage, v1::CoordinatorMessage>*
 CoordinatorService::TrainerControl(grpc::CallbackServerContext* context) {
-  return new ControlReactor(cluster_, core::VerifiedPeerName(*context), verify_member_names_);
+  return new ControlReactor(cluster_, core::VerifiedPeerName(*context), verify_member_names_,
+                            core::Authorize(*context, verify_member_names_, "TrainerControl"));
 }
 
-grpc::Status CoordinatorService::StoreSet(grpc::ServerContext*, const v1::StoreSetRequest* request,
+grpc::Status CoordinatorService::StoreSet(grpc::ServerContext* context, const v1::StoreSetRequest* request,
                                           v1::StoreSetResponse*) {
+  if (auto denied = core::Authorize(*context, verify_member_names_, "StoreSet"); !denied.ok()) return denied;
   return ToGrpcStatus(
       cluster_->StoreSet(request->job_id(), request->generation(), request->key(), request->value()));
 }
 
-grpc::Status CoordinatorService::StoreGet(grpc::ServerContext*, const v1::StoreGetRequest* request,
+grpc::Status CoordinatorService::StoreGet(grpc::ServerContext* context, const v1::StoreGetRequest* request,
                                           v1::StoreGetResponse* response) {
+  if (auto denied = core::Authorize(*context, verify_member_names_, "StoreGet"); !denied.ok()) return denied;
   auto values = cluster_->StoreGet(request->job_id(), request->generation(),
                                    {request->keys().begin(), request->keys().end()});
   if (!values.ok()) return ToGrpcStatus(values.status());
@@ -181,9 +191,10 @@ grpc::Status CoordinatorService::StoreGet(grpc::ServerContext*, const v1::StoreG
   return grpc::Status::OK;
 }
 
-grpc::Status CoordinatorService::UploadArtifact(grpc::ServerContext*,
+grpc::Status CoordinatorService::UploadArtifact(grpc::ServerContext* context,
                                                 grpc::ServerReader<v1::ArtifactChunk>* reader,
                                                 v1::UploadArtifactResponse* response) {
+  if (auto denied = core::Authorize(*context, verify_member_names_, "UploadArtifact"); !denied.ok()) return denied;
   auto receiver = artifacts_->NewReceiver(max_artifact_bytes_);
   v1::ArtifactChunk chunk;
   absl::Status status;
@@ -215,9 +226,10 @@ grpc::Status CoordinatorService::UploadArtifact(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status CoordinatorService::DownloadArtifact(grpc::ServerContext*,
+grpc::Status CoordinatorService::DownloadArtifact(grpc::ServerContext* context,
                                                   const v1::DownloadArtifactRequest* request,
                                                   grpc::ServerWriter<v1::ArtifactChunk>* writer) {
+  if (auto denied = core::Authorize(*context, verify_member_names_, "DownloadArtifact"); !denied.ok()) return denied;
   auto location = artifacts_->Resolve(request->ref());
   if (!location.ok()) return ToGrpcStatus(location.status());
   v1::ArtifactRef ref = request->ref();
@@ -228,41 +240,50 @@ grpc::Status CoordinatorService::DownloadArtifact(grpc::ServerContext*,
                                        [&](const v1::ArtifactChunk& c) { return writer->Write(c); }));
 }
 
-grpc::Status AdminService::GetClusterStatus(grpc::ServerContext*, const v1::GetClusterStatusRequest*,
+grpc::Status AdminService::GetClusterStatus(grpc::ServerContext* context, const v1::GetClusterStatusRequest*,
                                             v1::ClusterStatus* response) {
+  if (auto denied = core::Authorize(*context, enforce_, "GetClusterStatus"); !denied.ok()) return denied;
   *response = cluster_->Status();
+  const core::Caller caller = core::CallerOf(*context, enforce_);
+  response->set_caller(enforce_ ? absl::StrCat(caller.name, " (", caller.role, ")") : "anonymous (no TLS)");
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest* request,
+grpc::Status AdminService::SubmitJob(grpc::ServerContext* context, const v1::SubmitJobRequest* request,
                                      v1::JobStatus* response) {
+  if (auto denied = core::Authorize(*context, enforce_, "SubmitJob"); !denied.ok()) return denied;
   return core::RespondWith(cluster_->SubmitJob(request->spec()), response);
 }
 
-grpc::Status AdminService::CancelJob(grpc::ServerContext*, const v1::CancelJobRequest* request,
+grpc::Status AdminService::CancelJob(grpc::ServerContext* context, const v1::CancelJobRequest* request,
                                      v1::JobStatus* response) {
+  if (auto denied = core::Authorize(*context, enforce_, "CancelJob"); !denied.ok()) return denied;
   return core::RespondWith(cluster_->CancelJob(request->job_id()), response);
 }
 
-grpc::Status AdminService::ResumeJob(grpc::ServerContext*, const v1::ResumeJobRequest* request,
+grpc::Status AdminService::ResumeJob(grpc::ServerContext* context, const v1::ResumeJobRequest* request,
                                      v1::JobStatus* response) {
+  if (auto denied = core::Authorize(*context, enforce_, "ResumeJob"); !denied.ok()) return denied;
   return core::RespondWith(cluster_->ResumeJob(request->job_id()), response);
 }
 
-grpc::Status AdminService::ListJobs(grpc::ServerContext*, const v1::ListJobsRequest* request,
+grpc::Status AdminService::ListJobs(grpc::ServerContext* context, const v1::ListJobsRequest* request,
                                     v1::ListJobsResponse* response) {
+  if (auto denied = core::Authorize(*context, enforce_, "ListJobs"); !denied.ok()) return denied;
   const int limit = request->limit() > 0 ? request->limit() : 50;
   for (auto& job : cluster_->ListJobs(limit)) *response->add_jobs() = std::move(job);
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::GetJob(grpc::ServerContext*, const v1::GetJobRequest* request,
+grpc::Status AdminService::GetJob(grpc::ServerContext* context, const v1::GetJobRequest* request,
                                   v1::JobStatus* response) {
+  if (auto denied = core::Authorize(*context, enforce_, "GetJob"); !denied.ok()) return denied;
   return core::RespondWith(cluster_->GetJob(request->job_id()), response);
 }
 
 grpc::Status AdminService::WatchJob(grpc::ServerContext* context, const v1::GetJobRequest* request,
                                     grpc::ServerWriter<v1::JobStatus>* writer) {
+  if (auto denied = core::Authorize(*context, enforce_, "WatchJob"); !denied.ok()) return denied;
   int64_t seen = -1;
   while (!context->IsCancelled()) {
     auto update = cluster_->WaitForJobChange(request->job_id(), seen, absl::Milliseconds(500));
@@ -276,8 +297,9 @@ grpc::Status AdminService::WatchJob(grpc::ServerContext* context, const v1::GetJ
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::ListModels(grpc::ServerContext*, const v1::ListModelsRequest* request,
+grpc::Status AdminService::ListModels(grpc::ServerContext* context, const v1::ListModelsRequest* request,
                                       v1::ListModelsResponse* response) {
+  if (auto denied = core::Authorize(*context, enforce_, "ListModels"); !denied.ok()) return denied;
   auto models = state_->LoadModels(request->name());
   if (!models.ok()) return ToGrpcStatus(models.status());
   for (auto& m : *models) *response->add_models() = std::move(m);
@@ -288,8 +310,9 @@ grpc::Status AdminService::ListModels(grpc::ServerContext*, const v1::ListModels
 
 namespace kennel::coordinator {
 
-grpc::Status AdminService::Deploy(grpc::ServerContext*, const v1::DeployRequest* request,
+grpc::Status AdminService::Deploy(grpc::ServerContext* context, const v1::DeployRequest* request,
                                   v1::DeployResponse* response) {
+  if (auto denied = core::Authorize(*context, enforce_, "Deploy"); !denied.ok()) return denied;
   return core::RespondWith(cluster_->Deploy(*request), response);
 }
 

@@ -45,7 +45,9 @@ class CoordinatorService final
 
 class AdminService final : public kennel::v1::Admin::Service {
  public:
-  explicit AdminService(Cluster* cluster, StateStore* state) : cluster_(cluster), state_(state) {}
+  // enforce: every call is checked against its roles (core/auth.h); on with TLS.
+  AdminService(Cluster* cluster, StateStore* state, bool enforce = false)
+      : cluster_(cluster), state_(state), enforce_(enforce) {}
 
   grpc::Status GetClusterStatus(grpc::ServerContext*, const kennel::v1::GetClusterStatusRequest*,
                                 kennel::v1::ClusterStatus* response) override;
@@ -69,6 +71,7 @@ class AdminService final : public kennel::v1::Admin::Service {
  private:
   Cluster* cluster_;
   StateStore* state_;
+  bool enforce_;
 };
 
 }  // namespace kennel::coordinator

@@ -9,11 +9,14 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <iterator>
 #include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "core/auth.h"
 #include "core/files.h"
 #include "core/status_macros.h"
 
@@ -65,8 +68,9 @@ absl::Status OpenSslError(const std::string& what) { return absl::InternalError(
 
 // A certificate for `subject` with `key`'s public half, signed by `issuer_key` (as `issuer`,
 // or self-signed when null).
-absl::StatusOr<Cert> NewCertificate(const std::string& subject, EVP_PKEY* key, X509* issuer, EVP_PKEY* issuer_key,
-                                    absl::Duration valid, const std::vector<std::pair<int, std::string>>& extensions) {
+absl::StatusOr<Cert> NewCertificate(const std::string& subject, const std::string& unit, EVP_PKEY* key, X509* issuer,
+                                    EVP_PKEY* issuer_key, absl::Duration valid,
+                                    const std::vector<std::pair<int, std::string>>& extensions) {
   Cert cert(X509_new());
   if (!cert) return OpenSslError("X509_new");
   X509_set_version(cert.get(), 2);
@@ -81,6 +85,9 @@ absl::StatusOr<Cert> NewCertificate(const std::string& subject, EVP_PKEY* key, X
   X509_set_pubkey(cert.get(), key);
   X509_NAME* name = X509_get_subject_name(cert.get());
   X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("Kennel"), -1, -1, 0);
+  if (!unit.empty()) {
+    X509_NAME_add_entry_by_txt(name, "OU", MBSTRING_ASC, reinterpret_cast<const unsigned char*>(unit.c_str()), -1, -1, 0);
+  }
   if (X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(subject.c_str()),
                                  -1, -1, 0) != 1) {
     return absl::InvalidArgumentError(absl::StrCat("'", subject, "' cannot be a certificate's common name"));
@@ -181,16 +188,20 @@ bool IsLoopbackAddress(const std::string& host_port) {
 absl::StatusOr<Pem> CreateCa(const std::string& name, absl::Duration valid) {
   Key key = NewKey();
   if (!key) return OpenSslError("generating a key");
-  ASSIGN_OR_RETURN(Cert cert, NewCertificate(name, key.get(), nullptr, key.get(), valid,
+  ASSIGN_OR_RETURN(Cert cert, NewCertificate(name, "", key.get(), nullptr, key.get(), valid,
                                              {{NID_basic_constraints, "critical,CA:TRUE"},
                                               {NID_key_usage, "critical,keyCertSign,cRLSign"},
                                               {NID_subject_key_identifier, "hash"}}));
   return ToPem(cert.get(), key.get());
 }
 
-absl::StatusOr<Pem> IssueCertificate(const Pem& ca, const std::string& name, const std::vector<std::string>& hosts,
-                                     absl::Duration valid) {
+absl::StatusOr<Pem> IssueCertificate(const Pem& ca, const std::string& name, const std::string& role,
+                                     const std::vector<std::string>& hosts, absl::Duration valid) {
   if (name.empty()) return absl::InvalidArgumentError("a certificate needs a name");
+  if (std::find(std::begin(kRoles), std::end(kRoles), role) == std::end(kRoles)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", role, "' is not a role: member, admin, viewer or client"));
+  }
   Bio cb = MemoryBio(ca.cert), kb = MemoryBio(ca.key);
   Cert ca_cert(PEM_read_bio_X509(cb.get(), nullptr, nullptr, nullptr));
   Key ca_key(PEM_read_bio_PrivateKey(kb.get(), nullptr, nullptr, nullptr));
@@ -210,7 +221,7 @@ absl::StatusOr<Pem> IssueCertificate(const Pem& ca, const std::string& name, con
   }
   Key key = NewKey();
   if (!key) return OpenSslError("generating a key");
-  ASSIGN_OR_RETURN(Cert cert, NewCertificate(name, key.get(), ca_cert.get(), ca_key.get(), valid,
+  ASSIGN_OR_RETURN(Cert cert, NewCertificate(name, role, key.get(), ca_cert.get(), ca_key.get(), valid,
                                              {{NID_basic_constraints, "critical,CA:FALSE"},
                                               {NID_key_usage, "critical,digitalSignature,keyEncipherment"},
                                               {NID_ext_key_usage, "serverAuth,clientAuth"},

@@ -61,10 +61,10 @@ struct Pem {
 // A self-signed CA (ECDSA P-256) named `name`, valid for `valid`.
 absl::StatusOr<Pem> CreateCa(const std::string& name, absl::Duration valid);
 // A certificate for `name` (its common name, and a DNS name in its subject alternative
-// names, with every entry of `hosts` as an IP or DNS name), signed by `ca`, for servers and
-// clients alike.
-absl::StatusOr<Pem> IssueCertificate(const Pem& ca, const std::string& name, const std::vector<std::string>& hosts,
-                                     absl::Duration valid);
+// names, with every entry of `hosts` as an IP or DNS name) in `role` (core/auth.h: its
+// organizational unit), signed by `ca`, for servers and clients alike.
+absl::StatusOr<Pem> IssueCertificate(const Pem& ca, const std::string& name, const std::string& role,
+                                     const std::vector<std::string>& hosts, absl::Duration valid);
 
 }  // namespace kennel::core
 

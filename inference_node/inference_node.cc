@@ -40,7 +40,7 @@ absl::StatusOr<std::unique_ptr<InferenceNode>> InferenceNode::Create(InferenceNo
                                 o.engine.model.instances * o.engine.model.batcher.max_queue_size);
   node->gate_ = std::make_unique<AdmissionGate>(capacity);
   node->service_ = std::make_unique<InferenceService>(node->engine_.get(), node->gate_.get(),
-                                                      o.max_in_flight_per_stream);
+                                                      o.max_in_flight_per_stream, o.tls.enabled());
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   builder.AddListeningPort(o.listen_address, server_credentials, &node->port_);

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "core/auth.h"
 #include "core/grpc_status.h"
 
 namespace kennel::inference {
@@ -221,10 +222,21 @@ class StreamReactor : public grpc::ServerBidiReactor<v1::ClassifyRequest, v1::Cl
 };
 
 
+// A stream the caller may not open: ended at once with why.
+class RefusedStream : public grpc::ServerBidiReactor<v1::ClassifyRequest, v1::ClassifyResponse> {
+ public:
+  explicit RefusedStream(const grpc::Status& why) { Finish(why); }
+  void OnDone() override { delete this; }
+};
+
 grpc::ServerUnaryReactor* InferenceService::Classify(grpc::CallbackServerContext* context,
                                                      const v1::ClassifyRequest* request,
                                                      v1::ClassifyResponse* response) {
   auto* reactor = context->DefaultReactor();
+  if (auto denied = core::Authorize(*context, enforce_, "Classify"); !denied.ok()) {
+    reactor->Finish(denied);
+    return reactor;
+  }
   if (refuse_unary_.load(std::memory_order_relaxed)) {
     // Idempotent: a client's retry policy (UNAVAILABLE) sends it to another node.
     reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the inference node is shutting down; retry on another"));
@@ -248,6 +260,9 @@ grpc::ServerUnaryReactor* InferenceService::Classify(grpc::CallbackServerContext
 
 grpc::ServerBidiReactor<v1::ClassifyRequest, v1::ClassifyResponse>* InferenceService::ClassifyStream(
     grpc::CallbackServerContext* context) {
+  if (auto denied = core::Authorize(*context, enforce_, "ClassifyStream"); !denied.ok()) {
+    return new RefusedStream(denied);
+  }
   auto* reactor = new StreamReactor(context, engine_, gate_, max_in_flight_, this);
   absl::MutexLock lock(&mu_);
   streams_.insert(reactor);
@@ -278,6 +293,10 @@ grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerCon
                                                          const v1::GetModelInfoRequest*,
                                                          v1::ModelInfo* response) {
   auto* reactor = context->DefaultReactor();
+  if (auto denied = core::Authorize(*context, enforce_, "GetModelInfo"); !denied.ok()) {
+    reactor->Finish(denied);
+    return reactor;
+  }
   auto info = engine_->Info();
   if (info.ok()) *response = *std::move(info);
   reactor->Finish(core::ToGrpcStatus(info.status()));

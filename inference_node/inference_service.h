@@ -23,8 +23,9 @@ class StreamReactor;
 class InferenceService final : public kennel::v1::Inference::CallbackService {
  public:
   // `gate` (not owned) outlives the service.
-  InferenceService(Engine* engine, AdmissionGate* gate, int max_in_flight_per_stream)
-      : engine_(engine), gate_(gate), max_in_flight_(max_in_flight_per_stream) {}
+  // enforce: every call is checked against its roles (core/auth.h); on with TLS.
+  InferenceService(Engine* engine, AdmissionGate* gate, int max_in_flight_per_stream, bool enforce = false)
+      : engine_(engine), gate_(gate), max_in_flight_(max_in_flight_per_stream), enforce_(enforce) {}
 
   grpc::ServerUnaryReactor* Classify(grpc::CallbackServerContext* context,
                                      const kennel::v1::ClassifyRequest* request,
@@ -49,6 +50,7 @@ class InferenceService final : public kennel::v1::Inference::CallbackService {
   Engine* engine_;
   AdmissionGate* gate_;
   int max_in_flight_;
+  bool enforce_;
   absl::Mutex mu_;
   std::set<StreamReactor*> streams_ ABSL_GUARDED_BY(mu_);
   bool draining_ ABSL_GUARDED_BY(mu_) = false;

@@ -38,7 +38,9 @@ class TlsTest : public ::testing::Test {
          std::vector<std::vector<std::string>>{{"coordinator", "--host", "127.0.0.1"},
                                                {"trainer-a"},
                                                {"mallory"},
-                                               {"admin"},
+                                               {"admin", "--role", "admin"},
+                                               {"viewer-1", "--role", "viewer"},
+                                               {"client-1", "--role", "client"},
                                                {"inference-1", "--host", "127.0.0.1"}}) {
       std::vector<std::string> argv = {"certs", "issue", issue[0], "--dir", certs_};
       argv.insert(argv.end(), issue.begin() + 1, issue.end());
@@ -77,9 +79,10 @@ class TlsTest : public ::testing::Test {
     auto code = (*p)->Wait(absl::Seconds(60));
     return {code.ok() ? *code : -1, (*p)->Log()};
   }
-  static std::vector<std::string> AdminEnv() {
-    return {"KENNEL_TLS_CA=" + Cert("ca"), "KENNEL_TLS_CERT=" + Cert("admin"), "KENNEL_TLS_KEY=" + Key("admin")};
+  static std::vector<std::string> EnvOf(const std::string& who) {
+    return {"KENNEL_TLS_CA=" + Cert("ca"), "KENNEL_TLS_CERT=" + Cert(who), "KENNEL_TLS_KEY=" + Key(who)};
   }
+  static std::vector<std::string> AdminEnv() { return EnvOf("admin"); }
   // The status table as the admin sees it.
   static std::string Status() { return Ctl({"-c", address_, "status"}, AdminEnv()).out; }
 
@@ -176,11 +179,48 @@ TEST_F(TlsTest, AnInferenceNodeServesTlsAndRegistersUnderItsCertificatesName) {
   const std::string png = dir_ + "/one-pixel.png";
   ASSERT_TRUE(core::WriteFileAtomic(png, std::string("\x89\x50\x4e\x47\x0d\x0a\x1a\x0a\x00\x00\x00\x0d\x49\x48\x44\x52\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00\x90\x77\x53\xde\x00\x00\x00\x0c\x49\x44\x41\x54\x78\x9c\x63\x68\x68\x68\x00\x00\x03\x04\x01\x81\x4b\xd3\xd2\x10\x00\x00\x00\x00\x49\x45\x4e\x44\xae\x42\x60\x82", 69)).ok());
   // Over TLS the node answers (it has no model yet); in plaintext it cannot be reached.
-  CtlRun tls = Ctl({"classify", "-s", address, png}, AdminEnv());
+  CtlRun tls = Ctl({"classify", "-s", address, png}, EnvOf("client-1"));
   EXPECT_NE(tls.out.find("no model loaded yet"), std::string::npos) << tls.out;
+  CtlRun viewer = Ctl({"classify", "-s", address, png}, EnvOf("viewer-1"));
+  EXPECT_NE(viewer.out.find("it needs the admin or client role"), std::string::npos) << viewer.out;
   CtlRun plain = Ctl({"classify", "-s", address, png});
   EXPECT_EQ(plain.code, 3) << plain.out;
   EXPECT_NE(plain.out.find("cannot reach the inference node"), std::string::npos) << plain.out;
+}
+
+// Each role's allowed and refused calls, checked by the servers; a refusal names the role
+// needed. `status` says who the coordinator took the caller for.
+TEST_F(TlsTest, EachRoleMayCallOnlyItsMethods) {
+  CtlRun admin = Ctl({"-c", address_, "status"}, AdminEnv());
+  EXPECT_EQ(admin.code, 0) << admin.out;
+  EXPECT_NE(admin.out.find("AS admin (admin)"), std::string::npos) << admin.out;
+
+  CtlRun viewer = Ctl({"-c", address_, "status"}, EnvOf("viewer-1"));
+  EXPECT_EQ(viewer.code, 0) << viewer.out;
+  EXPECT_NE(viewer.out.find("AS viewer-1 (viewer)"), std::string::npos) << viewer.out;
+  EXPECT_EQ(Ctl({"-c", address_, "jobs"}, EnvOf("viewer-1")).code, 0);
+  for (const std::vector<std::string>& write : std::vector<std::vector<std::string>>{
+           {"train", "--name", "nope", "--detach"}, {"cancel", "job-1"}, {"deploy", "fashion"}}) {
+    std::vector<std::string> argv = {"-c", address_};
+    argv.insert(argv.end(), write.begin(), write.end());
+    CtlRun refused = Ctl(argv, EnvOf("viewer-1"));
+    EXPECT_NE(refused.code, 0) << write[0];
+    EXPECT_NE(refused.out.find("'viewer-1' (role viewer) may not call"), std::string::npos) << refused.out;
+    EXPECT_NE(refused.out.find("it needs the admin role"), std::string::npos) << refused.out;
+  }
+  // A client classifies but cannot look at the cluster; a member's certificate is no user's.
+  for (const std::string who : {"client-1", "trainer-a"}) {
+    CtlRun refused = Ctl({"-c", address_, "status"}, EnvOf(who));
+    EXPECT_NE(refused.code, 0) << who;
+    EXPECT_NE(refused.out.find("it needs the admin or viewer role"), std::string::npos) << refused.out;
+  }
+  // An admin's certificate does not make a trainer.
+  auto trainer = StartTrainer("admin-as-trainer", {"--tls_ca", Cert("ca"), "--tls_cert", Cert("admin"), "--tls_key",
+                                                   Key("admin")});
+  auto refused = trainer->WaitForLine("may not call TrainerControl: it needs the member role", absl::Seconds(30));
+  EXPECT_TRUE(refused.ok()) << trainer->Log();
+  CtlRun bad_role = Ctl({"certs", "issue", "eve", "--dir", certs_, "--role", "root"});
+  EXPECT_EQ(bad_role.code, 2) << bad_role.out;
 }
 
 // Off the loopback, plaintext needs --insecure; TLS without a CA to verify members is refused.
