@@ -106,6 +106,11 @@ absl::StatusOr<Header> Probe(absl::string_view bytes) {
 
 absl::StatusOr<ImageInfo> ProbeImage(absl::string_view bytes) {
   ASSIGN_OR_RETURN(Header layout, Probe(bytes));
+  // Found by fuzz/image_probe_fuzzer: a frame header of 0x0 passed the probe (and dataset
+  // indexing) and failed only when a trainer decoded it.
+  if (layout.info.width <= 0 || layout.info.height <= 0) {
+    return Invalid(absl::StrCat("image has no pixels (", layout.info.width, "x", layout.info.height, ")"));
+  }
   return layout.info;
 }
 

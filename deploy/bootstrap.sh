@@ -10,6 +10,9 @@
 #   deploy/bootstrap.sh torch2 peers                that venv also gets what the T1/T2 Python
 #                                                   peers need (torchvision, Pillow, grpcio), so
 #                                                   the benchmarks compare against PyTorch 2.x too
+#   deploy/bootstrap.sh fuzz [SECONDS]              build the libFuzzer targets (fuzz/) with clang
+#                                                   in build-fuzz and run each SECONDS (default 30)
+#                                                   on a copy of its kept corpus; a crash fails
 # Environment: BUILD_DIR (default build; build-torch2 for torch2), BUILD_TYPE (default
 # Release), JOBS (default nproc); torch2: KENNEL_TORCH_VERSION (default 2.11.0, the GPU
 # machines' version), KENNEL_TORCHVISION_VERSION (default 0.26.0, torch 2.11's),
@@ -38,6 +41,8 @@ test_packages=(
 
 # torch2 also needs these (and a CUDA toolkit: the CUDA wheel's CMake config looks for nvcc).
 torch2_packages=(python3-venv)
+# The fuzz targets: clang and its libFuzzer and sanitizer runtimes.
+fuzz_packages=(clang libclang-rt-14-dev)
 torch_version=${KENNEL_TORCH_VERSION:-2.11.0}
 torchvision_version=${KENNEL_TORCHVISION_VERSION:-0.26.0}
 
@@ -47,6 +52,7 @@ install_deps() {
   local wanted=("${runtime_packages[@]}")
   [[ ${1:-} == --test ]] && wanted+=("${test_packages[@]}")
   [[ ${2:-} == --torch2 ]] && wanted+=("${torch2_packages[@]}")
+  [[ ${2:-} == --fuzz ]] && wanted+=("${fuzz_packages[@]}")
   local missing=()
   for p in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -144,6 +150,28 @@ case "$cmd" in
       export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1
       ctest --test-dir "$build_dir" --output-on-failure -j "$jobs" --timeout 900 ${TORCH2_TESTS:+-R "$TORCH2_TESTS"}
     fi
+    ;;
+  fuzz)
+    seconds=${1:-30}
+    install_deps --test --fuzz
+    fuzz_dir=${BUILD_DIR:-$repo/build-fuzz}
+    log "building the fuzz targets with clang in $fuzz_dir"
+    CXX=clang++ cmake -S "$repo/fuzz" -B "$fuzz_dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+    cmake --build "$fuzz_dir" -j "$jobs"
+    for target in "$fuzz_dir"/*_fuzzer; do
+      name=$(basename "$target" _fuzzer)
+      work=$fuzz_dir/run/$name
+      rm -rf "$work" && mkdir -p "$work/corpus"
+      cp "$repo/fuzz/corpus/$name/"* "$work/corpus/"
+      log "fuzzing $name for $seconds s from $(ls "$work/corpus" | wc -l) kept inputs"
+      (cd "$work" && "$target" -max_total_time="$seconds" -max_len=4096 -print_final_stats=1 corpus 2>"$work/log") || {
+        tail -40 "$work/log" >&2
+        log "$name crashed: the input is in $work (crash-*); add it to fuzz/corpus/$name and a test to core/"
+        exit 1
+      }
+      grep -E "stat::number_of_executed_units|stat::new_units_added" "$work/log" | tr '\n' ' ' >&2
+      echo >&2
+    done
     ;;
   demo)
     install_deps

@@ -54,6 +54,17 @@ TEST(ImageTest, ProbeReadsSizeFromHeaders) {
   EXPECT_EQ(png->height, 17);
 }
 
+// Found by fuzz/image_probe_fuzzer: a JPEG whose frame header says 0x0 passed the probe.
+TEST(ImageTest, AZeroSizedFrameIsRefusedByTheProbe) {
+  std::string jpeg("\xFF\xD8", 2);
+  jpeg += std::string("\xFF\xC2\x00\x0B\x08\x00\x00\x00\x00\x01\x01\x11\x00", 13);  // SOF2: 0x0, 1 component.
+  jpeg += std::string("\xFF\xDA\x00\x08\x01\x01\x00\x00\x3F\x00", 10);                 // SOS.
+  jpeg += std::string("\x12\x34\xFF\xD9", 4);
+  auto probe = ProbeImage(jpeg);
+  EXPECT_EQ(probe.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(probe.status().message().find("no pixels (0x0)"), std::string::npos) << probe.status();
+}
+
 TEST(ImageTest, PngDecodesToExactRgbPixels) {
   auto img = DecodeImage(Encode(RedBlue(8, 4), ".png"), 3);
   ASSERT_TRUE(img.ok()) << img.status();
