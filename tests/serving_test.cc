@@ -143,6 +143,7 @@ TEST_F(ServingTest, Bf16OnTheCpuGivesFp32sProbabilitiesToBf16Precision) {
 TEST(ServingStartTest, AnAddressItCannotListenOnIsAnErrorNotACrash) {
   InferenceNodeOptions options;
   options.listen_address = "256.1.1.1:7080";
+  options.insecure = true;  // Past the refusal to serve plaintext off the loopback.
   options.metrics_port = -1;
   absl::Status s = InferenceNode::Create(options).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
