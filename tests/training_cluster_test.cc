@@ -301,15 +301,17 @@ TEST_F(TrainingClusterTest, DogImagesFolderTransferLearningDeployAndClassify) {
 
 // SIGSTOP past the heartbeat timeout (a VM pause), then SIGCONT: the trainer used to stay
 // "dead" while alive and the job waited in RECOVERING. Now it is closed out, reconnects, and
-// the job re-forms and finishes. The trainer left waiting in an all-reduce for the stalled
-// one used to wait out the collective timeout; the coordinator's abort frees it at once.
+// the job re-forms and finishes. The trainer left waiting in an all-reduce for the stalled one
+// is freed by the coordinator's abort when its operation is still pending (the usual case), and
+// otherwise by the collective timeout (30 s here): Debian's Gloo cannot wake an operation
+// already under way (GlooCommunicatorTest.AbortFreesCollectivesWaitingForAStalledPeer).
 TEST_F(TrainingClusterTest, AStalledTrainerComesBackAndTheJobFinishes) {
   auto a = StartTrainer("trainer-a");
   auto b = StartTrainer("trainer-b");
   WaitForIdleTrainers(2);
   auto [code, submitted] = Ctl({"train", "--name", "stall", "--epochs", "2", "--max-train-samples", "6000",
                                 "--max-eval-samples", "1000", "--checkpoint-every", "20",
-                                "--collective-timeout", "900", "--detach"});
+                                "--collective-timeout", "30", "--detach"});
   ASSERT_EQ(code, 0);
   const std::string id = submitted["id"];
   ASSERT_TRUE(WaitPastStep(id, 25, absl::Seconds(120)));
@@ -318,12 +320,10 @@ TEST_F(TrainingClusterTest, AStalledTrainerComesBackAndTheJobFinishes) {
     auto n = NodeStatus("trainer-b");
     return n != nullptr && n["state"] == "DEAD";
   }, absl::Seconds(30)));  // The coordinator runs with a 5 s heartbeat timeout.
-  // trainer-a is free again long before the 900 s collective timeout.
   EXPECT_TRUE(Eventually([&] {
     auto n = NodeStatus("trainer-a");
     return n != nullptr && n["state"] == "IDLE";
   }, absl::Seconds(60))) << a->Log();
-  EXPECT_NE(a->Log().find("aborted: the group is being re-formed"), std::string::npos) << a->Log();
   ::kill(b->pid(), SIGCONT);
   EXPECT_TRUE(Eventually([&] {
     auto n = NodeStatus("trainer-b");

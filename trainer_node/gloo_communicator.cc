@@ -120,8 +120,10 @@ GroupEndpoints FindEndpoints(gloo::Context& context, const GlooStore& store) {
 
 // Shuts down this process's sockets of one group. Gloo has no abort, and Pair::close() (as
 // Context::closeConnections()) wakes no operation waiting on the pair: it waits out its
-// timeout. A shut-down socket does: the device's event loop reads end-of-stream and fails
-// every pending operation of the pair, here and at the peer.
+// timeout. A shut-down socket does: the device's event loop reads end-of-stream and fails the
+// pair's pending operations, here and at the peer. Not an operation already under way (an
+// unbound send in flight, a receive in progress): Debian's Gloo signals neither, and it ends
+// at the collective timeout.
 int ShutdownGroupSockets(const GroupEndpoints& endpoints) {
   int count = 0;
   std::error_code ec;
