@@ -83,6 +83,19 @@ class ClusterTest : public ::testing::Test {
     channels_[name] = channel;
     return channel;
   }
+  // After a coordinator restart: `name`'s process comes back on a new stream, still running
+  // `generation` of `job_id`. Null when the cluster refused it.
+  std::shared_ptr<FakeChannel> Rejoin(const std::string& name, const std::string& job_id, int64_t generation) {
+    auto channel = std::make_shared<FakeChannel>();
+    v1::Register r;
+    r.set_name(name);
+    r.set_incarnation(name + "-process");
+    r.set_job_id(job_id);
+    r.set_generation(generation);
+    if (!cluster_->RegisterTrainer(r, channel).ok()) return nullptr;
+    channels_[name] = channel;
+    return channel;
+  }
   // `m` from `name` on its newest stream.
   void Message(const std::string& name, const v1::TrainerMessage& m) {
     cluster_->OnTrainerMessage(name, channels_[name].get(), m);
@@ -339,14 +352,8 @@ TEST_F(ClusterTest, TrainersThatComeBackAfterACoordinatorRestartCarryOn) {
   Open();  // The coordinator restarts; the trainers reconnect still running generation 1.
   channels_.clear();
   for (const std::string name : {"a", "b"}) {
-    auto channel = std::make_shared<FakeChannel>();
-    v1::Register r;
-    r.set_name(name);
-    r.set_incarnation(name + "-process");
-    r.set_job_id(job.id());
-    r.set_generation(1);
-    ASSERT_TRUE(cluster_->RegisterTrainer(r, channel).ok());
-    channels_[name] = channel;
+    auto channel = Rejoin(name, job.id(), 1);
+    ASSERT_NE(channel, nullptr) << name;
     EXPECT_EQ(channel->aborts(), 0) << name;
     cluster_->Tick();
   }
@@ -414,14 +421,7 @@ TEST_F(ClusterTest, ARankLostOnANodeNotConnectedReFormsTheGroup) {
   Open();  // The coordinator restarts; only rank 0's trainer comes back.
   channels_.clear();
   const std::string first = running.nodes(0), second = running.nodes(1);
-  auto channel = std::make_shared<FakeChannel>();
-  v1::Register r;
-  r.set_name(first);
-  r.set_incarnation(first + "-process");
-  r.set_job_id(job.id());
-  r.set_generation(1);
-  ASSERT_TRUE(cluster_->RegisterTrainer(r, channel).ok());
-  channels_[first] = channel;
+  ASSERT_NE(Rejoin(first, job.id(), 1), nullptr);
   const auto before = cluster_->Status();
   Message(first, Failed(job.id(), 1, "all-reduce #40 on rank 0 failed: the connection to a peer broke; waiting for rank 1",
                         1, v1::JobFailed::COLLECTIVE));

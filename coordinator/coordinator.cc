@@ -31,7 +31,7 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOpti
   ASSIGN_OR_RETURN(c->cluster_, Cluster::Create(options.cluster, c->state_.get(), c->artifacts_.get()));
   c->coordinator_service_ = std::make_unique<CoordinatorService>(c->cluster_.get(), c->artifacts_.get(),
                                                                   options.max_artifact_bytes,
-                                                                  /*verify_member_names=*/options.tls.enabled());
+                                                                  /*enforce=*/options.tls.enabled());
   c->admin_service_ = std::make_unique<AdminService>(c->cluster_.get(), c->state_.get(), options.tls.enabled());
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.listen_address, credentials, &c->port_);

@@ -170,20 +170,20 @@ void StreamChannel::WriteDone(bool ok) {
 
 grpc::ServerBidiReactor<v1::TrainerMessage, v1::CoordinatorMessage>*
 CoordinatorService::TrainerControl(grpc::CallbackServerContext* context) {
-  return new ControlReactor(cluster_, core::VerifiedPeerName(*context), verify_member_names_,
-                            core::Authorize(*context, verify_member_names_, "TrainerControl"));
+  return new ControlReactor(cluster_, core::VerifiedPeerName(*context), enforce_,
+                            core::Authorize(*context, enforce_, "TrainerControl"));
 }
 
 grpc::Status CoordinatorService::StoreSet(grpc::ServerContext* context, const v1::StoreSetRequest* request,
                                           v1::StoreSetResponse*) {
-  if (auto denied = core::Authorize(*context, verify_member_names_, "StoreSet"); !denied.ok()) return denied;
+  if (auto denied = core::Authorize(*context, enforce_, "StoreSet"); !denied.ok()) return denied;
   return ToGrpcStatus(
       cluster_->StoreSet(request->job_id(), request->generation(), request->key(), request->value()));
 }
 
 grpc::Status CoordinatorService::StoreGet(grpc::ServerContext* context, const v1::StoreGetRequest* request,
                                           v1::StoreGetResponse* response) {
-  if (auto denied = core::Authorize(*context, verify_member_names_, "StoreGet"); !denied.ok()) return denied;
+  if (auto denied = core::Authorize(*context, enforce_, "StoreGet"); !denied.ok()) return denied;
   auto values = cluster_->StoreGet(request->job_id(), request->generation(),
                                    {request->keys().begin(), request->keys().end()});
   if (!values.ok()) return ToGrpcStatus(values.status());
@@ -194,7 +194,7 @@ grpc::Status CoordinatorService::StoreGet(grpc::ServerContext* context, const v1
 grpc::Status CoordinatorService::UploadArtifact(grpc::ServerContext* context,
                                                 grpc::ServerReader<v1::ArtifactChunk>* reader,
                                                 v1::UploadArtifactResponse* response) {
-  if (auto denied = core::Authorize(*context, verify_member_names_, "UploadArtifact"); !denied.ok()) return denied;
+  if (auto denied = core::Authorize(*context, enforce_, "UploadArtifact"); !denied.ok()) return denied;
   auto receiver = artifacts_->NewReceiver(max_artifact_bytes_);
   v1::ArtifactChunk chunk;
   absl::Status status;
@@ -229,7 +229,7 @@ grpc::Status CoordinatorService::UploadArtifact(grpc::ServerContext* context,
 grpc::Status CoordinatorService::DownloadArtifact(grpc::ServerContext* context,
                                                   const v1::DownloadArtifactRequest* request,
                                                   grpc::ServerWriter<v1::ArtifactChunk>* writer) {
-  if (auto denied = core::Authorize(*context, verify_member_names_, "DownloadArtifact"); !denied.ok()) return denied;
+  if (auto denied = core::Authorize(*context, enforce_, "DownloadArtifact"); !denied.ok()) return denied;
   auto location = artifacts_->Resolve(request->ref());
   if (!location.ok()) return ToGrpcStatus(location.status());
   v1::ArtifactRef ref = request->ref();

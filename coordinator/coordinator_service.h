@@ -16,12 +16,12 @@ class CoordinatorService final
     : public kennel::v1::Coordinator::WithCallbackMethod_TrainerControl<
           kennel::v1::Coordinator::Service> {
  public:
-  // verify_member_names: a member registers only under the common name of the (verified)
-  // certificate it connected with.
+  // enforce (on with TLS): every call is checked against its roles (core/auth.h), and a member
+  // registers only under the common name of the certificate it connected with.
   CoordinatorService(Cluster* cluster, ArtifactStore* artifacts, int64_t max_artifact_bytes,
-                     bool verify_member_names = false)
+                     bool enforce = false)
       : cluster_(cluster), artifacts_(artifacts), max_artifact_bytes_(max_artifact_bytes),
-        verify_member_names_(verify_member_names) {}
+        enforce_(enforce) {}
 
   grpc::ServerBidiReactor<kennel::v1::TrainerMessage, kennel::v1::CoordinatorMessage>*
   TrainerControl(grpc::CallbackServerContext* context) override;
@@ -40,7 +40,7 @@ class CoordinatorService final
   Cluster* cluster_;
   ArtifactStore* artifacts_;
   int64_t max_artifact_bytes_;
-  bool verify_member_names_;
+  bool enforce_;
 };
 
 class AdminService final : public kennel::v1::Admin::Service {

@@ -16,6 +16,7 @@
 #include "absl/time/clock.h"
 #include "core/files.h"
 #include "core/subprocess.h"
+#include "core/testing/eventually.h"
 #include "core/testing/paths.h"
 
 namespace kennel {
@@ -110,13 +111,9 @@ class Network {
   std::map<std::string, std::string> addresses_;
 };
 
+// Polls every 250 ms.
 bool Eventually(const std::function<bool()>& done, absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    if (done()) return true;
-    absl::SleepFor(absl::Milliseconds(250));
-  }
-  return done();
+  return core::testing::Eventually(done, timeout, absl::Milliseconds(250));
 }
 
 // Coordinator, two trainers, each on its own host; trainer b's link rate-shaped to 200 Mbit/s.

@@ -12,6 +12,7 @@
 #include "absl/time/clock.h"
 #include "core/files.h"
 #include "core/subprocess.h"
+#include "core/testing/eventually.h"
 #include "core/testing/paths.h"
 
 namespace kennel {
@@ -19,6 +20,7 @@ namespace {
 
 using core::Process;
 using core::testing::BuildDir;
+using core::testing::Eventually;
 namespace fs = std::filesystem;
 
 struct CtlRun {
@@ -93,15 +95,6 @@ class TlsTest : public ::testing::Test {
     auto t = Process::Start(argv, dir_ + "/" + log + ".log");
     EXPECT_TRUE(t.ok()) << t.status();
     return t.ok() ? std::move(*t) : nullptr;
-  }
-
-  static bool Eventually(const std::function<bool()>& done, absl::Duration timeout) {
-    const absl::Time deadline = absl::Now() + timeout;
-    while (absl::Now() < deadline) {
-      if (done()) return true;
-      absl::SleepFor(absl::Milliseconds(200));
-    }
-    return done();
   }
 
   static inline std::string dir_, certs_, address_;

@@ -18,6 +18,7 @@
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include "core/subprocess.h"
+#include "core/testing/eventually.h"
 #include "core/testing/paths.h"
 
 namespace kennel {
@@ -26,6 +27,7 @@ namespace {
 using core::Process;
 
 using core::testing::BuildDir;
+using core::testing::Eventually;
 
 class TrainingClusterTest : public ::testing::Test {
  protected:
@@ -95,16 +97,6 @@ class TrainingClusterTest : public ::testing::Test {
   // The job's newest global step (0 before the first report).
   static int64_t GlobalStep(const nlohmann::json& job) {
     return job.contains("last_step") ? std::stoll(job["last_step"].value("global_step", "0")) : 0;
-  }
-
-  // Polls `done` every 200 ms until it holds or `timeout` passes.
-  static bool Eventually(const std::function<bool()>& done, absl::Duration timeout) {
-    const absl::Time deadline = absl::Now() + timeout;
-    while (absl::Now() < deadline) {
-      if (done()) return true;
-      absl::SleepFor(absl::Milliseconds(200));
-    }
-    return done();
   }
 
   // Polls the job until its newest global step is past `step`.
