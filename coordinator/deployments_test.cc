@@ -1,6 +1,7 @@
 #include "coordinator/deployments.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
@@ -12,7 +13,10 @@ namespace {
 class DeploymentsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const auto dir = std::filesystem::path(::testing::TempDir()) / "deployments-test";
+    // One folder per test and process: ctest runs the tests of this suite side by side.
+    const auto dir = std::filesystem::path(::testing::TempDir()) /
+                     (std::string("deployments-") + ::testing::UnitTest::GetInstance()->current_test_info()->name() +
+                      "-" + std::to_string(::getpid()));
     std::filesystem::remove_all(dir);
     std::filesystem::create_directories(dir);
     state_ = *StateStore::Open((dir / "state.db").string());
