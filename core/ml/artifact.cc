@@ -90,10 +90,15 @@ absl::StatusOr<kennel::v1::ModelManifest> ReadManifest(const std::string& dir) {
     }
     return json.status();
   }
+  return ParseManifest(*json, dir);
+}
+
+absl::StatusOr<kennel::v1::ModelManifest> ParseManifest(absl::string_view json, absl::string_view dir) {
   kennel::v1::ModelManifest manifest;
   google::protobuf::util::JsonParseOptions options;
   options.ignore_unknown_fields = true;
-  auto parsed = google::protobuf::util::JsonStringToMessage(*json, &manifest, options);
+  auto parsed = google::protobuf::util::JsonStringToMessage(
+      google::protobuf::StringPiece(json.data(), json.size()), &manifest, options);
   if (!parsed.ok()) {
     return absl::DataLossError(absl::StrCat(dir, "/", kManifestFile, " is corrupt: ",
                                             parsed.message().as_string()));

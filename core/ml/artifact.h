@@ -30,6 +30,8 @@ absl::Status WriteArtifact(const std::string& dir, kennel::v1::ModelManifest man
 
 // Reads and validates manifest.json alone.
 absl::StatusOr<kennel::v1::ModelManifest> ReadManifest(const std::string& dir);
+// The same for a manifest's text; `name` (its folder) labels errors.
+absl::StatusOr<kennel::v1::ModelManifest> ParseManifest(absl::string_view json, absl::string_view name);
 
 struct LoadedModel {
   kennel::v1::ModelManifest manifest;

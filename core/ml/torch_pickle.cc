@@ -12,11 +12,18 @@ namespace {
 
 using Kind = Value::Kind;
 
-ValuePtr Make(Kind kind) {
-  auto v = std::make_shared<Value>();
-  v->kind = kind;
-  return v;
+// Empties every container's children. The caller holds a reference to each, so none is
+// destroyed while this runs, and afterwards none holds another: no recursion, no cycle.
+void BreakLinks(std::vector<ValuePtr>& containers) {
+  for (auto& v : containers) {
+    v->items.clear();
+    v->entries.clear();
+  }
+  containers.clear();
 }
+
+// Deepest tensor a checkpoint may hold (torch itself allows 64 dimensions).
+constexpr size_t kMaxTensorRank = 64;
 
 // Legacy storage class names that torch.save still writes for each dtype.
 const std::unordered_map<std::string, torch::Dtype>& StorageTypes() {
@@ -32,14 +39,15 @@ const std::unordered_map<std::string, torch::Dtype>& StorageTypes() {
 
 bool IsAllowedGlobal(const std::string& name) {
   return name == "collections.OrderedDict" || name == "torch._utils._rebuild_tensor_v2" ||
-         name == "torch._utils._rebuild_parameter" || StorageTypes().contains(name);
+         name == "torch._utils._rebuild_parameter" || StorageTypes().count(name) > 0;
 }
 
 class Machine {
  public:
   Machine(absl::string_view data, const StorageLoader& loader) : data_(data), loader_(loader) {}
+  ~Machine() { BreakLinks(containers_); }
 
-  absl::StatusOr<ValuePtr> Run() {
+  absl::StatusOr<Unpickled> Run() {
     while (true) {
       ASSIGN_OR_RETURN(uint8_t op, U8());
       const size_t at = pos_ - 1;
@@ -51,7 +59,7 @@ class Machine {
       }
     }
     if (stack_.size() != 1) return Bad("pickle ended with an unbalanced stack");
-    return stack_.back();
+    return Unpickled(stack_.back(), std::move(containers_));
   }
 
  private:
@@ -89,10 +97,17 @@ class Machine {
     stack_.pop_back();
     return v;
   }
+  ValuePtr Make(Kind kind) {
+    auto v = std::make_shared<Value>();
+    v->kind = kind;
+    if (kind == Kind::kTuple || kind == Kind::kList || kind == Kind::kDict) containers_.push_back(v);
+    return v;
+  }
   absl::StatusOr<std::vector<ValuePtr>> PopToMark() {
     if (marks_.empty()) return Bad("missing MARK");
     size_t mark = marks_.back();
     marks_.pop_back();
+    if (mark > stack_.size()) return Bad("stack underflow");
     std::vector<ValuePtr> out(std::make_move_iterator(stack_.begin() + mark),
                               std::make_move_iterator(stack_.end()));
     stack_.resize(mark);
@@ -144,7 +159,8 @@ class Machine {
     return absl::OkStatus();
   }
   absl::Status TupleN(size_t n) {
-    if (stack_.size() < n) return Bad("stack underflow");
+    const size_t floor = marks_.empty() ? 0 : marks_.back();
+    if (stack_.size() < floor + n) return Bad("stack underflow");
     std::vector<ValuePtr> items(stack_.end() - static_cast<std::ptrdiff_t>(n), stack_.end());
     stack_.resize(stack_.size() - n);
     return PushTuple(std::move(items));
@@ -152,6 +168,7 @@ class Machine {
 
   static absl::StatusOr<std::vector<int64_t>> IntTuple(const ValuePtr& v) {
     if (v->kind != Kind::kTuple) return Bad("tensor size/stride is not a tuple");
+    if (v->items.size() > kMaxTensorRank) return Bad("tensor of more than 64 dimensions");
     std::vector<int64_t> out;
     for (auto& item : v->items) {
       if (item->kind != Kind::kInt) return Bad("tensor size/stride holds a non-integer");
@@ -187,7 +204,11 @@ class Machine {
     for (size_t d = 0; d < size.size(); ++d) {
       if (size[d] < 0 || stride[d] < 0) return Bad("negative tensor size or stride");
       if (size[d] == 0) { last = -1; break; }
-      last += (size[d] - 1) * stride[d];
+      int64_t reach = 0;
+      if (__builtin_mul_overflow(size[d] - 1, stride[d], &reach) ||
+          __builtin_add_overflow(last, reach, &last)) {
+        return Bad("tensor view outside its storage");
+      }
     }
     if (offset < 0 || last >= storage.numel()) return Bad("tensor view outside its storage");
     auto out = Make(Kind::kTensor);
@@ -340,11 +361,14 @@ class Machine {
   std::vector<size_t> marks_;
   std::unordered_map<int64_t, ValuePtr> memo_;
   std::unordered_map<std::string, ValuePtr> storages_;
+  std::vector<ValuePtr> containers_;
 };
 
 }  // namespace
 
-absl::StatusOr<ValuePtr> Unpickle(absl::string_view data, const StorageLoader& load_storage) {
+Unpickled::~Unpickled() { BreakLinks(containers_); }
+
+absl::StatusOr<Unpickled> Unpickle(absl::string_view data, const StorageLoader& load_storage) {
   return Machine(data, load_storage).Run();
 }
 

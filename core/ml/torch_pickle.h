@@ -39,9 +39,27 @@ using StorageLoader =
     std::function<absl::StatusOr<torch::Tensor>(const std::string& key, torch::Dtype dtype,
                                                 int64_t numel)>;
 
+// The values a pickle program built. A program can put a container inside itself (through
+// the memo), so containers may form cycles; destroying this breaks them, without recursion
+// however deep the nesting.
+class Unpickled {
+ public:
+  Unpickled(ValuePtr root, std::vector<ValuePtr> containers)
+      : root_(std::move(root)), containers_(std::move(containers)) {}
+  Unpickled(Unpickled&&) = default;
+  Unpickled& operator=(Unpickled&&) = delete;
+  ~Unpickled();
+
+  const Value& root() const { return *root_; }
+
+ private:
+  ValuePtr root_;
+  std::vector<ValuePtr> containers_;  // Every tuple, list and dict the program made.
+};
+
 // Runs the pickle program in `data`. INVALID_ARGUMENT for anything outside the weights-only
 // subset (naming the offending global or opcode) and for malformed input.
-absl::StatusOr<ValuePtr> Unpickle(absl::string_view data, const StorageLoader& load_storage);
+absl::StatusOr<Unpickled> Unpickle(absl::string_view data, const StorageLoader& load_storage);
 
 }  // namespace kennel::core::pickle
 

@@ -3,11 +3,14 @@
 #include <caffe2/serialize/inline_container.h>
 
 #include <cstring>
+#include <functional>
+#include <sstream>
 #include <set>
 #include <unordered_map>
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/file_type.h"
@@ -37,14 +40,16 @@ constexpr DtypeName kSafetensorsDtypes[] = {
 std::string ShapeString(c10::IntArrayRef sizes) { return c10::str(sizes); }
 
 // A state_dict is a dict of string -> tensor; checkpoints often nest it one level down.
-absl::StatusOr<StateDict> ToStateDict(const Value& root) {
+absl::StatusOr<StateDict> ToStateDict(const Value& root, int depth = 0) {
   if (root.kind != Value::Kind::kDict) {
     return absl::InvalidArgumentError("checkpoint does not hold a dict of tensors");
   }
   for (const char* nested : {"state_dict", "model_state_dict", "model"}) {
     for (const auto& [k, v] : root.entries) {
       if (k->kind == Value::Kind::kString && k->s == nested && v->kind == Value::Kind::kDict) {
-        return ToStateDict(*v);
+        // (A pickle can make a dict its own entry: a real checkpoint nests a level or two.)
+        if (depth >= 4) return absl::InvalidArgumentError("checkpoint nests its state_dict too deep");
+        return ToStateDict(*v, depth + 1);
       }
     }
   }
@@ -66,7 +71,7 @@ absl::StatusOr<StateDict> ToStateDict(const Value& root) {
 StateDict StripModulePrefix(StateDict dict) {
   if (dict.empty()) return dict;
   for (const auto& [k, v] : dict) {
-    if (!k.starts_with("module.")) return dict;
+    if (!absl::StartsWith(k, "module.")) return dict;
   }
   StateDict out;
   for (auto& [k, v] : dict) out[k.substr(7)] = std::move(v);
@@ -75,15 +80,18 @@ StateDict StripModulePrefix(StateDict dict) {
 
 }  // namespace
 
-absl::StatusOr<StateDict> ReadTorchStateDict(const std::string& path) {
-  auto reader = CallTorch(
-      absl::StrCat("reading ", path, " as a PyTorch zip checkpoint"),
-      [&] { return std::make_shared<caffe2::serialize::PyTorchStreamReader>(path); },
-      absl::StatusCode::kInvalidArgument);
+namespace {
+
+// Reads the state_dict of the checkpoint `make_reader` opens; `name` labels errors.
+absl::StatusOr<StateDict> ReadCheckpointZip(
+    const std::string& name,
+    const std::function<std::shared_ptr<caffe2::serialize::PyTorchStreamReader>()>& make_reader) {
+  auto reader = CallTorch(absl::StrCat("reading ", name, " as a PyTorch zip checkpoint"), make_reader,
+                          absl::StatusCode::kInvalidArgument);
   if (!reader.ok()) return reader.status();
-  auto record = [&](const std::string& name) {
-    return CallTorch(absl::StrCat("reading record ", name, " of ", path), [&] {
-      auto [ptr, size] = (*reader)->getRecord(name);
+  auto record = [&](const std::string& record_name) {
+    return CallTorch(absl::StrCat("reading record ", record_name, " of ", name), [&] {
+      auto [ptr, size] = (*reader)->getRecord(record_name);
       return std::string(static_cast<const char*>(ptr.get()), size);
     }, absl::StatusCode::kInvalidArgument);
   };
@@ -91,21 +99,37 @@ absl::StatusOr<StateDict> ReadTorchStateDict(const std::string& path) {
   pickle::StorageLoader loader = [&](const std::string& key, torch::Dtype dtype,
                                      int64_t numel) -> absl::StatusOr<torch::Tensor> {
     ASSIGN_OR_RETURN(std::string bytes, record(absl::StrCat("data/", key)));
-    const int64_t want = numel * static_cast<int64_t>(c10::elementSize(dtype));
-    if (numel < 0 || static_cast<int64_t>(bytes.size()) < want) {
+    const int64_t element = static_cast<int64_t>(c10::elementSize(dtype));
+    if (numel < 0 || numel > static_cast<int64_t>(bytes.size()) / element) {
       return absl::InvalidArgumentError(absl::StrCat(
-          path, ": storage ", key, " holds ", bytes.size(), " bytes, expected ", want));
+          name, ": storage ", key, " holds ", bytes.size(), " bytes, expected ", numel, " elements of ",
+          element));
     }
     torch::Tensor t = torch::empty({numel}, torch::TensorOptions().dtype(dtype));
-    std::memcpy(t.data_ptr(), bytes.data(), static_cast<size_t>(want));
+    if (numel > 0) std::memcpy(t.data_ptr(), bytes.data(), static_cast<size_t>(numel * element));
     return t;
   };
   auto root = pickle::Unpickle(program, loader);
   if (!root.ok()) {
-    return absl::Status(root.status().code(), absl::StrCat(path, ": ", root.status().message()));
+    return absl::Status(root.status().code(), absl::StrCat(name, ": ", root.status().message()));
   }
-  ASSIGN_OR_RETURN(StateDict dict, ToStateDict(**root));
+  ASSIGN_OR_RETURN(StateDict dict, ToStateDict(root->root()));
   return StripModulePrefix(std::move(dict));
+}
+
+}  // namespace
+
+absl::StatusOr<StateDict> ReadTorchStateDict(const std::string& path) {
+  return ReadCheckpointZip(path, [&] {
+    return std::make_shared<caffe2::serialize::PyTorchStreamReader>(path);
+  });
+}
+
+absl::StatusOr<StateDict> ParseTorchStateDict(const std::string& bytes, absl::string_view name) {
+  std::istringstream in(bytes);
+  return ReadCheckpointZip(std::string(name), [&] {
+    return std::make_shared<caffe2::serialize::PyTorchStreamReader>(&in);
+  });
 }
 
 absl::StatusOr<StateDict> ParseSafetensors(absl::string_view bytes) {
@@ -121,7 +145,9 @@ absl::StatusOr<StateDict> ParseSafetensors(absl::string_view bytes) {
   if (!header.is_object()) return absl::InvalidArgumentError("safetensors header is not a JSON object");
   const absl::string_view data = bytes.substr(8 + header_len);
   StateDict out;
-  for (const auto& [name, info] : header.items()) {
+  for (const auto& item : header.items()) {
+    const std::string& name = item.key();
+    const nlohmann::json& info = item.value();
     if (name == "__metadata__") continue;
     auto bad = [&](absl::string_view why) {
       return absl::InvalidArgumentError(absl::StrCat("safetensors entry '", name, "': ", why));
@@ -242,7 +268,7 @@ absl::Status LoadStateDict(torch::nn::Module& module, const StateDict& weights,
                            const LoadOptions& options) {
   auto skip = [&](const std::string& name) {
     return !options.strict && !options.head_prefix.empty() &&
-           name.starts_with(options.head_prefix);
+           absl::StartsWith(name, options.head_prefix);
   };
   std::unordered_map<std::string, torch::Tensor> targets;
   for (auto& item : module.named_parameters(true)) targets[item.key()] = item.value();
@@ -269,7 +295,7 @@ absl::Status LoadStateDict(torch::nn::Module& module, const StateDict& weights,
     }
   }
   for (const auto& [name, tensor] : weights) {
-    if (!skip(name) && !targets.contains(name)) unexpected.push_back(name);
+    if (!skip(name) && targets.count(name) == 0) unexpected.push_back(name);
   }
   std::sort(missing.begin(), missing.end());
   std::sort(shape_errors.begin(), shape_errors.end());

@@ -29,6 +29,8 @@ using StateDict = std::map<std::string, torch::Tensor>;
 // checkpoint dict with a "state_dict", "model_state_dict" or "model" entry yields that entry.
 // A "module." prefix on every key (DataParallel) is removed.
 absl::StatusOr<StateDict> ReadTorchStateDict(const std::string& path);
+// The same for a file's bytes already in memory; `name` only labels errors.
+absl::StatusOr<StateDict> ParseTorchStateDict(const std::string& bytes, absl::string_view name);
 
 // safetensors: parse / serialize whole files in memory.
 absl::StatusOr<StateDict> ParseSafetensors(absl::string_view bytes);

@@ -1,5 +1,6 @@
 #include "core/ml/weights.h"
 
+#include <caffe2/serialize/inline_container.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -62,6 +63,76 @@ TEST(WeightsTest, PickleWithArbitraryGlobalsIsRefused) {
   EXPECT_EQ(weights.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(weights.status().message().find("torch.nn.modules.linear"), std::string::npos)
       << weights.status();
+}
+
+// A .pth holding `program` as its data.pkl and one 4-float storage "0", as torch.save lays
+// it out, for pickles torch.save would never write.
+std::string PthWithPickle(const std::string& program) {
+  std::string out;
+  {
+    caffe2::serialize::PyTorchStreamWriter writer([&](const void* data, size_t size) {
+      out.append(static_cast<const char*>(data), size);
+      return size;
+    });
+    writer.writeRecord("data.pkl", program.data(), program.size());
+    const float storage[4] = {1, 2, 3, 4};
+    writer.writeRecord("data/0", storage, sizeof(storage));
+    writer.writeEndOfFile();
+  }
+  return out;
+}
+
+// Pickle opcodes for the programs below.
+const std::string kEmptyDict = "}", kMark = "(", kSetItems = "u", kSetItem = "s", kStop = ".";
+std::string Str(const std::string& s) { return "\x8c" + std::string(1, static_cast<char>(s.size())) + s; }
+std::string Global(const std::string& module, const std::string& name) { return "c" + module + "\n" + name + "\n"; }
+std::string Int(int64_t v) {  // LONG1, 8 bytes.
+  std::string out = "\x8a\x08";
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((static_cast<uint64_t>(v) >> (8 * i)) & 0xff));
+  return out;
+}
+
+TEST(WeightsTest, APickleThatNestsADictInItselfIsRefusedNotFollowedForever) {
+  // d = {}; d["state_dict"] = d  (through the memo): followed naively, the state_dict never
+  // ends (a stack overflow); the values form a cycle (a leak).
+  const std::string get_memo_0("h\x00", 2);
+  const std::string program = kEmptyDict + "\x94" + Str("state_dict") + get_memo_0 + kSetItem + kStop;
+  auto dict = ParseTorchStateDict(PthWithPickle(program), "cycle.pth");
+  ASSERT_FALSE(dict.ok());
+  EXPECT_EQ(dict.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(dict.status().message().find("too deep"), std::string::npos) << dict.status();
+}
+
+TEST(WeightsTest, ATensorViewWhoseExtentOverflowsIsRefused) {
+  // _rebuild_tensor_v2(storage, 0, size=(2**62, 4), stride=(4, 2**62), False, {}): the last
+  // element's offset overflows 64 bits, and must not wrap around into the storage.
+  const std::string storage = kMark + Str("storage") + Global("torch", "FloatStorage") + Str("0") +
+                              Str("cpu") + Int(4) + "tQ";
+  const std::string tensor = Global("torch._utils", "_rebuild_tensor_v2") + kMark + storage + Int(0) +
+                             kMark + Int(int64_t{1} << 62) + Int(4) + "t" + kMark + Int(4) +
+                             Int(int64_t{1} << 62) + "t" + "\x89" + kEmptyDict + "tR";
+  const std::string program = kEmptyDict + kMark + Str("w") + tensor + kSetItems + kStop;
+  auto dict = ParseTorchStateDict(PthWithPickle(program), "overflow.pth");
+  ASSERT_FALSE(dict.ok());
+  EXPECT_EQ(dict.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(dict.status().message().find("outside its storage"), std::string::npos) << dict.status();
+
+  // The same view with sizes that fit reads.
+  const std::string fits = Global("torch._utils", "_rebuild_tensor_v2") + kMark + storage + Int(0) +
+                           kMark + Int(2) + Int(2) + "t" + kMark + Int(2) + Int(1) + "t" + "\x89" +
+                           kEmptyDict + "tR";
+  auto ok = ParseTorchStateDict(PthWithPickle(kEmptyDict + kMark + Str("w") + fits + kSetItems + kStop), "ok.pth");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_TRUE(torch::equal(ok->at("w"), torch::tensor({{1.f, 2.f}, {3.f, 4.f}})));
+}
+
+TEST(WeightsTest, ATupleCannotTakeItemsFromBelowAMark) {
+  // MARK, then TUPLE2 with only the mark's items above it, then TUPLE (to the mark): the
+  // second would reach below the stack's end once TUPLE2 had taken items under the mark.
+  const std::string program = Int(1) + Int(2) + kMark + "\x86" + "t" + kStop;
+  auto dict = ParseTorchStateDict(PthWithPickle(program), "marks.pth");
+  ASSERT_FALSE(dict.ok());
+  EXPECT_NE(dict.status().message().find("stack underflow"), std::string::npos) << dict.status();
 }
 
 // Files written by PyTorch 2.x (tests/fixtures/make_torch2_fixtures.py; made where a Python
