@@ -1,8 +1,12 @@
 // Training checkpoints: model parameters and buffers, optimizer state, position in the run
 // and the torch RNG state, in one self-checking blob:
-//   "KNLCKPT1" | SHA-256 of payload (32 bytes) | payload length (u64 LE) | payload
-// where the payload is a torch serialize archive. A torn, truncated or corrupt checkpoint is
-// refused with DATA_LOSS. Where checkpoints live is a CheckpointStore's business (a local
+//   "KNLCKPT2" | SHA-256 of payload (32 bytes) | payload length (u64 LE) | payload
+// where the payload is safetensors: "model.<state_dict name>", "optimizer.<parameter
+// index>.<field>" (SGD's momentum_buffer; AdamW's step, exp_avg, exp_avg_sq,
+// max_exp_avg_sq), "position", "epoch_partial" and "rng". Kennel's own parser reads it
+// (fuzz/checkpoint_fuzzer). "KNLCKPT1" checkpoints (a torch::serialize archive, written
+// before 2026-12) still restore. A torn, truncated or corrupt checkpoint is refused with
+// DATA_LOSS. Where checkpoints live is a CheckpointStore's business (a local
 // folder, or the coordinator's artifact store).
 #ifndef KENNEL_TRAINER_NODE_CHECKPOINT_H_
 #define KENNEL_TRAINER_NODE_CHECKPOINT_H_
@@ -47,7 +51,13 @@ absl::StatusOr<std::string> SerializeCheckpoint(core::Classifier& model,
                                                 torch::optim::Optimizer& optimizer,
                                                 const TrainingPosition& position);
 
-// Restores into an already built model and optimizer (same spec). DATA_LOSS when the blob
+// The format-1 checkpoint Kennel wrote before 2026-12 (tests that old checkpoints restore).
+absl::StatusOr<std::string> SerializeLegacyCheckpoint(core::Classifier& model,
+                                                      torch::optim::Optimizer& optimizer,
+                                                      const TrainingPosition& position);
+
+// Restores into an already built model and optimizer (same spec). A format-2 checkpoint is
+// checked whole before anything changes. DATA_LOSS when the blob
 // is damaged, INVALID_ARGUMENT when it belongs to a different model.
 absl::Status RestoreCheckpoint(const std::string& blob, core::Classifier& model,
                                torch::optim::Optimizer& optimizer, TrainingPosition* position);

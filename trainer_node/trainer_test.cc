@@ -255,6 +255,107 @@ TEST(TrainerTest, CorruptOrTruncatedCheckpointIsRefused) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// One optimizer step on a fixed batch, so the optimizer holds state.
+void TakeStep(core::Classifier& model, torch::optim::Optimizer& optimizer) {
+  torch::manual_seed(3);
+  optimizer.zero_grad();
+  torch::nn::functional::cross_entropy(model.forward(torch::rand({4, 1, 28, 28})),
+                                       torch::tensor({0, 1, 2, 3}))
+      .backward();
+  optimizer.step();
+}
+
+std::vector<torch::Tensor> Snapshot(core::Classifier& model) {
+  std::vector<torch::Tensor> out;
+  for (const auto& p : model.parameters()) out.push_back(p.detach().clone());
+  return out;
+}
+
+void ExpectSameParameters(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << "parameter " << i;
+}
+
+// A restored run continues exactly as the saved one would have: same parameters after the
+// next step, which needs the optimizer's state (momentum, Adam's moments and step count).
+void ExpectRestoreContinuesTheRun(
+    const std::function<std::unique_ptr<torch::optim::Optimizer>(core::Classifier&)>& make_optimizer,
+    bool legacy) {
+  const v1::JobSpec spec = SmallCnnSpec(1, 1);
+  torch::manual_seed(1);
+  auto model = *core::CreateModel(spec.model());
+  auto optimizer = make_optimizer(*model);
+  TakeStep(*model, *optimizer);
+  TrainingPosition saved;
+  saved.epoch = 2;
+  saved.step_in_epoch = 5;
+  saved.global_step = 77;
+  saved.world_size = 3;
+  saved.stage_start = 640;
+  saved.epoch_loss_sum = 12.5;
+  saved.elapsed_seconds = 99;
+  auto blob = legacy ? SerializeLegacyCheckpoint(*model, *optimizer, saved)
+                     : SerializeCheckpoint(*model, *optimizer, saved);
+  ASSERT_TRUE(blob.ok()) << blob.status();
+  EXPECT_EQ(blob->substr(0, 8), legacy ? "KNLCKPT1" : "KNLCKPT2");
+
+  torch::manual_seed(2);  // Other initial weights, a fresh optimizer.
+  auto restored = *core::CreateModel(spec.model());
+  auto restored_optimizer = make_optimizer(*restored);
+  TrainingPosition position;
+  ASSERT_TRUE(RestoreCheckpoint(*blob, *restored, *restored_optimizer, &position).ok());
+  EXPECT_EQ(position.epoch, 2);
+  EXPECT_EQ(position.step_in_epoch, 5);
+  EXPECT_EQ(position.global_step, 77);
+  EXPECT_EQ(position.world_size, 3);
+  EXPECT_EQ(position.stage_start, 640);
+  EXPECT_EQ(position.epoch_loss_sum, 12.5);
+  EXPECT_EQ(position.elapsed_seconds, 99);
+  ExpectSameParameters(Snapshot(*model), Snapshot(*restored));
+
+  TakeStep(*model, *optimizer);
+  TakeStep(*restored, *restored_optimizer);
+  ExpectSameParameters(Snapshot(*model), Snapshot(*restored));
+}
+
+std::unique_ptr<torch::optim::Optimizer> Sgd(core::Classifier& model) {
+  return std::make_unique<torch::optim::SGD>(model.parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+}
+
+std::unique_ptr<torch::optim::Optimizer> AdamW(core::Classifier& model) {
+  return std::make_unique<torch::optim::AdamW>(model.parameters(), torch::optim::AdamWOptions(0.01));
+}
+
+TEST(CheckpointTest, SgdWithMomentumContinuesExactly) { ExpectRestoreContinuesTheRun(Sgd, false); }
+
+TEST(CheckpointTest, AdamWContinuesExactly) { ExpectRestoreContinuesTheRun(AdamW, false); }
+
+TEST(CheckpointTest, ACheckpointInTheFormerFormatStillRestores) {
+  ExpectRestoreContinuesTheRun(Sgd, true);
+  ExpectRestoreContinuesTheRun(AdamW, true);
+}
+
+TEST(CheckpointTest, AnOptimizerOfAnotherKindOrShapeIsRefusedAndNothingChanges) {
+  const v1::JobSpec spec = SmallCnnSpec(1, 1);
+  auto model = *core::CreateModel(spec.model());
+  auto adamw = AdamW(*model);
+  TakeStep(*model, *adamw);
+  const std::string blob = *SerializeCheckpoint(*model, *adamw, {});
+
+  torch::manual_seed(5);
+  auto other = *core::CreateModel(spec.model());
+  auto sgd = Sgd(*other);
+  const auto before = Snapshot(*other);
+  TrainingPosition position;
+  position.epoch = 9;
+  auto status = RestoreCheckpoint(blob, *other, *sgd, &position);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_NE(status.message().find("optimizer entries fit no parameter"), std::string::npos) << status;
+  ExpectSameParameters(before, Snapshot(*other));
+  EXPECT_EQ(position.epoch, 9);
+  EXPECT_TRUE(sgd->state().empty());
+}
+
 TEST(GradientSynchronizerTest, AveragesGradientsOverRanksInSeveralBuckets) {
   InMemoryKeyValueStore store;
   std::vector<std::vector<torch::Tensor>> grads(2);
