@@ -23,6 +23,10 @@ absl::Status ErrnoStatus(absl::string_view what, const std::string& path, int er
   if (err == ENOENT) return absl::NotFoundError(message);
   if (err == EACCES || err == EPERM) return absl::PermissionDeniedError(message);
   if (err == ENOSPC) return absl::ResourceExhaustedError(message);
+  if (err == EEXIST) return absl::AlreadyExistsError(message);
+  if (err == ELOOP) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " ", path, ": a symbolic link, refused"));
+  }
   return absl::InternalError(message);
 }
 
@@ -70,12 +74,18 @@ std::string Hex(const unsigned char* bytes, unsigned int n) {
 
 }  // namespace
 
-absl::StatusOr<std::string> ReadFile(const std::string& path, int64_t max_bytes) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+namespace {
+
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path, int64_t max_bytes, bool follow) {
+  // (Not following: O_NONBLOCK too, so a FIFO is refused instead of waited on.)
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW | O_NONBLOCK)));
   if (fd.get() < 0) return ErrnoStatus("cannot open", path, errno);
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) return ErrnoStatus("cannot stat", path, errno);
   if (S_ISDIR(st.st_mode)) return absl::InvalidArgumentError(absl::StrCat(path, " is a directory"));
+  if (!follow && !S_ISREG(st.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat(path, " is not a regular file"));
+  }
   if (st.st_size > max_bytes) {
     return absl::ResourceExhaustedError(
         absl::StrCat(path, " is ", st.st_size, " bytes, over the limit of ", max_bytes));
@@ -94,6 +104,16 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, int64_t max_bytes)
   }
   out.resize(done);
   return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> ReadFile(const std::string& path, int64_t max_bytes) {
+  return ReadWholeFile(path, max_bytes, /*follow=*/true);
+}
+
+absl::StatusOr<std::string> ReadRegularFile(const std::string& path, int64_t max_bytes) {
+  return ReadWholeFile(path, max_bytes, /*follow=*/false);
 }
 
 absl::StatusOr<std::string> ReadFilePrefix(const std::string& path, size_t n) {
@@ -115,7 +135,7 @@ absl::StatusOr<std::string> ReadFilePrefix(const std::string& path, size_t n) {
 }
 
 absl::Status WriteFileSynced(const std::string& path, absl::string_view data) {
-  Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
   if (fd.get() < 0) return ErrnoStatus("cannot create", path, errno);
   RETURN_IF_ERROR(WriteAll(fd.get(), data, path));
   if (::fsync(fd.get()) != 0) return ErrnoStatus("fsync", path, errno);

@@ -18,6 +18,11 @@ namespace kennel::core {
 absl::StatusOr<std::string> ReadFile(const std::string& path,
                                      int64_t max_bytes = int64_t{1} << 34);
 
+// The same, for files Kennel keeps (artifacts sent to peers): a symbolic link or anything but
+// a regular file is refused with INVALID_ARGUMENT, so nothing outside the store is sent.
+absl::StatusOr<std::string> ReadRegularFile(const std::string& path,
+                                            int64_t max_bytes = int64_t{1} << 34);
+
 // Reads at most the first `n` bytes of a file (fewer if it is shorter).
 absl::StatusOr<std::string> ReadFilePrefix(const std::string& path, size_t n);
 
@@ -26,6 +31,7 @@ absl::StatusOr<std::string> ReadFilePrefix(const std::string& path, size_t n);
 absl::Status WriteFileAtomic(const std::string& path, absl::string_view data);
 
 // Writes `data` to a new file and fsyncs it (no rename; for files inside a staging folder).
+// ALREADY_EXISTS if anything is at `path` (a symbolic link included): never overwrites.
 absl::Status WriteFileSynced(const std::string& path, absl::string_view data);
 
 // fsync of a directory, so a rename or create inside it is durable.

@@ -1,5 +1,6 @@
 // kennelctl as users run it: a real coordinator and inference node on loopback, kennelctl as a
 // process, and what it prints and exits with.
+#include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <torch/torch.h>
@@ -18,6 +19,7 @@
 #include "core/ml/artifact.h"
 #include "core/ml/models.h"
 #include "core/subprocess.h"
+#include "kennel/v1/coordinator.grpc.pb.h"
 #include "core/testing/paths.h"
 #include "tests/testing/serving_helpers.h"
 
@@ -298,6 +300,47 @@ TEST_F(KennelctlTest, ZeroMeansZeroAndBadJobFlagsAreRefused) {
     EXPECT_EQ(run.code, 2) << bad[0] << " " << bad[1] << " " << bad[2] << ": " << run.err;
     EXPECT_NE(run.err.find(bad[1]), std::string::npos) << run.err;
   }
+}
+
+// Uploads reach the coordinator's artifact store from the network: a file name that would
+// leave the staging folder and a transfer over the size limit are refused, and nothing is
+// written anywhere (the staging folder is left empty, no model is registered).
+TEST_F(KennelctlTest, UploadsThatLeaveTheStoreOrExceedTheLimitAreRefusedWithNothingWritten) {
+  auto stub = v1::Coordinator::NewStub(grpc::CreateChannel(coordinator_address_, grpc::InsecureChannelCredentials()));
+  auto upload = [&](const std::string& name, int64_t size, const std::string& data) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    v1::UploadArtifactResponse response;
+    auto writer = stub->UploadArtifact(&context, &response);
+    v1::ArtifactChunk header;
+    header.mutable_header()->mutable_ref()->set_kind(v1::ArtifactRef::MODEL);
+    header.mutable_header()->mutable_ref()->set_name("intruder");
+    auto* file = header.mutable_header()->add_files();
+    file->set_name(name);
+    file->set_size(size);
+    file->set_sha256(core::Sha256Hex(data));
+    writer->Write(header);
+    v1::ArtifactChunk body;
+    body.set_data(data);
+    writer->Write(body);
+    writer->WritesDone();
+    return writer->Finish();
+  };
+  const fs::path store = fs::path(dir_) / "coord" / "artifacts";
+  for (const std::string name : {"../../escape", "../models/escape", "/tmp/escape", ".."}) {
+    const grpc::Status status = upload(name, 6, "hello!");
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << name << ": " << status.error_message();
+  }
+  const grpc::Status big = upload("weights.safetensors", int64_t{1} << 40, "x");
+  EXPECT_EQ(big.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << big.error_message();
+  EXPECT_NE(big.error_message().find("exceeds the limit"), std::string::npos) << big.error_message();
+
+  EXPECT_TRUE(fs::is_empty(store / "staging"));
+  for (const auto& e : fs::recursive_directory_iterator(dir_)) {
+    EXPECT_NE(e.path().filename(), "escape") << e.path();
+  }
+  EXPECT_FALSE(fs::exists(store / "models" / "intruder"));
+  EXPECT_FALSE(fs::exists("/tmp/escape"));
 }
 
 // A torchvision ResNet-34 with 7 classes, imported with kennelctl, registered, deployed through

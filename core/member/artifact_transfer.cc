@@ -1,6 +1,7 @@
 #include "core/member/artifact_transfer.h"
 
 #include <filesystem>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "core/files.h"
@@ -15,7 +16,7 @@ absl::Status SendFolder(const std::string& dir, const std::vector<std::string>& 
   *header.mutable_header()->mutable_ref() = ref;
   std::vector<std::string> contents;
   for (const auto& name : files) {
-    ASSIGN_OR_RETURN(std::string bytes, ReadFile(dir + "/" + name));
+    ASSIGN_OR_RETURN(std::string bytes, ReadRegularFile(dir + "/" + name));
     auto* entry = header.mutable_header()->add_files();
     entry->set_name(name);
     entry->set_size(static_cast<int64_t>(bytes.size()));
@@ -39,19 +40,26 @@ absl::Status FolderReceiver::Consume(const kennel::v1::ArtifactChunk& chunk) {
     header_ = chunk.header();
     have_header_ = true;
     int64_t total = 0;
+    std::set<std::string> names;
     if (header_.files_size() == 0 || header_.files_size() > 64) {
       return absl::InvalidArgumentError("transfer must hold 1 to 64 files");
     }
     for (const auto& f : header_.files()) {
-      if (f.name().empty() || f.name().find('/') != std::string::npos || f.name() == "." ||
-          f.name() == ".." || f.size() < 0) {
+      if (f.name().empty() || f.name().size() > 255 || f.name().find('/') != std::string::npos ||
+          f.name().find('\0') != std::string::npos || f.name() == "." || f.name() == ".." ||
+          f.size() < 0) {
         return absl::InvalidArgumentError(absl::StrCat("bad file entry '", f.name(), "'"));
       }
+      if (!names.insert(f.name()).second) {
+        return absl::InvalidArgumentError(absl::StrCat("file '", f.name(), "' announced twice"));
+      }
+      // (Checked one file at a time: a sum of announced sizes could overflow.)
+      if (f.size() > max_total_bytes_ - total) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "transfer exceeds the limit of ", max_total_bytes_, " bytes (", total, " before file '",
+            f.name(), "' of ", f.size(), ")"));
+      }
       total += f.size();
-    }
-    if (total > max_total_bytes_) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("transfer of ", total, " bytes exceeds the limit of ", max_total_bytes_));
     }
     std::error_code ec;
     if (!std::filesystem::create_directories(dir_, ec)) {
