@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <filesystem>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "core/grpc_keepalive.h"
 #include "absl/strings/str_split.h"
@@ -53,16 +54,29 @@ absl::StatusOr<std::unique_ptr<InferenceNode>> InferenceNode::Create(InferenceNo
   }
   node->SetServing(false);
 
-  const std::string host = o.listen_address.substr(0, o.listen_address.rfind(':'));
-  if (o.metrics_port >= 0) {
+  std::string host = o.listen_address.substr(0, o.listen_address.rfind(':'));
+  int metrics_port = o.metrics_port;
+  if (!o.metrics_address.empty()) {
+    const size_t colon = o.metrics_address.rfind(':');
+    if (colon == std::string::npos || colon == 0 ||
+        !absl::SimpleAtoi(o.metrics_address.substr(colon + 1), &metrics_port) || metrics_port < 0 ||
+        metrics_port > 65535) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("metrics address '", o.metrics_address, "' is not host:port"));
+    }
+    host = o.metrics_address.substr(0, colon);
+  }
+  if (metrics_port >= 0) {
     node->http_ = std::make_unique<httplib::Server>();
     Metrics* metrics = &node->metrics_;
     node->http_->Get("/metrics", [metrics](const httplib::Request&, httplib::Response& res) {
       res.set_content(metrics->Render(), "text/plain; version=0.0.4");
     });
-    node->metrics_port_ = o.metrics_port == 0 ? node->http_->bind_to_any_port(host)
-                                              : (node->http_->bind_to_port(host, o.metrics_port) ? o.metrics_port : -1);
-    if (node->metrics_port_ <= 0) return absl::UnavailableError("cannot bind the metrics port");
+    node->metrics_port_ = metrics_port == 0 ? node->http_->bind_to_any_port(host)
+                                            : (node->http_->bind_to_port(host, metrics_port) ? metrics_port : -1);
+    if (node->metrics_port_ <= 0) {
+      return absl::UnavailableError(absl::StrCat("cannot listen for /metrics on ", host, ":", metrics_port));
+    }
     node->http_thread_ = std::thread([http = node->http_.get()] { http->listen_after_bind(); });
   }
 

@@ -33,6 +33,9 @@ struct InferenceNodeOptions {
   std::string advertise_address;
   // Prometheus endpoint port on the listen host (0: any free port, -1: off).
   int metrics_port = 0;
+  // host:port for the Prometheus endpoint instead (e.g. a private interface while the
+  // Inference service faces clients); overrides metrics_port when set.
+  std::string metrics_address;
   std::string name = "inference";
   // Optional coordinator (registration, deploys, model download).
   std::string coordinator;

@@ -24,7 +24,10 @@ int main(int argc, char** argv) {
       "kennel-inference: serves a Kennel model over gRPC (Classify, ClassifyStream) with dynamic "
       "batching, grpc.health.v1 and Prometheus metrics; takes deploys from the coordinator.");
   app.add_option("--listen", o.listen_address, "host:port for the Inference service")->capture_default_str();
-  app.add_option("--metrics_port", o.metrics_port, "Prometheus /metrics port (0: any free, -1: off)")->capture_default_str();
+  app.add_option("--metrics_port", o.metrics_port, "Prometheus /metrics port on the --listen host (0: any free, -1: off)")
+      ->capture_default_str();
+  app.add_option("--metrics_listen", o.metrics_address,
+                 "host:port for /metrics instead, e.g. a private interface while --listen faces clients");
   app.add_option("--name", o.name, "Node name in the cluster (with --tls_cert: the certificate's name)")
       ->capture_default_str();
   app.add_option("--coordinator", o.coordinator, "Coordinator host:port (registration, deploys)");

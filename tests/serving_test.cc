@@ -150,6 +150,25 @@ TEST(ServingStartTest, AnAddressItCannotListenOnIsAnErrorNotACrash) {
   EXPECT_NE(s.message().find("256.1.1.1:7080"), std::string::npos) << s;
 }
 
+// /metrics on an address of its own: scraped there, not on the service's host.
+TEST(ServingStartTest, MetricsListenOnTheirOwnAddress) {
+  InferenceNodeOptions options;
+  options.listen_address = "127.0.0.1:0";
+  options.metrics_address = "127.0.0.2:0";
+  auto node = InferenceNode::Create(options);
+  ASSERT_TRUE(node.ok()) << node.status();
+  const int port = (*node)->metrics_port();
+  ASSERT_GT(port, 0);
+  auto scraped = httplib::Client("127.0.0.2", port).Get("/metrics");
+  ASSERT_TRUE(scraped);
+  EXPECT_EQ(scraped->status, 200);
+  EXPECT_NE(scraped->body.find("kennel_requests_total"), std::string::npos);
+  EXPECT_FALSE(httplib::Client("127.0.0.1", port).Get("/metrics"));  // Nothing there.
+
+  options.metrics_address = "no-port";
+  EXPECT_EQ(InferenceNode::Create(options).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(ServingPlacementTest, UnusableDeviceOrPrecisionFailsAtStartWithWhatWasWrong) {
   auto start = [](const std::string& device, const std::string& precision) {
     InferenceNodeOptions options;
