@@ -1,7 +1,12 @@
 # Shared compile settings for Kennel's own targets.
 set(KENNEL_WARNINGS -Wall -Wextra -Wno-unused-parameter)
 set(KENNEL_SANITIZER_FLAGS "")
-if(KENNEL_ASAN)
+if(KENNEL_FUZZ)
+  # Coverage for libFuzzer in every Kennel library; the fuzz targets add -fsanitize=fuzzer at
+  # link time. (vptr checks need type information Debian's LibTorch does not carry.)
+  set(KENNEL_SANITIZER_FLAGS -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize=vptr
+      -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
+elseif(KENNEL_ASAN)
   set(KENNEL_SANITIZER_FLAGS -fsanitize=address,undefined -fno-omit-frame-pointer)
 elseif(KENNEL_TSAN)
   set(KENNEL_SANITIZER_FLAGS -fsanitize=thread -fno-omit-frame-pointer)

@@ -156,17 +156,24 @@ case "$cmd" in
     install_deps --test --fuzz
     fuzz_dir=${BUILD_DIR:-$repo/build-fuzz}
     log "building the fuzz targets with clang in $fuzz_dir"
-    CXX=clang++ cmake -S "$repo/fuzz" -B "$fuzz_dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-    cmake --build "$fuzz_dir" -j "$jobs"
-    for target in "$fuzz_dir"/*_fuzzer; do
+    # (A build-fuzz configured from fuzz/ alone, as before fuzz/ joined the main project.)
+    if [[ -f $fuzz_dir/CMakeCache.txt ]] && ! grep -q "^CMAKE_HOME_DIRECTORY:INTERNAL=$repo\$" "$fuzz_dir/CMakeCache.txt"; then
+      rm -rf "$fuzz_dir"
+    fi
+    cmake -S "$repo" -B "$fuzz_dir" -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+      -DKENNEL_BUILD_TESTS=OFF -DKENNEL_FUZZ=ON >/dev/null
+    cmake --build "$fuzz_dir" -j "$jobs" --target fuzzers
+    export LSAN_OPTIONS=suppressions=$repo/fuzz/lsan.supp:print_suppressions=0
+    for target in "$fuzz_dir"/fuzz/*_fuzzer; do
       name=$(basename "$target" _fuzzer)
       work=$fuzz_dir/run/$name
       rm -rf "$work" && mkdir -p "$work/corpus"
       cp "$repo/fuzz/corpus/$name/"* "$work/corpus/"
       log "fuzzing $name for $seconds s from $(ls "$work/corpus" | wc -l) kept inputs"
-      (cd "$work" && "$target" -max_total_time="$seconds" -max_len=4096 -print_final_stats=1 corpus 2>"$work/log") || {
+      # No -max_len: libFuzzer takes the largest kept input's size (at least 4096 bytes).
+      (cd "$work" && "$target" -max_total_time="$seconds" -print_final_stats=1 corpus 2>"$work/log") || {
         tail -40 "$work/log" >&2
-        log "$name crashed: the input is in $work (crash-*); add it to fuzz/corpus/$name and a test to core/"
+        log "$name crashed: the input is in $work (crash-*, leak-*); add it to fuzz/corpus/$name and a test beside the code"
         exit 1
       }
       grep -E "stat::number_of_executed_units|stat::new_units_added" "$work/log" | tr '\n' ' ' >&2
