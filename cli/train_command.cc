@@ -119,6 +119,9 @@ absl::StatusOr<v1::JobSpec> BuildSpec(const TrainFlags& f, const CLI::App& cmd) 
   if (auto& v = Pick(f.data_workers, "--data-workers", f, cmd)) t.set_data_workers(*v);
   if (auto& v = Pick(f.torch_threads, "--torch-threads", f, cmd)) t.set_torch_threads(*v);
   if (auto& v = Pick(f.collective_timeout_s, "--collective-timeout", f, cmd)) t.set_collective_timeout_s(*v);
+  if (auto& v = Pick(f.grad_compression, "--grad-compression", f, cmd)) {
+    t.set_gradient_compression(*v == "fp16" ? v1::FP16 : *v == "bf16" ? v1::BF16 : v1::GRADIENT_COMPRESSION_UNSPECIFIED);
+  }
   return spec;
 }
 
@@ -308,6 +311,9 @@ void AddJobFlags(CLI::App& cmd, TrainFlags& f) {
   Optional(cmd, "--torch-threads", f.torch_threads, "Torch threads per trainer (default 1)")->check(CLI::Range(1, 256));
   Optional(cmd, "--backend", f.backend, "gloo (CPU) or nccl (GPU) (default gloo)")->check(CLI::IsMember({"gloo", "nccl"}));
   Optional(cmd, "--collective-timeout", f.collective_timeout_s, "Seconds before a collective fails naming the missing rank (default 60)")->check(CLI::Range(1, 86400));
+  Optional(cmd, "--grad-compression", f.grad_compression,
+           "Gradients on the wire: none, fp16 or bf16 (half the bytes between trainers; default none)")
+      ->check(CLI::IsMember({"none", "fp16", "bf16"}));
 }
 
 void AddTrainCommand(CLI::App& app, const GlobalOptions& global) {

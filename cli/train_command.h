@@ -49,6 +49,7 @@ struct TrainFlags {
   std::optional<int> data_workers, torch_threads;
   std::optional<std::string> backend;
   std::optional<int> collective_timeout_s;
+  std::optional<std::string> grad_compression;
 };
 
 // Adds the job flags (model, data, hyperparameters, placement) with their checks to `cmd`.

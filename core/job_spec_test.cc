@@ -60,6 +60,9 @@ TEST(JobSpecTest, BadFieldsAreNamed) {
   s = Minimal();
   s.mutable_training()->set_freeze_backbone(true);
   expect_bad(s, "freeze_backbone");
+  s = Minimal();
+  s.mutable_training()->set_gradient_compression(static_cast<v1::GradientCompression>(7));
+  expect_bad(s, "gradient_compression");
 }
 
 // proto3 zero used to mean "unset": momentum 0 became 0.9, batch 0 became 64.

@@ -27,7 +27,8 @@ class Communicator {
   virtual ~Communicator() = default;
   virtual int rank() const = 0;
   virtual int world_size() const = 0;
-  // In-place sum over ranks of a contiguous float32 or float64 tensor.
+  // In-place sum over ranks of a contiguous float32, float64, float16 or bfloat16 tensor
+  // (16-bit sums are computed in float32 and rounded).
   virtual absl::Status AllReduceSum(torch::Tensor& tensor) = 0;
   // In-place: every rank receives root's values.
   virtual absl::Status Broadcast(torch::Tensor& tensor, int root) = 0;

@@ -30,6 +30,16 @@ namespace {
 
 absl::Duration ToDuration(std::chrono::milliseconds ms) { return absl::Milliseconds(ms.count()); }
 
+// Gloo's reduce function for 16-bit floats (compressed gradients): each sum computed in
+// float32 and rounded once, as NCCL does.
+template <typename T>
+void SumIn(void* out, const void* a, const void* b, size_t n) {
+  T* c = static_cast<T*>(out);
+  const T* x = static_cast<const T*>(a);
+  const T* y = static_cast<const T*>(b);
+  for (size_t i = 0; i < n; ++i) c[i] = static_cast<T>(static_cast<float>(x[i]) + static_cast<float>(y[i]));
+}
+
 // gloo::rendezvous::Store over Kennel's KeyValueStore. Gloo expects exceptions on failure.
 class GlooStore : public gloo::rendezvous::Store {
  public:
@@ -155,6 +165,12 @@ class GlooCommunicator : public Communicator {
         opts.setOutput(t.data_ptr<double>(), static_cast<size_t>(t.numel()));
         opts.setReduceFunction(
             static_cast<void (*)(void*, const void*, const void*, size_t)>(&gloo::sum<double>));
+      } else if (t.scalar_type() == torch::kHalf) {
+        opts.setOutput(t.data_ptr<c10::Half>(), static_cast<size_t>(t.numel()));
+        opts.setReduceFunction(&SumIn<c10::Half>);
+      } else if (t.scalar_type() == torch::kBFloat16) {
+        opts.setOutput(t.data_ptr<c10::BFloat16>(), static_cast<size_t>(t.numel()));
+        opts.setReduceFunction(&SumIn<c10::BFloat16>);
       } else {
         opts.setOutput(t.data_ptr<float>(), static_cast<size_t>(t.numel()));
         opts.setReduceFunction(
@@ -173,11 +189,7 @@ class GlooCommunicator : public Communicator {
       opts.setTag(tag);
       opts.setTimeout(timeout);
       opts.setRoot(root);
-      if (t.scalar_type() == torch::kFloat64) {
-        opts.setOutput(t.data_ptr<double>(), static_cast<size_t>(t.numel()));
-      } else {
-        opts.setOutput(t.data_ptr<float>(), static_cast<size_t>(t.numel()));
-      }
+      opts.setOutput(static_cast<uint8_t*>(t.data_ptr()), static_cast<size_t>(t.nbytes()));
       gloo::broadcast(opts);
     });
   }
@@ -209,9 +221,10 @@ class GlooCommunicator : public Communicator {
   absl::Status Run(absl::string_view op, const torch::Tensor& t, Fn&& fn) {
     if (!broken_.ok()) return broken_;
     if (!t.is_contiguous() || t.device().type() != torch::kCPU ||
-        (t.scalar_type() != torch::kFloat32 && t.scalar_type() != torch::kFloat64)) {
+        (t.scalar_type() != torch::kFloat32 && t.scalar_type() != torch::kFloat64 &&
+         t.scalar_type() != torch::kHalf && t.scalar_type() != torch::kBFloat16)) {
       return absl::InvalidArgumentError(
-          absl::StrCat(op, " needs a contiguous CPU float32/float64 tensor"));
+          absl::StrCat(op, " needs a contiguous CPU float32/float64/float16/bfloat16 tensor"));
     }
     const int64_t seq = ++seq_;
     auto aborted = [&](const std::string& reason) {

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
 
 namespace kennel::trainer {
 namespace {
@@ -10,8 +11,12 @@ constexpr int64_t kFirstBucketCapBytes = 1 << 20;  // As DDP: the first bucket s
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<GradientSynchronizer>> GradientSynchronizer::Create(
-    std::vector<torch::Tensor> params, Communicator* comm, int64_t bucket_cap_bytes) {
-  std::unique_ptr<GradientSynchronizer> sync(new GradientSynchronizer(comm));
+    std::vector<torch::Tensor> params, Communicator* comm, int64_t bucket_cap_bytes,
+    torch::ScalarType wire_type) {
+  if (wire_type != torch::kFloat32 && wire_type != torch::kHalf && wire_type != torch::kBFloat16) {
+    return absl::InvalidArgumentError("gradients travel as float32, float16 or bfloat16");
+  }
+  std::unique_ptr<GradientSynchronizer> sync(new GradientSynchronizer(comm, wire_type));
   std::vector<int64_t> bucket_numels;
   int64_t bytes = 0;
   for (auto it = params.rbegin(); it != params.rend(); ++it) {
@@ -36,6 +41,9 @@ absl::StatusOr<std::unique_ptr<GradientSynchronizer>> GradientSynchronizer::Crea
     const auto& device = sync->slots_.front().param.device();
     sync->buckets_[b].flat =
         torch::zeros({bucket_numels[b]}, torch::TensorOptions().dtype(torch::kFloat32).device(device));
+    if (wire_type != torch::kFloat32) {
+      sync->buckets_[b].wire = torch::zeros({bucket_numels[b]}, torch::TensorOptions().dtype(wire_type).device(device));
+    }
   }
   {
     absl::MutexLock lock(&sync->mu_);
@@ -97,12 +105,25 @@ void GradientSynchronizer::CommLoop() {
       previous = error_;
     }
     // After a failure the group is broken; later buckets are not sent.
-    absl::Status status = previous.ok() ? comm_->AllReduceSum(buckets_[b].flat) : previous;
-    if (status.ok()) buckets_[b].flat.div_(comm_->world_size());
+    absl::Status status = previous.ok() ? Reduce(buckets_[b]) : previous;
     absl::MutexLock lock(&mu_);
     if (!status.ok() && error_.ok()) error_ = status;
     ++reduced_;
   }
+}
+
+absl::Status GradientSynchronizer::Reduce(Bucket& bucket) {
+  if (wire_type_ == torch::kFloat32) {
+    RETURN_IF_ERROR(comm_->AllReduceSum(bucket.flat));
+    bucket.flat.div_(comm_->world_size());
+    return absl::OkStatus();
+  }
+  // Scaled before rounding, so the sum over ranks stays in float16's range.
+  bucket.flat.div_(comm_->world_size());
+  bucket.wire.copy_(bucket.flat);
+  RETURN_IF_ERROR(comm_->AllReduceSum(bucket.wire));
+  bucket.flat.copy_(bucket.wire);
+  return absl::OkStatus();
 }
 
 absl::Status GradientSynchronizer::FinishStep() {

@@ -69,8 +69,10 @@ class NcclCommunicator : public Communicator {
   absl::Status Run(absl::string_view op, const torch::Tensor& t, Fn&& enqueue) {
     if (!broken_.ok()) return broken_;
     if (!t.is_cuda() || !t.is_contiguous() ||
-        (t.scalar_type() != torch::kFloat32 && t.scalar_type() != torch::kFloat64)) {
-      return absl::InvalidArgumentError(absl::StrCat(op, " needs a contiguous CUDA float32/float64 tensor"));
+        (t.scalar_type() != torch::kFloat32 && t.scalar_type() != torch::kFloat64 &&
+         t.scalar_type() != torch::kHalf && t.scalar_type() != torch::kBFloat16)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(op, " needs a contiguous CUDA float32/float64/float16/bfloat16 tensor"));
     }
     const int64_t seq = ++seq_;
     auto aborted = [&](const std::string& reason) {
@@ -80,7 +82,10 @@ class NcclCommunicator : public Communicator {
     };
     if (auto reason = AbortReason()) return aborted(*reason);
     cudaStream_t stream = at::cuda::getCurrentCUDAStream().stream();
-    const ncclDataType_t type = t.scalar_type() == torch::kFloat64 ? ncclFloat64 : ncclFloat32;
+    const ncclDataType_t type = t.scalar_type() == torch::kFloat64  ? ncclFloat64
+                                : t.scalar_type() == torch::kHalf     ? ncclFloat16
+                                : t.scalar_type() == torch::kBFloat16 ? ncclBfloat16
+                                                                      : ncclFloat32;
     if (ncclResult_t r = enqueue(stream, type); r != ncclSuccess && r != ncclInProgress) {
       return broken_ = NcclError(op, r);
     }

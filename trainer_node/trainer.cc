@@ -189,8 +189,11 @@ absl::StatusOr<TrainingResult> TrainImpl(const TrainingRun& run) {
   RETURN_IF_ERROR(BroadcastFromRankZero(*run.comm, state));
   const std::vector<torch::Tensor> buffers = FloatBuffers(*model);
 
+  const torch::ScalarType wire = t.gradient_compression() == v1::FP16   ? torch::kHalf
+                                 : t.gradient_compression() == v1::BF16 ? torch::kBFloat16
+                                                                        : torch::kFloat32;
   ASSIGN_OR_RETURN(auto sync, GradientSynchronizer::Create(model->parameters(), run.comm,
-                                                           t.bucket_cap_bytes()));
+                                                           t.bucket_cap_bytes(), wire));
   const int64_t steps_per_epoch =
       (core::ShardSize(train_reader->size(), run.world_size) + t.batch_size() - 1) / t.batch_size();
   TrainingResult result;
