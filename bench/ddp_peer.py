@@ -46,6 +46,10 @@ def main():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
+    p.add_argument("--compression", choices=["none", "fp16", "bf16"], default="none",
+                   help="DDP's fp16/bf16 compress hook (as Kennel's --grad-compression)")
+    p.add_argument("--max-train-samples", type=int, default=0, help="0: the whole training set")
+    p.add_argument("--max-eval-samples", type=int, default=0, help="0: the whole test set")
     args = p.parse_args()
 
     torch.set_num_threads(1)
@@ -55,12 +59,19 @@ def main():
     tf = T.Compose([T.ToTensor(), T.Normalize((0.2860,), (0.3530,))])
     train = torchvision.datasets.FashionMNIST(args.data, train=True, transform=tf, download=False)
     test = torchvision.datasets.FashionMNIST(args.data, train=False, transform=tf, download=False)
+    if args.max_train_samples:
+        train = torch.utils.data.Subset(train, range(min(args.max_train_samples, len(train))))
+    if args.max_eval_samples:
+        test = torch.utils.data.Subset(test, range(min(args.max_eval_samples, len(test))))
     sampler = torch.utils.data.distributed.DistributedSampler(train, seed=args.seed)
     loader = torch.utils.data.DataLoader(train, batch_size=args.batch_size, sampler=sampler,
                                          num_workers=args.workers)
     test_sampler = torch.utils.data.distributed.DistributedSampler(test, shuffle=False)
     test_loader = torch.utils.data.DataLoader(test, batch_size=256, sampler=test_sampler)
     model = nn.parallel.DistributedDataParallel(SmallCnn())
+    if args.compression != "none":
+        from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+        model.register_comm_hook(None, getattr(default_hooks, f"{args.compression}_compress_hook"))
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
     total_steps = len(loader) * args.epochs
     # Per-step cosine decay to 0, as Kennel's LearningRateAt.
