@@ -1,5 +1,7 @@
 #include "core/subprocess.h"
 
+#include <filesystem>
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -126,7 +128,11 @@ absl::StatusOr<std::pair<int, std::string>> RunCommand(const std::vector<std::st
   auto err = core::ReadFile(base + ".err");
   if (err.ok() && !err->empty()) std::cerr << "[" << argv[0] << " stderr] " << *err;
   if (!code.ok()) return code.status();
-  return std::make_pair(*code, (*p)->Log());
+  std::pair<int, std::string> out(*code, (*p)->Log());
+  std::error_code ec;
+  std::filesystem::remove(base + ".out", ec);
+  std::filesystem::remove(base + ".err", ec);
+  return out;
 }
 
 }  // namespace kennel::core

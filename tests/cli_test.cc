@@ -64,6 +64,8 @@ class KennelctlTest : public ::testing::Test {
   static void TearDownTestSuite() {
     delete inference_;
     delete coordinator_;
+    // A failed run's folder stays for its logs.
+    if (::testing::UnitTest::GetInstance()->current_test_suite()->Passed()) fs::remove_all(dir_);
   }
 
   static std::unique_ptr<Process> StartInference(const std::string& name, bool with_model) {

@@ -63,7 +63,11 @@ class TlsTest : public ::testing::Test {
     ASSERT_TRUE(line.ok()) << line.status() << coordinator_->Log();
     address_ = absl::StrCat("127.0.0.1:", line->substr(line->rfind(' ') + 1));
   }
-  static void TearDownTestSuite() { delete coordinator_; }
+  static void TearDownTestSuite() {
+    delete coordinator_;
+    // A failed run's folder stays for its logs.
+    if (::testing::UnitTest::GetInstance()->current_test_suite()->Passed()) fs::remove_all(dir_);
+  }
 
   static std::string Cert(const std::string& name, const std::string& dir = "") {
     return (dir.empty() ? certs_ : dir) + "/" + name + ".pem";

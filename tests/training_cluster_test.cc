@@ -31,6 +31,12 @@ using core::testing::Eventually;
 
 class TrainingClusterTest : public ::testing::Test {
  protected:
+  // A passed test's folder goes (logs, data: hundreds of MB a run); a failed one's stays.
+  ~TrainingClusterTest() override {
+    coordinator_.reset();
+    if (!HasFailure()) std::filesystem::remove_all(dir_);
+  }
+
   void SetUp() override {
     dir_ = std::filesystem::path(::testing::TempDir()) /
            absl::StrCat("cluster-", ::testing::UnitTest::GetInstance()->current_test_info()->name(), "-", ::getpid());
