@@ -219,7 +219,8 @@ class GlooCommunicator : public Communicator {
 
   template <typename Fn>
   absl::Status Run(absl::string_view op, const torch::Tensor& t, Fn&& fn) {
-    if (!broken_.ok()) return broken_;
+    // After Abort every call says so, even where a peer's abort broke the group first.
+    if (!broken_.ok() && !AbortReason()) return broken_;
     if (!t.is_contiguous() || t.device().type() != torch::kCPU ||
         (t.scalar_type() != torch::kFloat32 && t.scalar_type() != torch::kFloat64 &&
          t.scalar_type() != torch::kHalf && t.scalar_type() != torch::kBFloat16)) {
@@ -241,6 +242,9 @@ class GlooCommunicator : public Communicator {
       const std::vector<int> missing =
           FindMissingRanks(*options_.store, options_.rank, options_.world_size, seq,
                            std::min(options_.timeout, absl::Seconds(5)));
+      // A peer's abort closes its connections an instant before this rank's own abort
+      // arrives: the coordinator aborts every survivor. Say that, not "a connection broke".
+      if (auto reason = AbortReason()) return aborted(*reason);
       // Gloo says "Timed out" when the group's timeout passed; anything else (a connection
       // reset or closed by a peer that died) happened at once and is no timeout.
       const std::string cause = e.what();

@@ -84,7 +84,11 @@ std::string PthWithPickle(const std::string& program) {
 
 // Pickle opcodes for the programs below.
 const std::string kEmptyDict = "}", kMark = "(", kSetItems = "u", kSetItem = "s", kStop = ".";
-std::string Str(const std::string& s) { return "\x8c" + std::string(1, static_cast<char>(s.size())) + s; }
+std::string Str(const std::string& s) {  // SHORT_BINUNICODE.
+  std::string out = "\x8c";
+  out.push_back(static_cast<char>(s.size()));
+  return out + s;
+}
 std::string Global(const std::string& module, const std::string& name) { return "c" + module + "\n" + name + "\n"; }
 std::string Int(int64_t v) {  // LONG1, 8 bytes.
   std::string out = "\x8a\x08";
