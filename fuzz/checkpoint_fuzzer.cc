@@ -6,9 +6,7 @@
 // crashing on crafted input: Kennel no longer writes them; see trainer_node/checkpoint.h.)
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 
-#include "core/files.h"
 #include "fuzz/seeds.h"
 #include "trainer_node/checkpoint.h"
 
@@ -30,21 +28,6 @@ struct Trainee {
   std::shared_ptr<TinyClassifier> model = std::make_shared<TinyClassifier>();
   torch::optim::SGD optimizer{model->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9)};
 };
-
-std::string Bytes(const std::string& hex) {
-  std::string out;
-  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
-    out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
-  }
-  return out;
-}
-
-std::string Wrap(const std::string& payload) {
-  std::string blob = "KNLCKPT2" + Bytes(kennel::core::Sha256Hex(payload));
-  const uint64_t len = payload.size();
-  blob.append(reinterpret_cast<const char*>(&len), 8);
-  return blob + payload;
-}
 
 std::vector<std::string> Seeds() {
   Trainee t;
@@ -69,7 +52,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string blob(reinterpret_cast<const char*>(data), size);
-  if (blob.rfind("KNLCKPT", 0) != 0) blob = Wrap(blob);
+  if (blob.rfind("KNLCKPT", 0) != 0) blob = kennel::trainer::SealCheckpoint(blob);
   static Trainee* trainee = new Trainee;
   kennel::trainer::TrainingPosition position;
   absl::Status status = kennel::trainer::RestoreCheckpoint(blob, *trainee->model, trainee->optimizer, &position);

@@ -62,7 +62,27 @@ std::string OptimizerKey(size_t param, absl::string_view field) {
   return absl::StrCat("optimizer.", param, ".", field);
 }
 
-torch::Tensor Cpu(const torch::Tensor& t) { return t.detach().to(torch::kCPU).contiguous(); }
+// The partial epoch's sums, as both formats store them: float64 [5].
+torch::Tensor PartialEpoch(const TrainingPosition& p) {
+  return torch::tensor({p.epoch_loss_sum, p.epoch_loss_count, p.epoch_images, p.epoch_seconds, p.elapsed_seconds},
+                       torch::kFloat64);
+}
+void SetPartialEpoch(const torch::Tensor& partial, TrainingPosition* position) {
+  const torch::Tensor t = partial.to(torch::kFloat64).contiguous();
+  const double* p = t.data_ptr<double>();
+  position->epoch_loss_sum = p[0];
+  position->epoch_loss_count = p[1];
+  position->epoch_images = p[2];
+  position->epoch_seconds = p[3];
+  position->elapsed_seconds = p[4];
+}
+
+// Restores torch's default CPU generator (throws c10::Error on a state of the wrong size).
+void SetCpuRng(const torch::Tensor& state) {
+  at::Generator generator = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  generator.set_state(state);
+}
 
 // The optimizer's state as named tensors (SGD's momentum buffers; AdamW's moments and step).
 absl::Status SaveOptimizer(torch::optim::Optimizer& optimizer, core::StateDict& out) {
@@ -76,13 +96,13 @@ absl::Status SaveOptimizer(torch::optim::Optimizer& optimizer, core::StateDict& 
     if (it == states.end()) continue;  // No step taken for it yet.
     if (sgd) {
       const auto& state = static_cast<const torch::optim::SGDParamState&>(*it->second);
-      if (state.momentum_buffer().defined()) out[OptimizerKey(i, "momentum_buffer")] = Cpu(state.momentum_buffer());
+      if (state.momentum_buffer().defined()) out[OptimizerKey(i, "momentum_buffer")] = state.momentum_buffer();
     } else {
       const auto& state = static_cast<const torch::optim::AdamWParamState&>(*it->second);
       out[OptimizerKey(i, "step")] = torch::tensor(state.step(), torch::kInt64);
-      out[OptimizerKey(i, "exp_avg")] = Cpu(state.exp_avg());
-      out[OptimizerKey(i, "exp_avg_sq")] = Cpu(state.exp_avg_sq());
-      if (state.max_exp_avg_sq().defined()) out[OptimizerKey(i, "max_exp_avg_sq")] = Cpu(state.max_exp_avg_sq());
+      out[OptimizerKey(i, "exp_avg")] = state.exp_avg();
+      out[OptimizerKey(i, "exp_avg_sq")] = state.exp_avg_sq();
+      if (state.max_exp_avg_sq().defined()) out[OptimizerKey(i, "max_exp_avg_sq")] = state.max_exp_avg_sq();
     }
   }
   return absl::OkStatus();
@@ -204,17 +224,9 @@ absl::Status RestoreV2(const std::string& payload, core::Classifier& model, torc
   position->global_step = w[2];
   position->world_size = static_cast<int32_t>(w[3]);
   position->stage_start = w[4];
-  const double* p = partial.data_ptr<double>();
-  position->epoch_loss_sum = p[0];
-  position->epoch_loss_count = p[1];
-  position->epoch_images = p[2];
-  position->epoch_seconds = p[3];
-  position->elapsed_seconds = p[4];
-  return core::CallTorch("restoring the random generator", [&] {
-    at::Generator generator = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    generator.set_state(rng);
-  }, absl::StatusCode::kInvalidArgument);
+  SetPartialEpoch(partial, position);
+  return core::CallTorch("restoring the random generator", [&] { SetCpuRng(rng); },
+                         absl::StatusCode::kInvalidArgument);
 }
 
 // Format 1, as Kennel wrote it before 2026-12.
@@ -264,20 +276,10 @@ absl::Status RestoreV1(const std::string& payload, core::Classifier& model, torc
     }
     // Checkpoints written before the partial epoch was recorded restore as "nothing yet".
     torch::Tensor partial;
-    if (archive.try_read("epoch_partial", partial) && partial.numel() == 5) {
-      partial = partial.to(torch::kFloat64).contiguous();
-      const double* p = partial.data_ptr<double>();
-      position->epoch_loss_sum = p[0];
-      position->epoch_loss_count = p[1];
-      position->epoch_images = p[2];
-      position->epoch_seconds = p[3];
-      position->elapsed_seconds = p[4];
-    }
+    if (archive.try_read("epoch_partial", partial) && partial.numel() == 5) SetPartialEpoch(partial, position);
     torch::Tensor rng;
     archive.read("rng", rng);
-    at::Generator generator = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    generator.set_state(rng);
+    SetCpuRng(rng);
   }, absl::StatusCode::kInvalidArgument);
 }
 
@@ -287,21 +289,19 @@ absl::StatusOr<std::string> SerializeCheckpoint(core::Classifier& model,
                                                 torch::optim::Optimizer& optimizer,
                                                 const TrainingPosition& position) {
   core::StateDict entries;
-  RETURN_IF_ERROR(core::CallTorch("writing checkpoint", [&] {
-    for (const auto& [name, tensor] : core::GetStateDict(model)) entries["model." + name] = Cpu(tensor);
-  }));
+  // (SerializeSafetensors brings every tensor to the CPU, contiguous.)
+  for (const auto& [name, tensor] : core::GetStateDict(model)) entries["model." + name] = tensor;
   RETURN_IF_ERROR(SaveOptimizer(optimizer, entries));
   entries["position"] = torch::tensor({position.epoch, position.step_in_epoch, position.global_step,
                                        static_cast<int64_t>(position.world_size), position.stage_start},
                                       torch::kInt64);
-  entries["epoch_partial"] = torch::tensor({position.epoch_loss_sum, position.epoch_loss_count,
-                                            position.epoch_images, position.epoch_seconds,
-                                            position.elapsed_seconds},
-                                           torch::kFloat64);
+  entries["epoch_partial"] = PartialEpoch(position);
   entries["rng"] = at::detail::getDefaultCPUGenerator().get_state();
   ASSIGN_OR_RETURN(std::string payload, core::SerializeSafetensors(entries));
-  return Seal(kMagic, payload);
+  return SealCheckpoint(payload);
 }
+
+std::string SealCheckpoint(const std::string& payload) { return Seal(kMagic, payload); }
 
 absl::StatusOr<std::string> SerializeLegacyCheckpoint(core::Classifier& model,
                                                       torch::optim::Optimizer& optimizer,
@@ -322,10 +322,7 @@ absl::StatusOr<std::string> SerializeLegacyCheckpoint(core::Classifier& model,
     archive.write("global_step", torch::tensor(position.global_step, torch::kInt64));
     archive.write("group", torch::tensor({static_cast<int64_t>(position.world_size), position.stage_start},
                                          torch::kInt64));
-    archive.write("epoch_partial",
-                  torch::tensor({position.epoch_loss_sum, position.epoch_loss_count, position.epoch_images,
-                                 position.epoch_seconds, position.elapsed_seconds},
-                                torch::kFloat64));
+    archive.write("epoch_partial", PartialEpoch(position));
     archive.write("rng", at::detail::getDefaultCPUGenerator().get_state());
     std::ostringstream out;
     archive.save_to(out);

@@ -51,6 +51,10 @@ absl::StatusOr<std::string> SerializeCheckpoint(core::Classifier& model,
                                                 torch::optim::Optimizer& optimizer,
                                                 const TrainingPosition& position);
 
+// A format-2 payload (safetensors) in its header and checksum: what SerializeCheckpoint
+// returns for it (fuzz/checkpoint_fuzzer wraps its inputs with it).
+std::string SealCheckpoint(const std::string& payload);
+
 // The format-1 checkpoint Kennel wrote before 2026-12 (tests that old checkpoints restore).
 absl::StatusOr<std::string> SerializeLegacyCheckpoint(core::Classifier& model,
                                                       torch::optim::Optimizer& optimizer,
