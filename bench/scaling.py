@@ -142,7 +142,7 @@ def run_kennel(args, net, work, compression):
         for r in range(args.ranks):
             procs.start(["ip", "netns", "exec", net.ns(r), f"{args.build}/trainer_node/kennel-trainer",
                          "--coordinator", coordinator, "--name", f"rank{r}", "--advertise_host", net.address(r),
-                         "--work_dir", os.path.join(work, f"rank{r}")],
+                         "--work_dir", os.path.join(work, f"rank{r}")] + args.trainer_flags,
                         os.path.join(work, f"trainer{r}.log"), env=env)
         ctl = [f"{args.build}/cli/kennelctl", "-c", coordinator, "-o", "json"]
         deadline = time.time() + 60
@@ -163,7 +163,8 @@ def run_kennel(args, net, work, compression):
         if out.returncode != 0:
             raise RuntimeError(f"kennelctl train failed ({out.returncode}): {out.stderr.strip()[-1500:]}")
         return [{"images_per_second": e["images_per_second"], "elapsed_seconds": e["elapsed_seconds"],
-                 "eval_accuracy": e.get("eval_accuracy", 0.0)} for e in json.loads(out.stdout)["epochs"]]
+                 "eval_accuracy": e.get("eval_accuracy", 0.0), "timeline": e.get("timeline")}
+                for e in json.loads(out.stdout)["epochs"]]
     finally:
         procs.stop()
 
@@ -204,6 +205,18 @@ def run_peer(args, net, work, compression, python):
         procs.stop()
 
 
+def timeline_summary(t):
+    """One line from rank 0's mean step (v1.StepTimeline, as kennelctl's JSON gives it)."""
+    ms = lambda k: float(t.get(k, 0.0))
+    line = (f"step {ms('step_ms'):.1f} ms = data {ms('data_ms'):.1f} + forward {ms('forward_ms'):.1f} + "
+            f"backward {ms('backward_ms'):.1f} + all-reduce wait {ms('sync_wait_ms'):.1f} + "
+            f"optimizer {ms('optimizer_ms'):.1f}")
+    for i, b in enumerate(t.get("buckets", [])):
+        line += (f"; bucket {i} {int(b.get('bytes', 0)) / 1e3:.0f} kB ready {float(b.get('ready_ms', 0)):.1f} "
+                 f"reduced {float(b.get('reduce_start_ms', 0)):.1f}-{float(b.get('reduce_end_ms', 0)):.1f}")
+    return line + " (ms from backward's start)"
+
+
 def time_to(epochs, accuracy):
     return next((e["elapsed_seconds"] for e in epochs if e["eval_accuracy"] >= accuracy), None)
 
@@ -215,6 +228,8 @@ def main():
     p.add_argument("--rates", default="unshaped,600mbit,150mbit", help="comma-separated tc rates; 'unshaped'")
     p.add_argument("--compression", default="none", help="comma-separated: none, fp16, bf16")
     p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--trainer-flag", dest="trainer_flags", action="append", default=[],
+                   help="a flag for every kennel-trainer, e.g. --trainer-flag=--compute_nice=0 (repeatable)")
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--max-train-samples", type=int, default=0)
     p.add_argument("--no-peer", action="store_true", help="Kennel only")
@@ -280,6 +295,8 @@ def main():
               + " / ".join(f"{e['images_per_second']:.0f}" for e in epochs)
               + f" (x{ratio} of unshaped), time to 90% {f'{t90:.0f} s' if t90 else 'not reached'}, "
               f"final accuracy {epochs[-1]['eval_accuracy']:.4f}")
+        if epochs[-1].get("timeline"):
+            print(f"  timeline (rank 0, last epoch): {timeline_summary(epochs[-1]['timeline'])}")
     if failed:
         print(f"scaling: logs kept in {work}", file=sys.stderr)
         return 1

@@ -86,7 +86,7 @@ void GradientSynchronizer::OnGradient(size_t i, const torch::Tensor& grad) {
   absl::MutexLock lock(&mu_);
   if (!in_step_ || arrived_[i]) return;
   arrived_[i] = true;
-  --buckets_[slot.bucket].pending;
+  if (--buckets_[slot.bucket].pending == 0) buckets_[slot.bucket].ready = Clock::now();
 }
 
 void GradientSynchronizer::CommLoop() {
@@ -105,7 +105,9 @@ void GradientSynchronizer::CommLoop() {
       previous = error_;
     }
     // After a failure the group is broken; later buckets are not sent.
+    buckets_[b].reduce_start = Clock::now();
     absl::Status status = previous.ok() ? Reduce(buckets_[b]) : previous;
+    buckets_[b].reduce_end = Clock::now();
     absl::MutexLock lock(&mu_);
     if (!status.ok() && error_.ok()) error_ = status;
     ++reduced_;
@@ -134,8 +136,9 @@ absl::Status GradientSynchronizer::FinishStep() {
     for (size_t i = 0; i < slots_.size(); ++i) {
       if (arrived_[i]) continue;
       arrived_[i] = true;
-      buckets_[slots_[i].bucket].flat.narrow(0, slots_[i].offset, slots_[i].param.numel()).zero_();
-      --buckets_[slots_[i].bucket].pending;
+      Bucket& bucket = buckets_[slots_[i].bucket];
+      bucket.flat.narrow(0, slots_[i].offset, slots_[i].param.numel()).zero_();
+      if (--bucket.pending == 0) bucket.ready = Clock::now();
     }
     auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       return reduced_ == static_cast<int>(buckets_.size());
@@ -155,6 +158,16 @@ absl::Status GradientSynchronizer::FinishStep() {
     }
   }
   return absl::OkStatus();
+}
+
+std::vector<GradientSynchronizer::BucketTimes> GradientSynchronizer::LastStepTimes() const {
+  std::vector<BucketTimes> times;
+  if (comm_->world_size() == 1) return times;
+  for (const Bucket& b : buckets_) {
+    const torch::Tensor& sent = b.wire.defined() ? b.wire : b.flat;
+    times.push_back({sent.numel() * static_cast<int64_t>(sent.element_size()), b.ready, b.reduce_start, b.reduce_end});
+  }
+  return times;
 }
 
 }  // namespace kennel::trainer

@@ -15,6 +15,7 @@
 
 #include <torch/types.h>
 
+#include <chrono>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -43,6 +44,15 @@ class GradientSynchronizer {
 
   int num_buckets() const { return static_cast<int>(buckets_.size()); }
 
+  // When each bucket of the last finished step was ready, and its all-reduce began and ended,
+  // in reduction order (empty with one rank: nothing is reduced). For the step timeline.
+  using Clock = std::chrono::steady_clock;
+  struct BucketTimes {
+    int64_t wire_bytes = 0;
+    Clock::time_point ready, reduce_start, reduce_end;
+  };
+  std::vector<BucketTimes> LastStepTimes() const;
+
  private:
   struct Slot {
     torch::Tensor param;
@@ -55,6 +65,9 @@ class GradientSynchronizer {
     torch::Tensor wire;  // flat rounded to the wire type (undefined for float32).
     int pending = 0;
     int size = 0;  // Slots in the bucket.
+    // This step's times: ready under mu_, the reduce's by the communication thread (read
+    // after FinishStep, which waits for it under mu_).
+    Clock::time_point ready, reduce_start, reduce_end;
   };
 
   GradientSynchronizer(Communicator* comm, torch::ScalarType wire_type) : comm_(comm), wire_type_(wire_type) {}

@@ -54,6 +54,69 @@ class MixedPrecision {
 };
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+double Millis(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+// Sums the epoch's steps into means (v1::StepTimeline).
+class TimelineAccumulator {
+ public:
+  struct Step {
+    Clock::time_point start, batch, broadcast, forward, backward, synced, optimized;
+  };
+  void Add(const Step& s, const std::vector<GradientSynchronizer::BucketTimes>& buckets) {
+    ++steps_;
+    t_.set_step_ms(t_.step_ms() + Millis(s.optimized - s.start));
+    t_.set_data_ms(t_.data_ms() + Millis(s.batch - s.start));
+    t_.set_broadcast_ms(t_.broadcast_ms() + Millis(s.broadcast - s.batch));
+    t_.set_forward_ms(t_.forward_ms() + Millis(s.forward - s.broadcast));
+    t_.set_backward_ms(t_.backward_ms() + Millis(s.backward - s.forward));
+    t_.set_sync_wait_ms(t_.sync_wait_ms() + Millis(s.synced - s.backward));
+    t_.set_optimizer_ms(t_.optimizer_ms() + Millis(s.optimized - s.synced));
+    while (t_.buckets_size() < static_cast<int>(buckets.size())) t_.add_buckets();
+    for (size_t i = 0; i < buckets.size(); ++i) {
+      v1::BucketTimeline* b = t_.mutable_buckets(static_cast<int>(i));
+      b->set_bytes(buckets[i].wire_bytes);
+      b->set_ready_ms(b->ready_ms() + Millis(buckets[i].ready - s.forward));
+      b->set_reduce_start_ms(b->reduce_start_ms() + Millis(buckets[i].reduce_start - s.forward));
+      b->set_reduce_end_ms(b->reduce_end_ms() + Millis(buckets[i].reduce_end - s.forward));
+    }
+  }
+  v1::StepTimeline Mean() const {
+    v1::StepTimeline m = t_;
+    m.set_steps(steps_);
+    if (steps_ == 0) return m;
+    const double n = static_cast<double>(steps_);
+    m.set_step_ms(m.step_ms() / n);
+    m.set_data_ms(m.data_ms() / n);
+    m.set_broadcast_ms(m.broadcast_ms() / n);
+    m.set_forward_ms(m.forward_ms() / n);
+    m.set_backward_ms(m.backward_ms() / n);
+    m.set_sync_wait_ms(m.sync_wait_ms() / n);
+    m.set_optimizer_ms(m.optimizer_ms() / n);
+    for (auto& b : *m.mutable_buckets()) {
+      b.set_ready_ms(b.ready_ms() / n);
+      b.set_reduce_start_ms(b.reduce_start_ms() / n);
+      b.set_reduce_end_ms(b.reduce_end_ms() / n);
+    }
+    return m;
+  }
+
+ private:
+  int64_t steps_ = 0;
+  v1::StepTimeline t_;
+};
+
+std::string TimelineSummary(const v1::StepTimeline& t) {
+  std::string s = absl::StrFormat(
+      "step %.1f ms: data %.1f, buffers %.1f, forward %.1f, backward %.1f, waiting for all-reduce %.1f, "
+      "optimizer %.1f",
+      t.step_ms(), t.data_ms(), t.broadcast_ms(), t.forward_ms(), t.backward_ms(), t.sync_wait_ms(), t.optimizer_ms());
+  for (int i = 0; i < t.buckets_size(); ++i) {
+    const auto& b = t.buckets(i);
+    absl::StrAppendFormat(&s, "; bucket %d (%d kB) ready %.1f, all-reduce %.1f-%.1f", i, b.bytes() / 1000, b.ready_ms(),
+                          b.reduce_start_ms(), b.reduce_end_ms());
+  }
+  return s;
+}
 
 std::vector<torch::Tensor> FloatBuffers(const torch::nn::Module& m) {
   std::vector<torch::Tensor> out;
@@ -264,11 +327,15 @@ absl::StatusOr<TrainingResult> TrainImpl(const TrainingRun& run) {
     int64_t epoch_images = resumed_epoch ? static_cast<int64_t>(position.epoch_images) : 0;
     double loss_sum = resumed_epoch && run.rank == 0 ? position.epoch_loss_sum : 0;
     double loss_count = resumed_epoch && run.rank == 0 ? position.epoch_loss_count : 0;
+    TimelineAccumulator timeline;
     for (int64_t step = first_step; step < stage_steps; ++step) {
       if (run.cancelled != nullptr && run.cancelled->load()) {
         return absl::CancelledError("training cancelled");
       }
+      TimelineAccumulator::Step times;
+      times.start = Clock::now();
       ASSIGN_OR_RETURN(Batch batch, loader.Next());
+      times.batch = Clock::now();
       if (run.on_batch_samples) {
         const auto from = shard.begin() + step * batch_size;
         run.on_batch_samples(std::vector<int64_t>(from, std::min(from + batch_size, shard.end())));
@@ -279,6 +346,7 @@ absl::StatusOr<TrainingResult> TrainImpl(const TrainingRun& run) {
       const double lr = core::LearningRateAt(t, epoch * steps_per_epoch + steps_before + step, steps_per_epoch);
       SetLearningRate(*optimizer, lr);
       RETURN_IF_ERROR(BroadcastFromRankZero(*run.comm, buffers));  // As DDP's broadcast_buffers.
+      times.broadcast = Clock::now();
       optimizer->zero_grad();
       sync->BeginStep();
       batch.images = batch.images.to(device, /*non_blocking=*/true);
@@ -290,9 +358,14 @@ absl::StatusOr<TrainingResult> TrainImpl(const TrainingRun& run) {
         MixedPrecision amp(t.mixed_precision() && device.is_cuda());
         loss = torch::nn::functional::cross_entropy(model->forward(batch.images), batch.labels);
       }
+      times.forward = Clock::now();
       loss.backward();
+      times.backward = Clock::now();
       RETURN_IF_ERROR(sync->FinishStep());
+      times.synced = Clock::now();
       optimizer->step();
+      times.optimized = Clock::now();
+      timeline.Add(times, sync->LastStepTimes());
 
       const int64_t n = batch.labels.size(0);
       const double step_loss = loss.item<double>();
@@ -368,6 +441,8 @@ absl::StatusOr<TrainingResult> TrainImpl(const TrainingRun& run) {
     metrics.set_seconds(epoch_seconds);
     metrics.set_train_samples(epoch_images);
     metrics.set_elapsed_seconds(Seconds(Clock::now() - run_start));
+    *metrics.mutable_timeline() = timeline.Mean();
+    if (run.rank == 0) LOG(INFO) << "epoch " << epoch + 1 << " " << TimelineSummary(metrics.timeline());
     total_images += static_cast<double>(epoch_images);
     total_seconds += epoch_seconds;
     // The checkpoint first: a coordinator that re-forms the group on this epoch's report

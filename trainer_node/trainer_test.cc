@@ -82,6 +82,23 @@ TEST(TrainerTest, TwoRanksHoldBitIdenticalParametersAfterEveryStepAndLearn) {
   EXPECT_EQ(epochs[1].eval_count(), 1000);  // Every evaluation sample counted once.
   EXPECT_GT(epochs[1].eval_accuracy(), 0.6);  // Chance is 0.1.
   EXPECT_LT(epochs[1].train_loss(), epochs[0].train_loss());
+  // The step timeline: every step counted, its parts adding up to the whole, and each bucket
+  // ready before its all-reduce starts, which starts before it ends.
+  const v1::StepTimeline& t = epochs[1].timeline();
+  EXPECT_EQ(t.steps(), 63);
+  EXPECT_NEAR(t.data_ms() + t.broadcast_ms() + t.forward_ms() + t.backward_ms() + t.sync_wait_ms() + t.optimizer_ms(),
+              t.step_ms(), 1e-6 * t.step_ms());
+  EXPECT_GT(t.backward_ms(), 0);
+  ASSERT_EQ(t.buckets_size(), 2);  // fc and fc1 (over the first bucket's 1 MiB), then the convolutions.
+  int64_t bytes = 0;
+  for (const auto& p : results[0]->model->parameters()) bytes += p.numel() * 4;
+  EXPECT_EQ(t.buckets(0).bytes() + t.buckets(1).bytes(), bytes);
+  for (const auto& b : t.buckets()) {
+    EXPECT_GE(b.ready_ms(), 0);
+    EXPECT_LE(b.ready_ms(), b.reduce_start_ms());
+    EXPECT_LE(b.reduce_start_ms(), b.reduce_end_ms());
+  }
+  EXPECT_LE(t.buckets(0).reduce_end_ms(), t.buckets(1).reduce_start_ms());  // One at a time, in order.
 }
 
 TEST(TrainerTest, ResumedRunEndsExactlyLikeAnUninterruptedOne) {
