@@ -46,8 +46,9 @@ def main():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
-    p.add_argument("--compression", choices=["none", "fp16", "bf16"], default="none",
-                   help="DDP's fp16/bf16 compress hook (as Kennel's --grad-compression)")
+    p.add_argument("--compression", choices=["none", "fp16", "bf16", "powersgd"], default="none",
+                   help="DDP's fp16/bf16 compress hook or its PowerSGD hook (rank 4, 100 warm-up "
+                        "steps, as Kennel's --grad-compression defaults)")
     p.add_argument("--max-train-samples", type=int, default=0, help="0: the whole training set")
     p.add_argument("--max-eval-samples", type=int, default=0, help="0: the whole test set")
     args = p.parse_args()
@@ -69,7 +70,13 @@ def main():
     test_sampler = torch.utils.data.distributed.DistributedSampler(test, shuffle=False)
     test_loader = torch.utils.data.DataLoader(test, batch_size=256, sampler=test_sampler)
     model = nn.parallel.DistributedDataParallel(SmallCnn())
-    if args.compression != "none":
+    if args.compression == "powersgd":
+        from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook
+        state = powerSGD_hook.PowerSGDState(process_group=None, matrix_approximation_rank=4,
+                                            start_powerSGD_iter=100, min_compression_rate=2,
+                                            use_error_feedback=True, warm_start=True, random_seed=args.seed)
+        model.register_comm_hook(state, powerSGD_hook.powerSGD_hook)
+    elif args.compression != "none":
         from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
         model.register_comm_hook(None, getattr(default_hooks, f"{args.compression}_compress_hook"))
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)

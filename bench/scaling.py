@@ -4,7 +4,8 @@ of its own, the links rate-shaped, one run after the other (BENCHMARKS.md T1's j
 CNN on Fashion-MNIST, batch 64 per rank, SGD momentum 0.9, lr 0.05 cosine, seeds fixed).
 
     sudo bench/scaling.py [--build build] [--ranks 2] [--rates unshaped,600mbit,150mbit]
-                          [--compression none,fp16,bf16] [--epochs 2] [--no-peer] [--smoke]
+                          [--compression none,fp16,bf16,powersgd] [--epochs 2] [--no-peer] [--smoke]
+                          [--trainer-flag=--flag=value]
 
 Each rank runs in namespace <prefix>-<rank> behind a veth pair on a bridge; a shaped rate puts
 `tc tbf` on both ends of every rank's veth (this kernel has no sch_netem: no added delay).
@@ -12,9 +13,10 @@ Kennel: the coordinator beside rank 0, one kennel-trainer per namespace (1 torch
 driven by kennelctl from the root namespace. Peer: torchrun --nnodes RANKS --nproc_per_node 1
 bench/ddp_peer.py in each namespace, rendezvous at rank 0's address, Gloo on the namespace's
 interface (GLOO_SOCKET_IFNAME), DDP's fp16 compress hook for fp16 (its bf16 hook needs CUDA
-and NCCL, so the peer's bf16 runs are skipped on CPUs). Prints, per side, rate and
+and NCCL, so the peer's bf16 runs are skipped on CPUs) and its PowerSGD hook (rank 4, 100
+warm-up steps, as Kennel's defaults) for powersgd. Prints, per side, rate and
 compression: images/s per epoch, the ratio to the same side's unshaped run, time to 90 %
-test accuracy and the final accuracy. Namespaces, veths and the bridge are removed whatever
+test accuracy and the final accuracy, and for Kennel rank 0's step timeline of the last epoch. Namespaces, veths and the bridge are removed whatever
 happens. Needs root, iproute2 and tc.
 
 --smoke: 2 ranks, unshaped and 150mbit, 1 epoch on 3,000 samples (CI runs it; its figures are
@@ -226,7 +228,7 @@ def main():
     p.add_argument("--build", default=os.path.join(REPO, "build"))
     p.add_argument("--ranks", type=int, default=2)
     p.add_argument("--rates", default="unshaped,600mbit,150mbit", help="comma-separated tc rates; 'unshaped'")
-    p.add_argument("--compression", default="none", help="comma-separated: none, fp16, bf16")
+    p.add_argument("--compression", default="none", help="comma-separated: none, fp16, bf16, powersgd")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--trainer-flag", dest="trainer_flags", action="append", default=[],
                    help="a flag for every kennel-trainer, e.g. --trainer-flag=--compute_nice=0 (repeatable)")
@@ -246,8 +248,8 @@ def main():
     rates = [r.strip() for r in args.rates.split(",") if r.strip()]
     compressions = [c.strip() for c in args.compression.split(",") if c.strip()]
     for c in compressions:
-        if c not in ("none", "fp16", "bf16"):
-            p.error(f"--compression: {c} is not none, fp16 or bf16")
+        if c not in ("none", "fp16", "bf16", "powersgd"):
+            p.error(f"--compression: {c} is not none, fp16, bf16 or powersgd")
 
     # Removed whatever happens: a signal becomes an exception, and `finally` tears down.
     def interrupted(signum, _):

@@ -3,7 +3,8 @@
 PyTorch DDP under torchrun, on this machine, in one run.
 
     bench/t1_training.py [--build build] [--epochs 5] [--lr 0.05] [--schedule cosine]
-                         [--peer-python PYTHON ...]
+                         [--peer-python PYTHON ...] [--grad-compression none,fp16,bf16,powersgd]
+                         [--no-peer]
 
 Kennel: a coordinator and 2 trainer processes (1 torch thread each) on loopback, driven by
 kennelctl. Peer: torchrun --nproc_per_node 2 bench/ddp_peer.py with the same model, batch 64
@@ -11,7 +12,10 @@ per rank, SGD momentum 0.9, learning rate and schedule. Each side runs alone (th
 stopped). The peer runs under every Python given with --peer-python (default: Debian's
 /usr/bin/python3 with torch 1.13, and .venv-torch2/bin/python with PyTorch 2.x when
 `deploy/bootstrap.sh torch2 peers` has set it up); the faster peer is the ratio's anchor.
-Prints one line per figure; exits non-zero only when a side could not run.
+--grad-compression runs Kennel once per listed compression (the peer once, uncompressed) and
+prints each one's final accuracy against Kennel's uncompressed run: the accuracy cost of
+compressed gradients. Prints one line per figure; exits non-zero only when a side could not
+run.
 """
 import argparse
 import gzip
@@ -32,11 +36,11 @@ FASHION = "/usr/share/datasets/fashion-mnist"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_kennel(build, args, work):
+def run_kennel(build, args, work, compression="none"):
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     coord_log = open(os.path.join(work, "coordinator.log"), "w")
     coord = subprocess.Popen([f"{build}/coordinator/kennel-coordinator", "--listen", "127.0.0.1:0",
-                              "--data_dir", os.path.join(work, "coord")],
+                              "--data_dir", os.path.join(work, f"coord-{compression}")],
                              stdout=subprocess.PIPE, stderr=coord_log, text=True)
     procs = [coord]
     try:
@@ -50,7 +54,7 @@ def run_kennel(build, args, work):
         for name in ("bench-a", "bench-b"):
             procs.append(subprocess.Popen(
                 [f"{build}/trainer_node/kennel-trainer", "--coordinator", address, "--name", name,
-                 "--work_dir", os.path.join(work, name)],
+                 "--work_dir", os.path.join(work, f"{name}-{compression}")],
                 stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, name + ".log"), "w"), env=env))
         ctl = [f"{build}/cli/kennelctl", "-c", address, "-o", "json"]
         for _ in range(200):
@@ -60,7 +64,7 @@ def run_kennel(build, args, work):
             time.sleep(0.1)
         out = subprocess.run(ctl + ["train", "--name", "t1", "--epochs", str(args.epochs), "--lr", str(args.lr),
                                     "--schedule", args.schedule, "--batch-size", "64", "--torch-threads", "1",
-                                    "--wait"], capture_output=True, text=True)
+                                    "--grad-compression", compression, "--wait"], capture_output=True, text=True)
         if out.returncode != 0:
             raise RuntimeError(f"kennelctl train failed: {out.stderr}")
         job = json.loads(out.stdout)
@@ -114,12 +118,21 @@ def main():
     p.add_argument("--schedule", default="cosine", choices=["constant", "cosine"])
     p.add_argument("--peer-python", action="append",
                    help="a Python with torch and torchvision to run the DDP peer under (repeatable)")
+    p.add_argument("--grad-compression", default="none",
+                   help="comma-separated: Kennel runs once per value (none, fp16, bf16, powersgd)")
+    p.add_argument("--no-peer", action="store_true", help="Kennel only")
     args = p.parse_args()
+    compressions = [c.strip() for c in args.grad_compression.split(",") if c.strip()]
+    for c in compressions:
+        if c not in ("none", "fp16", "bf16", "powersgd"):
+            p.error(f"--grad-compression: {c} is not none, fp16, bf16 or powersgd")
     work = tempfile.mkdtemp(prefix="kennel-t1-")
     peers = {}
+    runs = {}
     try:
-        ours = run_kennel(args.build, args, work)
-        for python in args.peer_python or default_peer_pythons(["torchvision"]):
+        for c in compressions:
+            runs[c] = run_kennel(args.build, args, work, c)
+        for python in [] if args.no_peer else args.peer_python or default_peer_pythons(["torchvision"]):
             peers[f"torchrun-ddp (torch {torch_version(python)})"] = run_peer(args, work, python)
     except Exception as e:  # noqa: BLE001 - any failure means the benchmark could not run.
         print(f"T1 could not run: {e}", file=sys.stderr)
@@ -131,14 +144,23 @@ def main():
     print(f"T1 machine: {cores} cores; 2 ranks x 1 torch thread, batch 64/rank, SGD momentum 0.9, "
           f"lr {args.lr} {args.schedule}, {args.epochs} epochs")
     fmt = lambda t: f"{t:.1f}s" if t is not None else "not reached"
-    for name, epochs in [("kennel", ours)] + list(peers.items()):
+    sides = [("kennel" if c == "none" else f"kennel grads {c}", epochs) for c, epochs in runs.items()]
+    for name, epochs in sides + list(peers.items()):
         print(f"T1 {name} per-epoch images/s: " + ", ".join(f"{e['images_per_second']:.0f}" for e in epochs))
         print(f"T1 {name} per-epoch eval accuracy: " + ", ".join(f"{e['eval_accuracy']:.4f}" for e in epochs))
         print(f"T1 {name}: median {median(epochs):.0f} images/s, time to 90% test accuracy "
               f"{fmt(time_to(epochs, 0.90))}, final test accuracy {epochs[-1]['eval_accuracy']:.4f}")
-    anchor = max(peers, key=lambda name: median(peers[name]))
-    print(f"T1 images/s (median over epochs): kennel {median(ours):.0f}, fastest peer {anchor} "
-          f"{median(peers[anchor]):.0f}, ratio {median(ours) / median(peers[anchor]):.2f}x")
+    if "none" in runs:
+        base = runs["none"][-1]["eval_accuracy"]
+        for c, epochs in runs.items():
+            if c != "none":
+                print(f"T1 kennel grads {c}: final accuracy {epochs[-1]['eval_accuracy']:.4f}, "
+                      f"{100 * (epochs[-1]['eval_accuracy'] - base):+.2f} points against uncompressed {base:.4f}")
+    if peers:
+        ours = runs[compressions[0]]
+        anchor = max(peers, key=lambda name: median(peers[name]))
+        print(f"T1 images/s (median over epochs): kennel ({compressions[0]}) {median(ours):.0f}, fastest peer "
+              f"{anchor} {median(peers[anchor]):.0f}, ratio {median(ours) / median(peers[anchor]):.2f}x")
     return 0
 
 

@@ -120,8 +120,13 @@ absl::StatusOr<v1::JobSpec> BuildSpec(const TrainFlags& f, const CLI::App& cmd) 
   if (auto& v = Pick(f.torch_threads, "--torch-threads", f, cmd)) t.set_torch_threads(*v);
   if (auto& v = Pick(f.collective_timeout_s, "--collective-timeout", f, cmd)) t.set_collective_timeout_s(*v);
   if (auto& v = Pick(f.grad_compression, "--grad-compression", f, cmd)) {
-    t.set_gradient_compression(*v == "fp16" ? v1::FP16 : *v == "bf16" ? v1::BF16 : v1::GRADIENT_COMPRESSION_UNSPECIFIED);
+    t.set_gradient_compression(*v == "fp16"       ? v1::FP16
+                               : *v == "bf16"     ? v1::BF16
+                               : *v == "powersgd" ? v1::POWERSGD
+                                                  : v1::GRADIENT_COMPRESSION_UNSPECIFIED);
   }
+  if (auto& v = Pick(f.powersgd_rank, "--powersgd-rank", f, cmd)) t.set_powersgd_rank(*v);
+  if (auto& v = Pick(f.powersgd_warmup_steps, "--powersgd-warmup", f, cmd)) t.set_powersgd_warmup_steps(*v);
   return spec;
 }
 
@@ -312,8 +317,14 @@ void AddJobFlags(CLI::App& cmd, TrainFlags& f) {
   Optional(cmd, "--backend", f.backend, "gloo (CPU) or nccl (GPU) (default gloo)")->check(CLI::IsMember({"gloo", "nccl"}));
   Optional(cmd, "--collective-timeout", f.collective_timeout_s, "Seconds before a collective fails naming the missing rank (default 60)")->check(CLI::Range(1, 86400));
   Optional(cmd, "--grad-compression", f.grad_compression,
-           "Gradients on the wire: none, fp16 or bf16 (half the bytes between trainers; default none)")
-      ->check(CLI::IsMember({"none", "fp16", "bf16"}));
+           "Gradients on the wire: none, fp16 or bf16 (half the bytes between trainers), or powersgd "
+           "(each weight matrix's gradient as two rank-r factors with error feedback: tens of times "
+           "fewer bytes; default none)")
+      ->check(CLI::IsMember({"none", "fp16", "bf16", "powersgd"}));
+  Optional(cmd, "--powersgd-rank", f.powersgd_rank, "PowerSGD's rank r (default 4; higher: closer to the "
+           "uncompressed gradient, more bytes)")->check(CLI::Range(1, 64));
+  Optional(cmd, "--powersgd-warmup", f.powersgd_warmup_steps,
+           "Steps all-reduced uncompressed before PowerSGD starts (default 100)")->check(CLI::Range(0, 100000000));
 }
 
 void AddTrainCommand(CLI::App& app, const GlobalOptions& global) {

@@ -50,6 +50,8 @@ struct TrainFlags {
   std::optional<std::string> backend;
   std::optional<int> collective_timeout_s;
   std::optional<std::string> grad_compression;
+  std::optional<int> powersgd_rank;
+  std::optional<int> powersgd_warmup_steps;
 };
 
 // Adds the job flags (model, data, hyperparameters, placement) with their checks to `cmd`.

@@ -68,8 +68,12 @@ absl::StatusOr<kennel::v1::JobSpec> NormalizeJobSpec(kennel::v1::JobSpec spec) {
   if (t.optimizer() == kennel::v1::OPTIMIZER_UNSPECIFIED) t.set_optimizer(kennel::v1::SGD);
   if (!kennel::v1::Optimizer_IsValid(t.optimizer())) return Bad("training.optimizer", "is not SGD or ADAMW");
   if (!kennel::v1::GradientCompression_IsValid(t.gradient_compression())) {
-    return Bad("training.gradient_compression", "is not FP16, BF16 or unset");
+    return Bad("training.gradient_compression", "is not FP16, BF16, POWERSGD or unset");
   }
+  if (!t.has_powersgd_rank()) t.set_powersgd_rank(4);
+  if (t.powersgd_rank() < 1 || t.powersgd_rank() > 64) return Bad("training.powersgd_rank", "must be in [1, 64]");
+  if (!t.has_powersgd_warmup_steps()) t.set_powersgd_warmup_steps(100);
+  if (t.powersgd_warmup_steps() < 0) return Bad("training.powersgd_warmup_steps", "must not be negative");
   if (!t.has_learning_rate()) t.set_learning_rate(t.optimizer() == kennel::v1::ADAMW ? 1e-3 : 0.01);
   if (!(t.learning_rate() > 0 && t.learning_rate() < 100)) {
     return Bad("training.learning_rate", "must be in (0, 100)");

@@ -63,6 +63,14 @@ TEST(JobSpecTest, BadFieldsAreNamed) {
   s = Minimal();
   s.mutable_training()->set_gradient_compression(static_cast<v1::GradientCompression>(7));
   expect_bad(s, "gradient_compression");
+  s = Minimal();
+  s.mutable_training()->set_powersgd_rank(0);
+  expect_bad(s, "powersgd_rank");
+  s.mutable_training()->set_powersgd_rank(65);
+  expect_bad(s, "powersgd_rank");
+  s = Minimal();
+  s.mutable_training()->set_powersgd_warmup_steps(-1);
+  expect_bad(s, "powersgd_warmup_steps");
 }
 
 // proto3 zero used to mean "unset": momentum 0 became 0.9, batch 0 became 64.

@@ -6,7 +6,11 @@
 // communication with the rest of backward. Buckets are reduced in a fixed order, so every
 // rank issues the same collectives in the same sequence. With a 16-bit wire type each bucket
 // is scaled by 1/world_size, rounded to it, summed over ranks and widened back (DDP's
-// fp16_compress_hook): half the bytes on the link.
+// fp16_compress_hook): half the bytes on the link. With low-rank compression (PowerSGD, as
+// DDP's powerSGD_hook with warm start), each weight matrix M (n x m) of a bucket travels as
+// P = M Q, orthogonalized, and Q = M^T P, two all-reduces of r (n + m) floats; what P Q^T
+// misses stays on the rank and joins its next gradient (error feedback). Other tensors (and
+// every step before the warm-up ends) go as float32.
 //
 // Use per step: BeginStep(); loss.backward(); FinishStep() (then optimizer.step()).
 // Owns the communication thread; the destructor stops it and removes the hooks.
@@ -27,13 +31,22 @@
 
 namespace kennel::trainer {
 
+// PowerSGD settings; rank 0 turns it off.
+struct LowRankOptions {
+  int rank = 0;
+  int64_t warmup_steps = 0;  // Steps all-reduced uncompressed first...
+  int64_t steps_done = 0;    // ...counting those a resumed run already took.
+  uint64_t seed = 0;         // Seeds each matrix's first Q (the same on every rank).
+};
+
 class GradientSynchronizer {
  public:
   // `params`: the model's parameters in registration order; those without requires_grad
   // are left out. `comm` is not owned and outlives this object.
+  using LowRank = LowRankOptions;
   static absl::StatusOr<std::unique_ptr<GradientSynchronizer>> Create(
       std::vector<torch::Tensor> params, Communicator* comm, int64_t bucket_cap_bytes,
-      torch::ScalarType wire_type = torch::kFloat32);
+      torch::ScalarType wire_type = torch::kFloat32, LowRankOptions low_rank = LowRankOptions());
   ~GradientSynchronizer();
 
   void BeginStep();
@@ -56,15 +69,22 @@ class GradientSynchronizer {
  private:
   struct Slot {
     torch::Tensor param;
-    int bucket;
-    int64_t offset;
+    int bucket = 0;
+    int64_t offset = 0;
     unsigned hook = 0;
+    // PowerSGD: the gradient as an n x m matrix, factors of rank r; q (m x r) carried from
+    // step to step, error (n x m) what the last approximation missed. Undefined: sent whole.
+    int64_t n = 0, m = 0, r = 0;
+    torch::Tensor q, error;
   };
   struct Bucket {
     torch::Tensor flat;
     torch::Tensor wire;  // flat rounded to the wire type (undefined for float32).
     int pending = 0;
     int size = 0;  // Slots in the bucket.
+    std::vector<size_t> slots;
+    int64_t low_rank_bytes = 0;  // Sent per step once PowerSGD runs.
+    int64_t sent_bytes = 0;      // In the last step.
     // This step's times: ready under mu_, the reduce's by the communication thread (read
     // after FinishStep, which waits for it under mu_).
     Clock::time_point ready, reduce_start, reduce_end;
@@ -73,7 +93,8 @@ class GradientSynchronizer {
   GradientSynchronizer(Communicator* comm, torch::ScalarType wire_type) : comm_(comm), wire_type_(wire_type) {}
   void OnGradient(size_t slot, const torch::Tensor& grad);
   void CommLoop();
-  absl::Status Reduce(Bucket& bucket);
+  absl::Status Reduce(Bucket& bucket, bool low_rank);
+  absl::Status ReduceLowRank(Bucket& bucket);
 
   Communicator* comm_;
   const torch::ScalarType wire_type_;
@@ -84,6 +105,8 @@ class GradientSynchronizer {
   int next_to_reduce_ ABSL_GUARDED_BY(mu_) = 0;
   int reduced_ ABSL_GUARDED_BY(mu_) = 0;
   bool in_step_ ABSL_GUARDED_BY(mu_) = false;
+  LowRank low_rank_;
+  int64_t steps_ ABSL_GUARDED_BY(mu_) = 0;  // Steps begun, counting low_rank_.steps_done.
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status error_ ABSL_GUARDED_BY(mu_);
   std::thread comm_thread_;

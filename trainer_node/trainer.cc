@@ -255,8 +255,15 @@ absl::StatusOr<TrainingResult> TrainImpl(const TrainingRun& run) {
   const torch::ScalarType wire = t.gradient_compression() == v1::FP16   ? torch::kHalf
                                  : t.gradient_compression() == v1::BF16 ? torch::kBFloat16
                                                                         : torch::kFloat32;
+  GradientSynchronizer::LowRank low_rank;
+  if (t.gradient_compression() == v1::POWERSGD) {
+    // A resumed run starts a fresh Q and no error feedback (neither is checkpointed): the next
+    // step's approximation is a cold start's, as after the warm-up.
+    low_rank = {.rank = t.powersgd_rank(), .warmup_steps = t.powersgd_warmup_steps(),
+                .steps_done = position.global_step, .seed = t.seed()};
+  }
   ASSIGN_OR_RETURN(auto sync, GradientSynchronizer::Create(model->parameters(), run.comm,
-                                                           t.bucket_cap_bytes(), wire));
+                                                           t.bucket_cap_bytes(), wire, low_rank));
   const int64_t steps_per_epoch =
       (core::ShardSize(train_reader->size(), run.world_size) + t.batch_size() - 1) / t.batch_size();
   TrainingResult result;

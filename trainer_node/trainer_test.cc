@@ -475,6 +475,80 @@ void ExpectCompressedMean(torch::ScalarType wire) {
 
 TEST(GradientSynchronizerTest, Fp16CompressionAveragesInHalfTheBytes) { ExpectCompressedMean(torch::kHalf); }
 
+// PowerSGD on two ranks whose gradients stay the same step after step (the parameters are not
+// updated): the warm-up steps give the exact mean; then the 200x400 weight travels as rank-4
+// factors (every rank applies the same bits, of rank 4, far from the mean in one step), the
+// bias and the 7x200 weight (under 65,536 elements) as float32; and error feedback makes the
+// applied gradients' running mean converge to the true mean.
+TEST(GradientSynchronizerTest, PowerSgdSendsRankRFactorsAndErrorFeedbackRecoversTheMean) {
+  InMemoryKeyValueStore store;
+  auto make_model = [] {
+    torch::manual_seed(0);
+    return torch::nn::Sequential(torch::nn::Linear(400, 200), torch::nn::ReLU(), torch::nn::Linear(200, 7));
+  };
+  std::vector<torch::Tensor> inputs;
+  for (int r = 0; r < 2; ++r) {
+    torch::manual_seed(20 + r);
+    inputs.push_back(torch::randn({32, 400}));
+  }
+  std::vector<torch::nn::Sequential> models = {make_model(), make_model()};
+  constexpr int kWarmup = 2, kSteps = 60;
+  // [rank][step][param]
+  std::vector<std::vector<std::vector<torch::Tensor>>> applied(2);
+  std::vector<int64_t> sent(2);
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < 2; ++r) {
+    ranks.emplace_back([&, r] {
+      auto comm = *CreateGlooCommunicator({.rank = r, .world_size = 2, .store = &store});
+      auto& model = models[r];
+      auto sync = GradientSynchronizer::Create(model->parameters(), comm.get(), 25 << 20, torch::kFloat32,
+                                               {.rank = 4, .warmup_steps = kWarmup, .seed = 3});
+      ASSERT_TRUE(sync.ok()) << sync.status();
+      for (int step = 0; step < kSteps; ++step) {
+        (*sync)->BeginStep();
+        model->forward(inputs[r]).sum().backward();
+        ASSERT_TRUE((*sync)->FinishStep().ok());
+        applied[r].emplace_back();
+        for (auto& p : model->parameters()) applied[r].back().push_back(p.grad().clone());
+      }
+      sent[r] = (*sync)->LastStepTimes().at(0).wire_bytes;
+    });
+  }
+  for (auto& t : ranks) t.join();
+  ASSERT_EQ(applied[0].size(), static_cast<size_t>(kSteps));
+  std::vector<torch::Tensor> mean;
+  {
+    std::vector<std::vector<torch::Tensor>> local(2);
+    for (int r = 0; r < 2; ++r) {
+      auto model = make_model();
+      model->forward(inputs[r]).sum().backward();
+      for (auto& p : model->parameters()) local[r].push_back(p.grad().clone());
+    }
+    for (size_t i = 0; i < local[0].size(); ++i) mean.push_back((local[0][i] + local[1][i]) / 2);
+  }
+  // Parameters: 0 = 200x400 weight (compressed), 1 = its bias, 2 = 7x200 weight, 3 = bias.
+  auto relative = [](const torch::Tensor& a, const torch::Tensor& b) { return ((a - b).norm() / b.norm()).item<double>(); };
+  for (int step = 0; step < kSteps; ++step) {
+    for (size_t i = 0; i < mean.size(); ++i) {
+      EXPECT_TRUE(torch::equal(applied[0][step][i], applied[1][step][i])) << "step " << step << " param " << i;
+      if (step < kWarmup || i != 0) {
+        EXPECT_LT(relative(applied[0][step][i], mean[i]), 1e-5) << "step " << step << " param " << i;
+      }
+    }
+  }
+  const torch::Tensor first = applied[0][kWarmup][0];
+  EXPECT_EQ(torch::linalg_matrix_rank(first).item<int64_t>(), 4);
+  const double one_step = relative(first, mean[0]);
+  EXPECT_GT(one_step, 0.2) << "the inputs should give a gradient far from rank 4";
+  torch::Tensor running = torch::zeros_like(mean[0]);
+  for (int step = kWarmup; step < kSteps; ++step) running += applied[0][step][0];
+  running /= (kSteps - kWarmup);
+  const double averaged = relative(running, mean[0]);
+  EXPECT_LT(averaged, one_step / 4) << "one step " << one_step << ", running mean " << averaged;
+  // Bytes per step: 4 x (200 + 400) factors' floats, 200 + 1400 + 7 sent whole, 4 bytes each.
+  EXPECT_EQ(sent[0], 4 * (4 * (200 + 400) + 200 + 7 * 200 + 7));
+}
+
 TEST(GradientSynchronizerTest, Bf16CompressionAveragesInHalfTheBytes) { ExpectCompressedMean(torch::kBFloat16); }
 
 }  // namespace
