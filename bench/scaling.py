@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -196,12 +197,20 @@ def run_peer(args, net, work, compression, python):
             p = procs.start(argv, os.path.join(work, f"peer{r}.log"), env=env,
                             stdout=subprocess.PIPE if r == 0 else subprocess.DEVNULL)
             rank0 = rank0 or p
-        epochs = []
-        for line in rank0.stdout:
-            if "{" in line:
-                epochs.append(json.loads(line[line.index("{"):]))
-        if rank0.wait() != 0 or len(epochs) != args.epochs:
-            raise RuntimeError(f"torchrun failed (logs in {work})")
+        # A peer that hangs (torch 2.11's rendezvous was seen to, in these namespaces) is
+        # stopped rather than waited for forever.
+        limit = 300 + 600 * args.epochs
+        watchdog = threading.Timer(limit, procs.stop)
+        watchdog.start()
+        try:
+            epochs = []
+            for line in rank0.stdout:
+                if "{" in line:
+                    epochs.append(json.loads(line[line.index("{"):]))
+            if rank0.wait() != 0 or len(epochs) != args.epochs:
+                raise RuntimeError(f"torchrun failed or passed {limit} s (logs in {work})")
+        finally:
+            watchdog.cancel()
         return epochs
     finally:
         procs.stop()
