@@ -107,6 +107,25 @@ TEST(WeightsTest, APickleThatNestsADictInItselfIsRefusedNotFollowedForever) {
   EXPECT_NE(dict.status().message().find("too deep"), std::string::npos) << dict.status();
 }
 
+TEST(WeightsTest, ARecordDeclaredLargerThanTheFileIsRefusedBeforeLibTorchAllocatesIt) {
+  // The torch_zip fuzzer's out-of-memory: LibTorch's reader allocated a record's declared
+  // size. Here data.pkl's central directory entry claims 2 GB.
+  const std::string program = kEmptyDict + kStop;
+  std::string pth = PthWithPickle(program);
+  ASSERT_TRUE(ParseTorchStateDict(pth, "ok.pth").ok());
+  const size_t entry = pth.find(std::string("PK\x01\x02", 4));
+  ASSERT_NE(entry, std::string::npos);
+  for (int i = 0; i < 4; ++i) pth[entry + 24 + i] = i == 3 ? '\x7f' : '\xff';  // Uncompressed size.
+  auto dict = ParseTorchStateDict(pth, "big.pth");
+  ASSERT_FALSE(dict.ok());
+  EXPECT_EQ(dict.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(dict.status().message().find("more than the whole file"), std::string::npos) << dict.status();
+  // And what is no zip at all, or a zip cut short, is refused the same way.
+  EXPECT_EQ(ParseTorchStateDict("not a zip", "x.pth").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseTorchStateDict(pth.substr(0, pth.size() / 2), "half.pth").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(WeightsTest, ATensorViewWhoseExtentOverflowsIsRefused) {
   // _rebuild_tensor_v2(storage, 0, size=(2**62, 4), stride=(4, 2**62), False, {}): the last
   // element's offset overflows 64 bits, and must not wrap around into the storage.
