@@ -5,15 +5,10 @@
 #include <cstdint>
 
 #include "absl/strings/match.h"
+#include "core/byte_order.h"
 
 namespace kennel::core {
 namespace {
-
-uint64_t Le64(absl::string_view b) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(b[static_cast<size_t>(i)]);
-  return v;
-}
 
 bool Contains(absl::string_view haystack, absl::string_view needle) {
   return haystack.find(needle) != absl::string_view::npos;
@@ -22,7 +17,7 @@ bool Contains(absl::string_view haystack, absl::string_view needle) {
 // The first local file header's name of a zip ("archive/data.pkl", "model/constants.pkl").
 absl::string_view FirstZipEntry(absl::string_view head) {
   if (head.size() < 30) return {};
-  const size_t len = static_cast<uint8_t>(head[26]) | (size_t{static_cast<uint8_t>(head[27])} << 8);
+  const size_t len = LoadLittleEndian(head, 26, 2);
   return head.substr(30, std::min(len, head.size() - 30));
 }
 
@@ -47,7 +42,7 @@ FileType DetectFileType(absl::string_view head) {
   // safetensors: a little-endian header length, then the JSON header. Checked before pickles:
   // a length like 0x280 starts with the bytes of a protocol-2 pickle.
   if (head.size() >= 10 && head[8] == '{') {
-    const uint64_t n = Le64(head);
+    const uint64_t n = LoadLittleEndian(head, 0, 8);
     if (n >= 2 && n < (uint64_t{100} << 20)) return FileType::kSafetensors;
   }
   if (head.size() >= 2 && static_cast<uint8_t>(head[0]) == 0x80 && head[1] >= 2 && head[1] <= 5) {

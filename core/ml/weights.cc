@@ -14,6 +14,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/byte_order.h"
 #include "core/file_type.h"
 #include "core/files.h"
 #include "core/status_macros.h"
@@ -86,12 +87,6 @@ namespace {
 // Reads `len` bytes at `offset` of the archive into `out`; false if it cannot.
 using ZipRead = std::function<bool(uint64_t offset, uint64_t len, std::string* out)>;
 
-uint64_t Le(const std::string& b, size_t at, int bytes) {
-  uint64_t v = 0;
-  for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(b[at + static_cast<size_t>(i)]);
-  return v;
-}
-
 // LibTorch's zip reader allocates each record's declared size before reading it, so an
 // archive claiming a record of gigabytes made it ask for gigabytes (the torch_zip fuzzer's
 // out-of-memory). Walks the central directory first and refuses any record declared larger
@@ -107,17 +102,17 @@ absl::Status CheckZipRecordSizes(const ZipRead& read, uint64_t size, const std::
   if (!read(tail_at, size - tail_at, &tail)) return bad("cannot read its end");
   const size_t eocd = tail.rfind(std::string("PK\x05\x06", 4));
   if (eocd == std::string::npos || eocd + kEocd > tail.size()) return bad("no end of central directory");
-  uint64_t entries = Le(tail, eocd + 10, 2), cd_size = Le(tail, eocd + 12, 4), cd_offset = Le(tail, eocd + 16, 4);
+  uint64_t entries = LoadLittleEndian(tail, eocd + 10, 2), cd_size = LoadLittleEndian(tail, eocd + 12, 4), cd_offset = LoadLittleEndian(tail, eocd + 16, 4);
   if (entries == 0xFFFF || cd_size == 0xFFFFFFFF || cd_offset == 0xFFFFFFFF) {  // ZIP64.
     if (eocd < 20 || tail.compare(eocd - 20, 4, std::string("PK\x06\x07", 4)) != 0) return bad("no ZIP64 locator");
-    const uint64_t record = Le(tail, eocd - 20 + 8, 8);
+    const uint64_t record = LoadLittleEndian(tail, eocd - 20 + 8, 8);
     std::string z;
     if (record > size || size - record < 56 || !read(record, 56, &z) || z.compare(0, 4, std::string("PK\x06\x06", 4)) != 0) {
       return bad("no ZIP64 end of central directory");
     }
-    entries = Le(z, 32, 8);
-    cd_size = Le(z, 40, 8);
-    cd_offset = Le(z, 48, 8);
+    entries = LoadLittleEndian(z, 32, 8);
+    cd_size = LoadLittleEndian(z, 40, 8);
+    cd_offset = LoadLittleEndian(z, 48, 8);
   }
   if (cd_offset > size || cd_size > size - cd_offset) return bad("its central directory lies outside it");
   std::string cd;
@@ -125,19 +120,19 @@ absl::Status CheckZipRecordSizes(const ZipRead& read, uint64_t size, const std::
   size_t at = 0;
   for (uint64_t e = 0; e < entries; ++e) {
     if (cd.size() - at < 46 || cd.compare(at, 4, std::string("PK\x01\x02", 4)) != 0) return bad("a truncated central directory");
-    uint64_t compressed = Le(cd, at + 20, 4), uncompressed = Le(cd, at + 24, 4);
-    const size_t name_len = Le(cd, at + 28, 2), extra_len = Le(cd, at + 30, 2), comment_len = Le(cd, at + 32, 2);
+    uint64_t compressed = LoadLittleEndian(cd, at + 20, 4), uncompressed = LoadLittleEndian(cd, at + 24, 4);
+    const size_t name_len = LoadLittleEndian(cd, at + 28, 2), extra_len = LoadLittleEndian(cd, at + 30, 2), comment_len = LoadLittleEndian(cd, at + 32, 2);
     if (cd.size() - at - 46 < name_len + extra_len + comment_len) return bad("a truncated central directory");
     // ZIP64 sizes: the 0x0001 extra field holds those whose 32-bit field is 0xFFFFFFFF, in order.
     size_t x = at + 46 + name_len;
     const size_t x_end = x + extra_len;
     while (x + 4 <= x_end) {
-      const uint64_t id = Le(cd, x, 2), len = Le(cd, x + 2, 2);
+      const uint64_t id = LoadLittleEndian(cd, x, 2), len = LoadLittleEndian(cd, x + 2, 2);
       if (x + 4 + len > x_end) return bad("a truncated extra field");
       if (id == 1) {
         size_t f = x + 4;
-        if (uncompressed == 0xFFFFFFFF && f + 8 <= x + 4 + len) { uncompressed = Le(cd, f, 8); f += 8; }
-        if (compressed == 0xFFFFFFFF && f + 8 <= x + 4 + len) compressed = Le(cd, f, 8);
+        if (uncompressed == 0xFFFFFFFF && f + 8 <= x + 4 + len) { uncompressed = LoadLittleEndian(cd, f, 8); f += 8; }
+        if (compressed == 0xFFFFFFFF && f + 8 <= x + 4 + len) compressed = LoadLittleEndian(cd, f, 8);
       }
       x += 4 + len;
     }
