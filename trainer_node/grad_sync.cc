@@ -146,7 +146,7 @@ void GradientSynchronizer::CommLoop() {
 }
 
 absl::Status GradientSynchronizer::Reduce(Bucket& bucket, bool low_rank) {
-  bucket.sent_bytes = low_rank ? bucket.low_rank_bytes : bucket.flat.numel() * (wire_type_ == torch::kFloat32 ? 4 : 2);
+  bucket.sent_bytes = low_rank ? bucket.low_rank_bytes : (bucket.wire.defined() ? bucket.wire : bucket.flat).nbytes();
   if (low_rank) return ReduceLowRank(bucket);
   if (wire_type_ == torch::kFloat32) {
     RETURN_IF_ERROR(comm_->AllReduceSum(bucket.flat));
