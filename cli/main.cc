@@ -16,6 +16,7 @@
 #include "cli/output.h"
 #include "cli/serving_commands.h"
 #include "cli/train_command.h"
+#include "cli/tune_command.h"
 #include "cli/up_command.h"
 
 namespace {
@@ -48,6 +49,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   cli::AddClusterCommands(app, global);
   cli::AddTrainCommand(app, global);
+  cli::AddTuneCommand(app, global);
   cli::AddServingCommands(app, global);
   cli::AddImportCommand(app, global, cli::RunImportHelper(argc, argv));
   cli::AddUpCommand(app, global);
@@ -56,6 +58,9 @@ int main(int argc, char** argv) {
   std::vector<std::string> commands;
   for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
     cli::AddGlobalFlags(*sub, global);
+    for (CLI::App* nested : sub->get_subcommands([](CLI::App*) { return true; })) {
+      cli::AddGlobalFlags(*nested, global);  // kennelctl tune status ID -o json
+    }
     commands.push_back(sub->get_name());
   }
   try {

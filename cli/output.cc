@@ -45,8 +45,8 @@ int ExitCodeFor(const absl::Status& status) {
   }
 }
 
-void PrintTable(const std::vector<std::string>& headers,
-                const std::vector<std::vector<std::string>>& rows) {
+std::vector<std::string> FormatTable(const std::vector<std::string>& headers,
+                                     const std::vector<std::vector<std::string>>& rows) {
   std::vector<size_t> widths(headers.size());
   for (size_t c = 0; c < headers.size(); ++c) widths[c] = headers[c].size();
   for (const auto& row : rows) {
@@ -54,17 +54,24 @@ void PrintTable(const std::vector<std::string>& headers,
       widths[c] = std::max(widths[c], row[c].size());
     }
   }
-  auto print = [&](const std::vector<std::string>& row) {
+  std::vector<std::string> lines;
+  auto format = [&](const std::vector<std::string>& row) {
     std::string line;
     for (size_t c = 0; c < widths.size(); ++c) {
       std::string cell = c < row.size() ? row[c] : "";
       if (c + 1 < widths.size()) cell.resize(widths[c] + 2, ' ');
       line += cell;
     }
-    std::cout << line << "\n";
+    lines.push_back(std::move(line));
   };
-  print(headers);
-  for (const auto& row : rows) print(row);
+  format(headers);
+  for (const auto& row : rows) format(row);
+  return lines;
+}
+
+void PrintTable(const std::vector<std::string>& headers,
+                const std::vector<std::vector<std::string>>& rows) {
+  for (const auto& line : FormatTable(headers, rows)) std::cout << line << "\n";
 }
 
 void PrintJson(const nlohmann::json& value) { std::cout << value.dump(2) << "\n"; }

@@ -46,6 +46,9 @@ int ExitCodeFor(const absl::Status& status);
 // Prints "kennelctl: <message>" on stderr when not OK; returns ExitCodeFor(status).
 int Fail(const absl::Status& status);
 
+// Rows aligned under headers, one string per line (headers first).
+std::vector<std::string> FormatTable(const std::vector<std::string>& headers,
+                                     const std::vector<std::vector<std::string>>& rows);
 // Prints rows aligned under headers.
 void PrintTable(const std::vector<std::string>& headers,
                 const std::vector<std::vector<std::string>>& rows);

@@ -31,11 +31,11 @@ volatile std::sig_atomic_t g_interrupted = 0;
 template <typename T>
 const std::optional<T>& Pick(const std::optional<T>& value, const char* flag, const TrainFlags& f, const CLI::App& cmd) {
   static const std::optional<T> kNone;
-  return f.config.empty() || cmd.count(flag) > 0 ? value : kNone;
+  return (f.config.empty() && !f.base.has_value()) || cmd.count(flag) > 0 ? value : kNone;
 }
 
 absl::StatusOr<v1::JobSpec> BuildSpec(const TrainFlags& f, const CLI::App& cmd) {
-  v1::JobSpec spec;
+  v1::JobSpec spec = f.base.value_or(v1::JobSpec());
   if (!f.config.empty()) {
     auto text = core::ReadFile(f.config, 1 << 20);
     if (!text.ok()) return text.status();
@@ -45,7 +45,7 @@ absl::StatusOr<v1::JobSpec> BuildSpec(const TrainFlags& f, const CLI::App& cmd) 
                                                      parsed.message().as_string()));
     }
   }
-  auto given = [&](const char* flag) { return f.config.empty() || cmd.count(flag) > 0; };
+  auto given = [&](const char* flag) { return (f.config.empty() && !f.base.has_value()) || cmd.count(flag) > 0; };
   if (given("--name")) spec.set_name(f.name);
   if (auto& v = Pick(f.world_size, "--world-size", f, cmd)) spec.set_world_size(*v);
   if (auto& v = Pick(f.min_world_size, "--min-world-size", f, cmd)) spec.set_min_world_size(*v);

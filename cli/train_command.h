@@ -21,6 +21,9 @@ namespace kennel::cli {
 // --config, the file's value); a value set here is the command's own default.
 struct TrainFlags {
   std::string config;
+  // A JobSpec to start from instead of --config's file (kennelctl tune's --spec holds one);
+  // flags given on the command line override it as they would the file.
+  std::optional<kennel::v1::JobSpec> base;
   std::string name = "fashion";
   std::string dataset = "/usr/share/datasets/fashion-mnist";
   std::string format = "auto";

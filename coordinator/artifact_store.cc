@@ -87,6 +87,59 @@ absl::StatusOr<v1::ModelVersion> ArtifactStore::CommitModel(const std::string& s
   return result;
 }
 
+absl::StatusOr<v1::ModelVersion> ArtifactStore::PublishModel(const std::string& source_name,
+                                                            int64_t source_version, const std::string& name,
+                                                            const v1::Lineage& lineage,
+                                                            const std::string& job_id) {
+  if (!ValidName(name)) return absl::InvalidArgumentError(absl::StrCat("bad model name '", name, "'"));
+  v1::ArtifactRef ref;
+  ref.set_kind(v1::ArtifactRef::MODEL);
+  ref.set_name(source_name);
+  ref.set_version(source_version);
+  ASSIGN_OR_RETURN(auto source, Resolve(ref));
+  ASSIGN_OR_RETURN(v1::ModelManifest manifest, core::ReadManifest(source.first));
+  auto staging = NewReceiver(0);
+  const std::string dir = staging->dir();
+  auto publish = [&]() -> absl::StatusOr<v1::ModelVersion> {
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec) return absl::InternalError(absl::StrCat("creating ", dir, ": ", ec.message()));
+    const std::string weights = manifest.weights_file().empty() ? core::kWeightsFile : manifest.weights_file();
+    fs::create_hard_link(fs::path(source.first) / weights, fs::path(dir) / weights, ec);
+    if (ec) {
+      ec.clear();
+      fs::copy_file(fs::path(source.first) / weights, fs::path(dir) / weights, ec);
+      if (ec) return absl::InternalError(absl::StrCat("copying ", source.first, "/", weights, ": ", ec.message()));
+    }
+    manifest.set_name(name);
+    auto* l = manifest.mutable_lineage();
+    l->set_tuning_id(lineage.tuning_id());
+    l->set_trial(lineage.trial());
+    *l->mutable_hyperparameters() = lineage.hyperparameters();
+    l->set_source_model(absl::StrCat(source_name, ":", source_version));
+    ASSIGN_OR_RETURN(int64_t version, state_->NextModelVersion(name));
+    manifest.set_version(version);
+    RETURN_IF_ERROR(core::WriteFileAtomic(dir + "/" + core::kManifestFile, core::ManifestToJson(manifest)));
+    const fs::path target = fs::path(root_) / "models" / name / std::to_string(version);
+    fs::create_directories(target.parent_path(), ec);
+    if (::rename(dir.c_str(), target.c_str()) != 0) {
+      return absl::InternalError(absl::StrCat("rename to ", target.string(), ": ", std::strerror(errno)));
+    }
+    RETURN_IF_ERROR(core::SyncDirectory(target.parent_path().string()));
+    v1::ModelVersion model;
+    model.set_name(name);
+    model.set_version(version);
+    *model.mutable_manifest() = manifest;
+    model.set_job_id(job_id);
+    model.set_created_unix_ms(absl::ToUnixMillis(absl::Now()));
+    RETURN_IF_ERROR(state_->SaveModel(model));
+    return model;
+  };
+  auto result = publish();
+  Discard(dir);
+  return result;
+}
+
 absl::Status ArtifactStore::CommitCheckpoint(const std::string& staging_dir, const std::string& job_id) {
   auto commit = [&]() -> absl::Status {
     if (!ValidName(job_id)) return absl::InvalidArgumentError("bad job id");

@@ -30,6 +30,13 @@ class ArtifactStore {
   // records `job_id` and makes it visible. Removes the staging folder either way.
   absl::StatusOr<kennel::v1::ModelVersion> CommitModel(const std::string& staging_dir,
                                                        const std::string& job_id);
+  // Registers a copy of model `source` (name and version) as the next version of `name`, its
+  // manifest's lineage extended by `lineage`'s tuning fields (the weights are hard-linked, so
+  // the copy costs no space where the file system allows it). `job_id` is recorded.
+  absl::StatusOr<kennel::v1::ModelVersion> PublishModel(const std::string& source_name, int64_t source_version,
+                                                        const std::string& name,
+                                                        const kennel::v1::Lineage& lineage,
+                                                        const std::string& job_id);
   // Makes a received checkpoint (checkpoint.bin) the job's newest, atomically.
   absl::Status CommitCheckpoint(const std::string& staging_dir, const std::string& job_id);
   void Discard(const std::string& staging_dir);

@@ -9,6 +9,8 @@
 #include <thread>
 #include <optional>
 
+#include "coordinator/tuner.h"
+#include "core/ml/artifact.h"
 #include "core/ml/dataset.h"
 
 namespace kennel::coordinator {
@@ -650,6 +652,110 @@ TEST_F(ClusterTest, AnElasticJobShrinksToTheTrainersLeftAndGrowsBackAfterAnEpoch
   EXPECT_EQ(grown.nodes_size(), 2);
   EXPECT_EQ(grown.recoveries(), 1);
   EXPECT_EQ(channels_["c"]->assignments().back().world_size(), 2);
+}
+
+// A tuning trial is an ordinary job: when its trainer is lost the cluster re-forms it on
+// another, the tuner keeps reading the same trial, and its model (uploaded as any job's) is
+// registered as the search's best with its lineage.
+TEST_F(ClusterTest, ATuningTrialWhoseTrainerIsLostGoesOnElsewhereAndItsModelIsRegistered) {
+  auto runner = ClusterTrialRunner(cluster_.get(), artifacts_.get());
+  TunerOptions options;
+  options.tick = absl::Hours(1);
+  options.now = [this] { return now_; };
+  auto tuner = *Tuner::Create(options, state_.get(), runner.get());
+  Join("a");
+  Join("b");
+  v1::TuningSpec spec;
+  spec.set_name("m");
+  *spec.mutable_trial() = Spec(1);
+  spec.mutable_trial()->mutable_training()->set_epochs(2);
+  spec.set_strategy(v1::RANDOM_SEARCH);
+  spec.set_max_trials(1);
+  auto* lr = spec.add_space();
+  lr->set_field("learning_rate");
+  lr->set_kind(v1::SearchDimension::LOG_UNIFORM);
+  lr->set_min(1e-3);
+  lr->set_max(1e-1);
+  auto submitted = tuner->Submit(spec);
+  ASSERT_TRUE(submitted.ok()) << submitted.status();
+  const std::string id = submitted->id();
+  const std::string job_id = submitted->trials(0).job_id();
+  ASSERT_FALSE(job_id.empty());
+  const std::string first = channels_["a"]->assignments().empty() ? "b" : "a";
+  const std::string other = first == "a" ? "b" : "a";
+  ASSERT_EQ(channels_[first]->assignments().size(), 1u);
+  auto epoch = [&](const std::string& node, int64_t generation, int64_t e, double accuracy) {
+    v1::TrainerMessage m;
+    m.mutable_epoch()->set_job_id(job_id);
+    m.mutable_epoch()->set_generation(generation);
+    m.mutable_epoch()->mutable_metrics()->set_epoch(e);
+    m.mutable_epoch()->mutable_metrics()->set_eval_accuracy(accuracy);
+    Message(node, m);
+  };
+  epoch(first, 1, 0, 0.6);
+  tuner->Tick();
+  EXPECT_EQ(tuner->Get(id)->trials(0).objective_size(), 1);
+
+  // The trainer is lost; the cluster runs generation 2 on the other one.
+  cluster_->OnTrainerDisconnected(first, channels_[first].get());
+  cluster_->Tick();
+  tuner->Tick();
+  auto t = *tuner->Get(id);
+  EXPECT_EQ(t.trials(0).state(), v1::TRIAL_RUNNING);
+  ASSERT_EQ(channels_[other]->assignments().size(), 1u);
+  EXPECT_EQ(channels_[other]->assignments()[0].generation(), 2);
+  EXPECT_EQ(cluster_->GetJob(job_id)->state(), v1::RUNNING);
+
+  epoch(other, 2, 0, 0.62);
+  epoch(other, 2, 1, 0.7);
+  // Rank 0 uploads its model as a trainer does, then reports the job finished.
+  const auto staging = dir_ / "staging-model";
+  v1::ModelManifest manifest;
+  manifest.set_name("m-trial-1");
+  *manifest.mutable_model() = Spec(1).model();
+  manifest.mutable_model()->set_num_classes(10);
+  for (int c = 0; c < 10; ++c) manifest.add_class_names(absl::StrCat("class", c));
+  *manifest.mutable_preprocess() = Spec(1).preprocess();
+  manifest.mutable_preprocess()->set_channels(1);
+  auto model = core::CreateModel(manifest.model());
+  ASSERT_TRUE(model.ok()) << model.status();
+  ASSERT_TRUE(core::WriteArtifact(staging.string(), manifest, **model).ok());
+  auto committed = artifacts_->CommitModel(staging.string(), job_id);
+  ASSERT_TRUE(committed.ok()) << committed.status();
+  v1::TrainerMessage finished;
+  finished.mutable_finished()->set_job_id(job_id);
+  finished.mutable_finished()->set_generation(2);
+  finished.mutable_finished()->set_rank(0);
+  finished.mutable_finished()->mutable_model()->set_name(committed->name());
+  finished.mutable_finished()->mutable_model()->set_version(committed->version());
+  Message(other, finished);
+  tuner->Tick();
+
+  t = *tuner->Get(id);
+  EXPECT_EQ(t.state(), v1::SUCCEEDED) << t.message();
+  EXPECT_EQ(t.trials(0).state(), v1::TRIAL_COMPLETED);
+  EXPECT_EQ(std::vector<double>(t.trials(0).objective().begin(), t.trials(0).objective().end()),
+            (std::vector<double>{0.62, 0.7}));
+  EXPECT_EQ(t.model_name(), "m");
+  auto models = state_->LoadModels("m");
+  ASSERT_TRUE(models.ok());
+  ASSERT_EQ(models->size(), 1u);
+  const auto& lineage = (*models)[0].manifest().lineage();
+  EXPECT_EQ(lineage.tuning_id(), id);
+  EXPECT_EQ(lineage.trial(), 1);
+  EXPECT_EQ(lineage.source_model(), "m-trial-1:1");
+  EXPECT_EQ(lineage.job_id(), job_id);
+  EXPECT_EQ(lineage.hyperparameters().at("learning_rate"), t.trials(0).params().at("learning_rate"));
+  // The registered copy loads as a model of its own.
+  v1::ArtifactRef ref;
+  ref.set_kind(v1::ArtifactRef::MODEL);
+  ref.set_name("m");
+  auto resolved = artifacts_->Resolve(ref);
+  ASSERT_TRUE(resolved.ok()) << resolved.status();
+  auto loaded = core::LoadArtifact(resolved->first);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->manifest.name(), "m");
+  EXPECT_EQ(loaded->manifest.lineage().trial(), 1);
 }
 
 }  // namespace

@@ -29,10 +29,13 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOpti
   ASSIGN_OR_RETURN(c->state_, StateStore::Open(options.data_dir + "/state.db"));
   ASSIGN_OR_RETURN(c->artifacts_, ArtifactStore::Create(options.data_dir + "/artifacts", c->state_.get()));
   ASSIGN_OR_RETURN(c->cluster_, Cluster::Create(options.cluster, c->state_.get(), c->artifacts_.get()));
+  c->trial_runner_ = ClusterTrialRunner(c->cluster_.get(), c->artifacts_.get());
+  ASSIGN_OR_RETURN(c->tuner_, Tuner::Create(options.tuner, c->state_.get(), c->trial_runner_.get()));
   c->coordinator_service_ = std::make_unique<CoordinatorService>(c->cluster_.get(), c->artifacts_.get(),
                                                                   options.max_artifact_bytes,
                                                                   /*enforce=*/options.tls.enabled());
-  c->admin_service_ = std::make_unique<AdminService>(c->cluster_.get(), c->state_.get(), options.tls.enabled());
+  c->admin_service_ = std::make_unique<AdminService>(c->cluster_.get(), c->tuner_.get(), c->state_.get(),
+                                                     options.tls.enabled());
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.listen_address, credentials, &c->port_);
   builder.RegisterService(c->coordinator_service_.get());
@@ -55,6 +58,7 @@ void Coordinator::Shutdown(absl::Duration deadline) {
 Coordinator::~Coordinator() {
   Shutdown();
   server_.reset();
+  tuner_.reset();
   cluster_.reset();
 }
 

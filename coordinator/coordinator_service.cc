@@ -317,3 +317,32 @@ grpc::Status AdminService::Deploy(grpc::ServerContext* context, const v1::Deploy
 }
 
 }  // namespace kennel::coordinator
+
+namespace kennel::coordinator {
+
+grpc::Status AdminService::SubmitTuning(grpc::ServerContext* context, const v1::SubmitTuningRequest* request,
+                                        v1::TuningStatus* response) {
+  if (auto denied = core::Authorize(*context, enforce_, "SubmitTuning"); !denied.ok()) return denied;
+  return core::RespondWith(tuner_->Submit(request->spec()), response);
+}
+
+grpc::Status AdminService::GetTuning(grpc::ServerContext* context, const v1::GetTuningRequest* request,
+                                     v1::TuningStatus* response) {
+  if (auto denied = core::Authorize(*context, enforce_, "GetTuning"); !denied.ok()) return denied;
+  return core::RespondWith(tuner_->Get(request->tuning_id()), response);
+}
+
+grpc::Status AdminService::ListTunings(grpc::ServerContext* context, const v1::ListTuningsRequest* request,
+                                       v1::ListTuningsResponse* response) {
+  if (auto denied = core::Authorize(*context, enforce_, "ListTunings"); !denied.ok()) return denied;
+  for (auto& t : tuner_->List(request->limit() > 0 ? request->limit() : 50)) *response->add_tunings() = std::move(t);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::CancelTuning(grpc::ServerContext* context, const v1::GetTuningRequest* request,
+                                        v1::TuningStatus* response) {
+  if (auto denied = core::Authorize(*context, enforce_, "CancelTuning"); !denied.ok()) return denied;
+  return core::RespondWith(tuner_->Cancel(request->tuning_id()), response);
+}
+
+}  // namespace kennel::coordinator

@@ -7,6 +7,7 @@
 
 #include "coordinator/artifact_store.h"
 #include "coordinator/cluster.h"
+#include "coordinator/tuner.h"
 #include "kennel/v1/admin.grpc.pb.h"
 #include "kennel/v1/coordinator.grpc.pb.h"
 
@@ -46,8 +47,8 @@ class CoordinatorService final
 class AdminService final : public kennel::v1::Admin::Service {
  public:
   // enforce: every call is checked against its roles (core/auth.h); on with TLS.
-  AdminService(Cluster* cluster, StateStore* state, bool enforce = false)
-      : cluster_(cluster), state_(state), enforce_(enforce) {}
+  AdminService(Cluster* cluster, Tuner* tuner, StateStore* state, bool enforce = false)
+      : cluster_(cluster), tuner_(tuner), state_(state), enforce_(enforce) {}
 
   grpc::Status GetClusterStatus(grpc::ServerContext*, const kennel::v1::GetClusterStatusRequest*,
                                 kennel::v1::ClusterStatus* response) override;
@@ -67,9 +68,18 @@ class AdminService final : public kennel::v1::Admin::Service {
                           kennel::v1::ListModelsResponse* response) override;
   grpc::Status Deploy(grpc::ServerContext*, const kennel::v1::DeployRequest* request,
                       kennel::v1::DeployResponse* response) override;
+  grpc::Status SubmitTuning(grpc::ServerContext*, const kennel::v1::SubmitTuningRequest* request,
+                            kennel::v1::TuningStatus* response) override;
+  grpc::Status GetTuning(grpc::ServerContext*, const kennel::v1::GetTuningRequest* request,
+                         kennel::v1::TuningStatus* response) override;
+  grpc::Status ListTunings(grpc::ServerContext*, const kennel::v1::ListTuningsRequest* request,
+                           kennel::v1::ListTuningsResponse* response) override;
+  grpc::Status CancelTuning(grpc::ServerContext*, const kennel::v1::GetTuningRequest* request,
+                            kennel::v1::TuningStatus* response) override;
 
  private:
   Cluster* cluster_;
+  Tuner* tuner_;
   StateStore* state_;
   bool enforce_;
 };

@@ -71,6 +71,7 @@ CREATE TABLE IF NOT EXISTS job_events (
 CREATE INDEX IF NOT EXISTS job_events_by_job ON job_events (job_id);
 CREATE TABLE IF NOT EXISTS model_versions (
   name TEXT NOT NULL, version INTEGER NOT NULL, model BLOB, PRIMARY KEY (name, version));
+CREATE TABLE IF NOT EXISTS tunings (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, status BLOB NOT NULL);
 )sql";
 
 }  // namespace
@@ -218,6 +219,26 @@ absl::StatusOr<std::vector<v1::ModelVersion>> StateStore::LoadModels(const std::
   while (q.Step() == SQLITE_ROW) {
     ASSIGN_OR_RETURN(v1::ModelVersion m, Parse<v1::ModelVersion>(q.Blob(0), "model"));
     out.push_back(std::move(m));
+  }
+  return out;
+}
+
+absl::Status StateStore::SaveTuning(const v1::TuningStatus& tuning) {
+  absl::MutexLock lock(&mu_);
+  return Statement(db_, "INSERT INTO tunings (id, seq, status) VALUES "
+                        "(?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM tunings), ?2) "
+                        "ON CONFLICT (id) DO UPDATE SET status = ?2")
+      .Text(1, tuning.id()).Bind(2, tuning.SerializeAsString()).Run();
+}
+
+absl::StatusOr<std::vector<v1::TuningStatus>> StateStore::LoadTunings() {
+  absl::MutexLock lock(&mu_);
+  Statement q(db_, "SELECT status FROM tunings ORDER BY seq");
+  RETURN_IF_ERROR(q.status());
+  std::vector<v1::TuningStatus> out;
+  while (q.Step() == SQLITE_ROW) {
+    ASSIGN_OR_RETURN(v1::TuningStatus t, Parse<v1::TuningStatus>(q.Blob(0), "tuning job"));
+    out.push_back(std::move(t));
   }
   return out;
 }

@@ -1,6 +1,6 @@
 // The coordinator's durable state in SQLite (WAL mode, synchronous=FULL): nodes seen, jobs
-// (spec, state, generation, metrics) with their dataset indexes and state transitions, and
-// the model registry. Every write is committed before the call returns, so whatever the
+// (spec, state, generation, metrics) with their dataset indexes and state transitions, the
+// model registry, and tuning jobs. Every write is committed before the call returns, so whatever the
 // coordinator acknowledged survives a crash or restart.
 //
 // Thread-safe: calls are serialised on one connection.
@@ -18,6 +18,7 @@
 #include "kennel/v1/dataset.pb.h"
 #include "kennel/v1/job.pb.h"
 #include "kennel/v1/node.pb.h"
+#include "kennel/v1/tuning.pb.h"
 
 struct sqlite3;
 
@@ -50,6 +51,11 @@ class StateStore {
   absl::StatusOr<int64_t> NextModelVersion(const std::string& name);
   absl::Status SaveModel(const kennel::v1::ModelVersion& model);
   absl::StatusOr<std::vector<kennel::v1::ModelVersion>> LoadModels(const std::string& name);
+
+  // Tuning jobs (their trials and rung results), inserted or replaced whole; loaded in
+  // submission order.
+  absl::Status SaveTuning(const kennel::v1::TuningStatus& tuning);
+  absl::StatusOr<std::vector<kennel::v1::TuningStatus>> LoadTunings();
 
  private:
   explicit StateStore(sqlite3* db) : db_(db) {}

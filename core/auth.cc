@@ -35,6 +35,10 @@ const std::map<std::string, std::set<std::string>, std::less<>>& Table() {
       {"CancelJob", {"admin"}},
       {"ResumeJob", {"admin"}},
       {"Deploy", {"admin"}},
+      {"GetTuning", {"admin", "viewer"}},
+      {"ListTunings", {"admin", "viewer"}},
+      {"SubmitTuning", {"admin"}},
+      {"CancelTuning", {"admin"}},
       // kennel.v1.Inference.
       {"Classify", {"client", "admin"}},
       {"ClassifyStream", {"client", "admin"}},

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/job_spec.h"
+#include "core/model_spec.h"
 #include "core/status_macros.h"
 #include "google/protobuf/descriptor.h"
 
@@ -19,6 +20,9 @@ namespace v1 = kennel::v1;
 using google::protobuf::FieldDescriptor;
 
 constexpr int kDefaultReductionFactor = 3;
+// Stands for a non-finite objective: worse than any real one, and still finite so ASHA's
+// quantile arithmetic stays finite.
+constexpr double kWorstLoss = 1e300;
 
 // Fields the tuner sets itself.
 bool Reserved(const std::string& field) { return field == "epochs" || field == "seed"; }
@@ -96,6 +100,16 @@ absl::Status SetField(v1::TrainingSpec& t, const std::string& name, const std::s
   }
 }
 
+// NormalizeJobSpec, except that a model without num_classes keeps 0: the coordinator counts
+// the dataset's classes for each trial's job, as for any job submitted without them.
+absl::StatusOr<v1::JobSpec> NormalizeTrialJob(v1::JobSpec job) {
+  const bool classes_from_data = job.model().num_classes() == 0;
+  if (classes_from_data) job.mutable_model()->set_num_classes(1);
+  ASSIGN_OR_RETURN(job, NormalizeJobSpec(std::move(job)));
+  if (classes_from_data) job.mutable_model()->set_num_classes(0);
+  return job;
+}
+
 std::string RealText(double v) { return absl::StrFormat("%.4g", v); }
 
 std::string IntText(double v) { return absl::StrCat(static_cast<int64_t>(std::llround(v))); }
@@ -156,6 +170,11 @@ absl::StatusOr<v1::TuningSpec> NormalizeTuningSpec(v1::TuningSpec spec) {
   if (spec.min_epochs() == 0) spec.set_min_epochs(1);
   if (spec.reduction_factor() == 0) spec.set_reduction_factor(kDefaultReductionFactor);
   if (spec.name().empty()) return absl::InvalidArgumentError("a tuning job needs a name");
+  if (absl::Status s = ValidateModelName(spec.name()); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("the tuning job's name (its best model is registered under it): ", s.message()));
+  }
+  // Trials are named "<name>-trial-<n>" (TrialJob); the name checked here is the model's.
+  spec.mutable_trial()->set_name(spec.name());
   if (spec.parallelism() < 0) return absl::InvalidArgumentError("parallelism must be at least 1");
   if (spec.max_trials() < 0 || spec.max_trial_epochs() < 0 || spec.max_seconds() < 0) {
     return absl::InvalidArgumentError("budget limits cannot be negative");
@@ -164,7 +183,7 @@ absl::StatusOr<v1::TuningSpec> NormalizeTuningSpec(v1::TuningSpec spec) {
     return absl::InvalidArgumentError("a tuning job needs a budget: trials, trial-epochs or seconds");
   }
   if (spec.space().empty()) return absl::InvalidArgumentError("the search space is empty: give at least one dimension");
-  auto job = NormalizeJobSpec(spec.trial());
+  auto job = NormalizeTrialJob(spec.trial());
   if (!job.ok()) return absl::InvalidArgumentError(absl::StrCat("the trial job: ", job.status().message()));
   *spec.mutable_trial() = *std::move(job);
   const int epochs = spec.trial().training().epochs();
@@ -199,7 +218,7 @@ absl::StatusOr<v1::TuningSpec> NormalizeTuningSpec(v1::TuningSpec spec) {
     for (const auto& v : values) {
       v1::JobSpec trial = spec.trial();
       RETURN_IF_ERROR(SetField(*trial.mutable_training(), d.field(), v));
-      auto checked = NormalizeJobSpec(trial);
+      auto checked = NormalizeTrialJob(trial);
       if (!checked.ok()) {
         return absl::InvalidArgumentError(absl::StrCat("search dimension '", d.field(), "': the value ", v,
                                                        " makes a job that is refused: ", checked.status().message()));
@@ -247,7 +266,7 @@ absl::StatusOr<v1::JobSpec> TrialJob(const v1::TuningSpec& spec, int number, con
   job.set_name(absl::StrCat(spec.name(), "-trial-", number));
   for (const auto& [field, value] : params) RETURN_IF_ERROR(SetField(*job.mutable_training(), field, value));
   job.mutable_training()->set_seed(spec.seed() + static_cast<uint64_t>(number));
-  return NormalizeJobSpec(std::move(job));
+  return NormalizeTrialJob(std::move(job));
 }
 
 std::vector<int> AshaRungs(const v1::TuningSpec& spec) {
@@ -276,7 +295,11 @@ bool AshaPromotes(const std::vector<double>& recorded, double value, int eta, bo
 }
 
 double ObjectiveValue(const v1::TuningSpec& spec, const v1::EpochMetrics& m) {
-  return spec.objective() == v1::MINIMIZE_EVAL_LOSS ? m.eval_loss() : m.eval_accuracy();
+  const bool loss = spec.objective() == v1::MINIMIZE_EVAL_LOSS;
+  const double v = loss ? m.eval_loss() : m.eval_accuracy();
+  // A diverged trial (NaN or infinite loss) ranks below every finite one.
+  if (!std::isfinite(v)) return loss ? kWorstLoss : -kWorstLoss;
+  return v;
 }
 
 bool Maximizes(const v1::TuningSpec& spec) { return spec.objective() != v1::MINIMIZE_EVAL_LOSS; }

@@ -46,7 +46,8 @@ std::vector<int> AshaRungs(const kennel::v1::TuningSpec& spec);
 // (at or past the (1 - 1/eta) quantile, linearly interpolated; the first one always is).
 bool AshaPromotes(const std::vector<double>& recorded, double value, int eta, bool maximize);
 
-// The objective's value from an epoch's metrics, and whether larger is better.
+// The objective's value from an epoch's metrics (a non-finite one as the worst finite value),
+// and whether larger is better.
 double ObjectiveValue(const kennel::v1::TuningSpec& spec, const kennel::v1::EpochMetrics& m);
 bool Maximizes(const kennel::v1::TuningSpec& spec);
 

@@ -91,6 +91,7 @@ TEST(TuningSpecTest, BadSpecsAreRefusedSayingWhy) {
       {"empty space", [](auto& s) { s.clear_space(); }, "search space is empty"},
       {"bad trial job", [](auto& s) { s.mutable_trial()->mutable_training()->set_epochs(0); }, "the trial job"},
       {"no name", [](auto& s) { s.clear_name(); }, "name"},
+      {"a name that is no model name", [](auto& s) { s.set_name("../x"); }, "the tuning job's name"},
   };
   for (const auto& c : cases) {
     v1::TuningSpec spec = SeedSearch();
@@ -144,6 +145,20 @@ TEST(TuningSampleTest, TheTrialJobCarriesItsValuesAndSeed) {
   EXPECT_EQ(job->training().epochs(), 9);
   EXPECT_EQ(TrialJob(spec, 1, {{"batch_size", "0"}}).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(TrialJob(spec, 1, {{"learning_rat", "0.1"}}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// As with any job, a trial model without num_classes takes the dataset's (the coordinator counts
+// them for each trial's job): the spec is checked as if it had them and keeps 0.
+TEST(TuningSpecTest, ATrialWithoutClassesLeavesThemToTheDataset) {
+  v1::TuningSpec spec = SeedSearch();
+  spec.mutable_trial()->mutable_model()->clear_num_classes();
+  auto normalized = NormalizeTuningSpec(spec);
+  ASSERT_TRUE(normalized.ok()) << normalized.status();
+  EXPECT_EQ(normalized->trial().model().num_classes(), 0);
+  EXPECT_EQ(normalized->trial().name(), "fmnist");
+  auto job = TrialJob(*normalized, 2, SampleTrial(*normalized, 2));
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->model().num_classes(), 0);
 }
 
 TEST(AshaTest, RungsAreTheFirstRungTimesEtaBelowTheTrialsEpochs) {
