@@ -166,7 +166,10 @@ int Models(const GlobalOptions& global, const std::string& name) {
                     core::ArchitectureName(m.manifest().model().architecture()),
                     std::to_string(m.manifest().class_names_size()),
                     m.manifest().lineage().imported() ? "-" : absl::StrFormat("%.4f", m.manifest().metrics().test_accuracy()),
-                    m.manifest().lineage().imported() ? "imported" : m.job_id(),
+                    m.manifest().lineage().imported()            ? "imported"
+                    : !m.manifest().lineage().tuning_id().empty() ? absl::StrCat(m.job_id(), " (", m.manifest().lineage().tuning_id(),
+                                                                                 " trial ", m.manifest().lineage().trial(), ")")
+                                                                  : m.job_id(),
                     Ago(m.created_unix_ms())});
   }
   PrintTable({"NAME", "VERSION", "ARCHITECTURE", "CLASSES", "ACCURACY", "JOB", "CREATED"}, rows);

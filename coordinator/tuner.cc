@@ -414,7 +414,9 @@ void Tuner::Advance(v1::TuningStatus& t) {
       for (const auto& trial : t.trials()) n += trial.state() == v1::TRIAL_RUNNING && trial.job_state() == v1::PENDING;
       return n;
     }();
-    t.set_message(absl::StrCat(running(), " trials running", waiting > 0 ? absl::StrCat(" (", waiting, " waiting for trainers)") : ""));
+    const int n = running();
+    t.set_message(absl::StrCat(n, n == 1 ? " trial" : " trials", " running",
+                               waiting > 0 ? absl::StrCat(" (", waiting, " waiting for trainers)") : ""));
     return;
   }
   Finish(t, v1::SUCCEEDED,

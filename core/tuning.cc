@@ -279,18 +279,18 @@ std::vector<int> AshaRungs(const v1::TuningSpec& spec) {
 }
 
 bool AshaPromotes(const std::vector<double>& recorded, double value, int eta, bool maximize) {
-  std::vector<double> all = recorded;
-  all.push_back(value);
+  if (recorded.empty()) return true;
   // Minimising is maximising the negation.
+  std::vector<double> before = recorded;
   if (!maximize) {
-    for (double& v : all) v = -v;
+    for (double& v : before) v = -v;
     value = -value;
   }
-  std::sort(all.begin(), all.end());
-  const double q = (1.0 - 1.0 / eta) * static_cast<double>(all.size() - 1);
+  std::sort(before.begin(), before.end());
+  const double q = (1.0 - 1.0 / eta) * static_cast<double>(before.size() - 1);
   const size_t lo = static_cast<size_t>(std::floor(q));
-  const size_t hi = std::min(lo + 1, all.size() - 1);
-  const double cutoff = all[lo] + (q - static_cast<double>(lo)) * (all[hi] - all[lo]);
+  const size_t hi = std::min(lo + 1, before.size() - 1);
+  const double cutoff = before[lo] + (q - static_cast<double>(lo)) * (before[hi] - before[lo]);
   return value >= cutoff;
 }
 

@@ -42,8 +42,9 @@ absl::StatusOr<kennel::v1::JobSpec> TrialJob(const kennel::v1::TuningSpec& spec,
 std::vector<int> AshaRungs(const kennel::v1::TuningSpec& spec);
 
 // Whether a trial that reached a rung with objective `value` goes on, given the values other
-// trials recorded at that rung before it: it must be in the top 1/eta of them and itself
-// (at or past the (1 - 1/eta) quantile, linearly interpolated; the first one always is).
+// trials recorded at that rung before it: it must reach their (1 - 1/eta) quantile (linearly
+// interpolated, as numpy's percentile); the first at a rung always goes on. This is Ray Tune's
+// ASHAScheduler rule (the stopping variant of Li et al.'s ASHA).
 bool AshaPromotes(const std::vector<double>& recorded, double value, int eta, bool maximize);
 
 // The objective's value from an epoch's metrics (a non-finite one as the worst finite value),

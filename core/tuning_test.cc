@@ -176,7 +176,7 @@ TEST(AshaTest, RungsAreTheFirstRungTimesEtaBelowTheTrialsEpochs) {
 TEST(AshaTest, OnlyTheTopThirdOfARungGoesOn) {
   EXPECT_TRUE(AshaPromotes({}, 0.1, 3, true));  // The first at a rung always goes on.
   const std::vector<double> recorded = {0.5, 0.6, 0.7, 0.8, 0.9};
-  // With 0.75 the six values sort .5 .6 .7 .75 .8 .9; their 2/3 quantile is 0.767.
+  // The 2/3 quantile of the five recorded before is 0.767.
   EXPECT_FALSE(AshaPromotes(recorded, 0.75, 3, true));
   EXPECT_TRUE(AshaPromotes(recorded, 0.85, 3, true));
   EXPECT_TRUE(AshaPromotes(recorded, 0.95, 3, true));

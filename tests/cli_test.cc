@@ -117,7 +117,7 @@ class KennelctlTest : public ::testing::Test {
   static inline std::string coordinator_address_, inference_address_;
 };
 
-const std::vector<std::string> kCommands = {"status", "jobs", "job", "cancel", "models", "train", "deploy",
+const std::vector<std::string> kCommands = {"status", "jobs", "job", "cancel", "models", "train", "tune", "deploy",
                                             "classify", "bench", "import", "up", "dataset"};
 
 TEST_F(KennelctlTest, GlobalFlagsWorkAfterTheCommandAndShowInEveryHelp) {
@@ -302,6 +302,70 @@ TEST_F(KennelctlTest, ZeroMeansZeroAndBadJobFlagsAreRefused) {
     EXPECT_EQ(run.code, 2) << bad[0] << " " << bad[1] << " " << bad[2] << ": " << run.err;
     EXPECT_NE(run.err.find(bad[1]), std::string::npos) << run.err;
   }
+}
+
+// kennelctl tune refuses a bad search before sending anything, saying what is wrong; a good one
+// is recorded (its first trial waits for trainers, as any job), listed, shown as JSON and as a
+// table, and cancelled.
+TEST_F(KennelctlTest, TuneRefusesBadSearchesAndShowsAndCancelsAGoodOne) {
+  const std::vector<std::string> lr = {"--space", "learning_rate=log:1e-3:1e-1"};
+  struct Bad {
+    std::vector<std::string> args;
+    std::string says;
+  };
+  for (const Bad& bad : std::vector<Bad>{
+           {{"--space", "learning_rate=log:0:0.1"}, "log-uniform range must be above 0"},
+           {{"--space", "momentum=uniform:0.9:0.5"}, "is empty"},
+           {{"--space", "learnin_rate=log:1e-3:1e-1"}, "not a training field"},
+           {{"--space", "learning_rate=log:1e-3"}, "MIN:MAX"},
+           {{"--space", "batch_size=choice:32,,64"}, "empty choice"},
+           {{"--space", "batch_size=choice:32,0"}, "batch"},
+           {{"--space", "epochs=int:1:9"}, "epochs a trial trains"},
+           {{"--space", "learning_rate=log:1e-3:1e-1", "--min-epochs", "3", "--max-trial-epochs", "2"}, "first rung"},
+           {{"--space", "learning_rate=log:1e-3:1e-1", "--max-time", "soon"}, "--max-time"},
+           {{}, "search space is empty"}}) {
+    std::vector<std::string> argv = {"-c", coordinator_address_, "tune"};
+    argv.insert(argv.end(), bad.args.begin(), bad.args.end());
+    CtlRun run = Ctl(argv);
+    EXPECT_EQ(run.code, 2) << bad.says << ": " << run.err;
+    EXPECT_NE(run.err.find(bad.says), std::string::npos) << run.err;
+  }
+  EXPECT_EQ(Ctl({"-c", coordinator_address_, "-o", "json", "tune", "status"}).json()["tunings"].size(), 0u);
+
+  std::vector<std::string> argv = {"-c", coordinator_address_, "-o", "json", "tune", "--name", "cli-search",
+                                   "--max-trials", "3", "--max-time", "2h", "--detach"};
+  argv.insert(argv.end(), lr.begin(), lr.end());
+  CtlRun run = Ctl(argv);
+  ASSERT_EQ(run.code, 0) << run.err;
+  const auto t = run.json();
+  const std::string id = t["id"];
+  EXPECT_EQ(t["state"], "RUNNING");
+  EXPECT_EQ(t["spec"]["max_seconds"], "7200");
+  EXPECT_EQ(t["spec"]["strategy"], "ASHA");
+  ASSERT_EQ(t["trials"].size(), 1u);
+  EXPECT_EQ(t["trials"][0]["job_state"], "PENDING");  // No trainers here.
+  EXPECT_TRUE(t["trials"][0]["params"].contains("learning_rate"));
+  run = Ctl({"-c", coordinator_address_, "tune", "status"});
+  ASSERT_EQ(run.code, 0) << run.err;
+  EXPECT_NE(run.out.find(id), std::string::npos) << run.out;
+  run = Ctl({"-c", coordinator_address_, "tune", "status", id});
+  ASSERT_EQ(run.code, 0) << run.err;
+  EXPECT_NE(run.out.find("LEARNING_RATE"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("waiting for trainers"), std::string::npos) << run.out;
+  run = Ctl({"-c", coordinator_address_, "tune", "status", id, "-o", "json"});
+  ASSERT_EQ(run.code, 0) << run.err;
+  EXPECT_EQ(run.json()["id"], id);
+  EXPECT_EQ(Ctl({"-c", coordinator_address_, "tune", "status", "tune-999"}).code, 2);
+  run = Ctl({"-c", coordinator_address_, "tune", "cancel", id});
+  ASSERT_EQ(run.code, 0) << run.err;
+  EXPECT_NE(run.out.find("cancelled"), std::string::npos) << run.out;
+  run = Ctl({"-c", coordinator_address_, "-o", "json", "tune", "status", id});
+  EXPECT_EQ(run.json()["state"], "CANCELLED") << run.out;
+  EXPECT_EQ(run.json()["trials"][0]["state"], "TRIAL_CANCELLED") << run.out;
+  // The trial's job was cancelled with it.
+  run = Ctl({"-c", coordinator_address_, "-o", "json", "job", run.json()["trials"][0]["job_id"]});
+  EXPECT_EQ(run.json()["state"], "CANCELLED") << run.out;
+  EXPECT_EQ(Ctl({"-c", coordinator_address_, "tune", "cancel", id}).code, 2);  // Already ended.
 }
 
 // Uploads reach the coordinator's artifact store from the network: a file name that would

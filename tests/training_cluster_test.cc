@@ -42,13 +42,19 @@ class TrainingClusterTest : public ::testing::Test {
            absl::StrCat("cluster-", ::testing::UnitTest::GetInstance()->current_test_info()->name(), "-", ::getpid());
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_);
-    auto c = Process::Start({BuildDir() + "/coordinator/kennel-coordinator", "--listen", "127.0.0.1:0",
+    StartCoordinator("127.0.0.1:0", "coordinator.log");
+  }
+
+  // Starts the coordinator on `listen` over dir_/coord: a restart passes address_ and keeps
+  // the address and the data.
+  void StartCoordinator(const std::string& listen, const std::string& log) {
+    auto c = Process::Start({BuildDir() + "/coordinator/kennel-coordinator", "--listen", listen,
                              "--data_dir", (dir_ / "coord").string(), "--heartbeat_timeout_s", "5"},
-                            (dir_ / "coordinator.log").string());
+                            (dir_ / log).string());
     ASSERT_TRUE(c.ok()) << c.status();
     coordinator_ = std::move(*c);
     auto line = coordinator_->WaitForLine("listening on port ", absl::Seconds(30));
-    ASSERT_TRUE(line.ok()) << line.status();
+    ASSERT_TRUE(line.ok()) << line.status() << coordinator_->Log();
     address_ = absl::StrCat("127.0.0.1:", line->substr(line->rfind(' ') + 1));
   }
 
@@ -415,12 +421,7 @@ TEST_F(TrainingClusterTest, ACoordinatorRestartCheckpointsFirstAndTrainersCarryO
       << coordinator_->Log();
   EXPECT_TRUE(std::filesystem::exists(dir_ / "coord" / "artifacts" / "checkpoints" / id / "checkpoint.bin"));
   // Back on the same address with the same data.
-  auto c = Process::Start({BuildDir() + "/coordinator/kennel-coordinator", "--listen", address_, "--data_dir",
-                           (dir_ / "coord").string(), "--heartbeat_timeout_s", "5"},
-                          (dir_ / "coordinator-2.log").string());
-  ASSERT_TRUE(c.ok()) << c.status();
-  coordinator_ = std::move(*c);
-  ASSERT_TRUE(coordinator_->WaitForLine("listening on port ", absl::Seconds(30)).ok()) << coordinator_->Log();
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(address_, "coordinator-2.log"));
   const nlohmann::json job = WaitForJobEnd(id, absl::Seconds(240));
   ASSERT_EQ(job["state"], "SUCCEEDED") << job.dump(2) << coordinator_->Log();
   EXPECT_EQ(job["generation"], "1");  // Never re-formed.
@@ -429,6 +430,73 @@ TEST_F(TrainingClusterTest, ACoordinatorRestartCheckpointsFirstAndTrainersCarryO
   EXPECT_EQ(a->Log().find("resumed at"), std::string::npos);
   EXPECT_EQ(job["epochs"].size(), 3u);
   EXPECT_FALSE(std::filesystem::exists(dir_ / "coord" / "artifacts" / "checkpoints" / id));
+}
+
+// A tuning job on real processes: ASHA's trials are ordinary jobs on the two trainers; the
+// coordinator is restarted mid-search and the search goes on where it was; the best trial's
+// model is registered under the search's name with its lineage, and every trial's job is
+// recorded with its values and seed.
+TEST_F(TrainingClusterTest, ATuningJobGoesOnAcrossACoordinatorRestartAndRegistersTheBestTrial) {
+  auto a = StartTrainer("trainer-a");
+  auto b = StartTrainer("trainer-b");
+  WaitForIdleTrainers(2);
+  auto [code, submitted] = Ctl({"tune", "--name", "search", "--max-trials", "4", "--parallelism", "2",
+                                "--epochs", "3", "--max-train-samples", "3000", "--max-eval-samples", "500",
+                                "--space", "learning_rate=log:1e-3:1e-1", "--space", "batch_size=choice:32,64",
+                                "--seed", "3", "--detach"});
+  ASSERT_EQ(code, 0) << submitted.dump(2);
+  const std::string id = submitted["id"];
+  EXPECT_EQ(submitted["trials"].size(), 2u);  // Parallelism 2.
+  // Once a trial has been judged at its first rung, the coordinator restarts.
+  ASSERT_TRUE(Eventually([&] {
+    auto t = Ctl({"tune", "status", id}).second;
+    for (const auto& trial : t["trials"]) {
+      if (trial.contains("rungs") && !trial["rungs"].empty()) return true;
+    }
+    return false;
+  }, absl::Seconds(120)));
+  coordinator_->Signal(SIGTERM);
+  ASSERT_TRUE(coordinator_->Wait(absl::Seconds(60)).ok());
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(address_, "coordinator-2.log"));
+  EXPECT_NE(coordinator_->Log().find("continuing after a coordinator restart"), std::string::npos)
+      << coordinator_->Log();
+  nlohmann::json t;
+  EXPECT_TRUE(Eventually([&] {
+    t = Ctl({"tune", "status", id}).second;
+    return t["state"] == "SUCCEEDED" || t["state"] == "FAILED" || t["state"] == "CANCELLED";
+  }, absl::Seconds(300)));
+  ASSERT_EQ(t["state"], "SUCCEEDED") << t.dump(2) << coordinator_->Log();
+  ASSERT_EQ(t["trials"].size(), 4u) << t.dump(2);
+  int completed = 0;
+  std::set<std::string> jobs;
+  for (const auto& trial : t["trials"]) {
+    completed += trial["state"] == "TRIAL_COMPLETED";
+    jobs.insert(trial["job_id"].get<std::string>());
+    // Each trial's job trained with the values and seed the search recorded.
+    auto job = Ctl({"job", trial["job_id"]}).second;
+    EXPECT_EQ(job["spec"]["name"], absl::StrCat("search-trial-", trial["number"].get<int>()));
+    EXPECT_EQ(job["spec"]["training"]["seed"], trial["seed"]);
+    EXPECT_EQ(absl::StrCat(job["spec"]["training"]["batch_size"].get<int>()), trial["params"]["batch_size"]);
+  }
+  EXPECT_GE(completed, 1);
+  EXPECT_EQ(jobs.size(), 4u);  // No trial ran twice across the restart.
+  // The best trial's model, registered under the search's name with its lineage.
+  auto [models_code, models] = Ctl({"models", "search"});
+  ASSERT_EQ(models_code, 0);
+  ASSERT_EQ(models["models"].size(), 1u) << models.dump(2);
+  const auto& lineage = models["models"][0]["manifest"]["lineage"];
+  EXPECT_EQ(lineage["tuning_id"], id);
+  EXPECT_EQ(lineage["trial"], t["best_trial"]);
+  EXPECT_TRUE(lineage["hyperparameters"].contains("learning_rate")) << lineage.dump(2);
+  auto loaded = core::LoadArtifact((dir_ / "coord/artifacts/models/search/1").string());
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  // The table view names the best trial and its model.
+  auto table = core::RunCommand({BuildDir() + "/cli/kennelctl", "-c", address_, "tune", "status", id},
+                                absl::Seconds(30), ::testing::TempDir());
+  ASSERT_TRUE(table.ok());
+  EXPECT_EQ(table->first, 0);
+  EXPECT_NE(table->second.find("model search version 1"), std::string::npos) << table->second;
+  EXPECT_NE(table->second.find("LEARNING_RATE"), std::string::npos) << table->second;
 }
 
 // Elastic training on real processes: a trainer killed with no replacement, the job goes on
