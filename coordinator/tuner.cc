@@ -112,6 +112,13 @@ absl::Status Tuner::Save(v1::TuningStatus& t) {
 absl::StatusOr<v1::TuningStatus> Tuner::Submit(v1::TuningSpec spec) {
   ASSIGN_OR_RETURN(v1::TuningSpec normalized, core::NormalizeTuningSpec(std::move(spec)));
   absl::MutexLock lock(&mu_);
+  for (const auto& [other_id, other] : tunings_) {
+    // Their trials' jobs and models would share names.
+    if (other.state() == v1::RUNNING && other.spec().name() == normalized.name()) {
+      return absl::AlreadyExistsError(absl::StrCat("tuning job ", other_id, " named ", normalized.name(),
+                                                   " is running; give this one another --name"));
+    }
+  }
   std::string id;
   do {
     id = absl::StrCat("tune-", next_number_++);
@@ -133,6 +140,7 @@ absl::StatusOr<v1::TuningStatus> Tuner::Submit(v1::TuningSpec spec) {
   order_.push_back(id);
   v1::TuningStatus& stored = tunings_[id] = std::move(t);
   Advance(stored);
+  RETURN_IF_ERROR(Save(stored));  // The first trials' job ids.
   return stored;
 }
 

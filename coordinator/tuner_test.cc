@@ -328,7 +328,10 @@ TEST_F(TunerTest, ARestartMidSearchContinuesWhereItWas) {
   EXPECT_EQ(TrialOf(t, 2).state(), v1::TRIAL_STOPPED);
   EXPECT_EQ(TrialOf(t, 2).rungs(0).judged_against(), 1);
   // A new tuning job after the restart takes a fresh id.
-  EXPECT_NE(tuner_->Submit(spec)->id(), id);
+  spec.set_name("another-search");
+  auto another = tuner_->Submit(spec);
+  ASSERT_TRUE(another.ok()) << another.status();
+  EXPECT_NE(another->id(), id);
 }
 
 // A trial recorded just before a restart but whose job id was not: its job is found among the
@@ -410,6 +413,25 @@ TEST_F(TunerTest, ABadSpecIsRefusedBeforeAnythingRuns) {
   EXPECT_NE(refused.status().message().find("log-uniform"), std::string::npos) << refused.status();
   EXPECT_TRUE(runner_.submitted.empty());
   EXPECT_TRUE(tuner_->List(10).empty());
+  // Two searches of one name at once would share their trials' job and model names.
+  spec.mutable_space(0)->set_min(1e-3);
+  ASSERT_TRUE(tuner_->Submit(spec).ok());
+  EXPECT_EQ(tuner_->Submit(spec).status().code(), absl::StatusCode::kAlreadyExists);
+}
+
+// What a search records is on disk when Submit answers: the first trials with their jobs.
+TEST_F(TunerTest, TheFirstTrialsJobsAreRecordedBeforeSubmitAnswers) {
+  v1::TuningSpec spec = SeedSearch(v1::ASHA, 3);
+  spec.set_max_trials(4);
+  spec.set_parallelism(2);
+  const std::string id = tuner_->Submit(spec)->id();
+  auto stored = state_->LoadTunings();
+  ASSERT_TRUE(stored.ok());
+  ASSERT_EQ(stored->size(), 1u);
+  ASSERT_EQ((*stored)[0].trials_size(), 2);
+  EXPECT_EQ((*stored)[0].trials(0).job_id(), runner_.submitted[0]);
+  EXPECT_EQ((*stored)[0].trials(1).job_id(), runner_.submitted[1]);
+  EXPECT_EQ((*stored)[0].id(), id);
 }
 
 }  // namespace
