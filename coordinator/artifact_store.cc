@@ -53,6 +53,28 @@ void ArtifactStore::Discard(const std::string& staging_dir) {
   fs::remove_all(staging_dir, ec);
 }
 
+absl::StatusOr<v1::ModelVersion> ArtifactStore::Register(const std::string& staging_dir,
+                                                        v1::ModelManifest manifest, const std::string& job_id) {
+  ASSIGN_OR_RETURN(int64_t version, state_->NextModelVersion(manifest.name()));
+  manifest.set_version(version);
+  RETURN_IF_ERROR(core::WriteFileAtomic(staging_dir + "/" + core::kManifestFile, core::ManifestToJson(manifest)));
+  const fs::path target = fs::path(root_) / "models" / manifest.name() / std::to_string(version);
+  std::error_code ec;
+  fs::create_directories(target.parent_path(), ec);
+  if (::rename(staging_dir.c_str(), target.c_str()) != 0) {
+    return absl::InternalError(absl::StrCat("rename to ", target.string(), ": ", std::strerror(errno)));
+  }
+  RETURN_IF_ERROR(core::SyncDirectory(target.parent_path().string()));
+  v1::ModelVersion model;
+  model.set_name(manifest.name());
+  model.set_version(version);
+  *model.mutable_manifest() = std::move(manifest);
+  model.set_job_id(job_id);
+  model.set_created_unix_ms(absl::ToUnixMillis(absl::Now()));
+  RETURN_IF_ERROR(state_->SaveModel(model));
+  return model;
+}
+
 absl::StatusOr<v1::ModelVersion> ArtifactStore::CommitModel(const std::string& staging_dir,
                                                            const std::string& job_id) {
   auto commit = [&]() -> absl::StatusOr<v1::ModelVersion> {
@@ -61,26 +83,8 @@ absl::StatusOr<v1::ModelVersion> ArtifactStore::CommitModel(const std::string& s
     if (!ValidName(manifest.name())) {
       return absl::InvalidArgumentError(absl::StrCat("bad model name '", manifest.name(), "'"));
     }
-    ASSIGN_OR_RETURN(int64_t version, state_->NextModelVersion(manifest.name()));
-    manifest.set_version(version);
     manifest.mutable_lineage()->set_job_id(job_id);
-    RETURN_IF_ERROR(core::WriteFileAtomic(staging_dir + "/" + core::kManifestFile,
-                                          core::ManifestToJson(manifest)));
-    const fs::path target = fs::path(root_) / "models" / manifest.name() / std::to_string(version);
-    std::error_code ec;
-    fs::create_directories(target.parent_path(), ec);
-    if (::rename(staging_dir.c_str(), target.c_str()) != 0) {
-      return absl::InternalError(absl::StrCat("rename to ", target.string(), ": ", std::strerror(errno)));
-    }
-    RETURN_IF_ERROR(core::SyncDirectory(target.parent_path().string()));
-    v1::ModelVersion model;
-    model.set_name(manifest.name());
-    model.set_version(version);
-    *model.mutable_manifest() = manifest;
-    model.set_job_id(job_id);
-    model.set_created_unix_ms(absl::ToUnixMillis(absl::Now()));
-    RETURN_IF_ERROR(state_->SaveModel(model));
-    return model;
+    return Register(staging_dir, std::move(manifest), job_id);
   };
   auto result = commit();
   Discard(staging_dir);
@@ -117,23 +121,7 @@ absl::StatusOr<v1::ModelVersion> ArtifactStore::PublishModel(const std::string& 
     l->set_trial(lineage.trial());
     *l->mutable_hyperparameters() = lineage.hyperparameters();
     l->set_source_model(absl::StrCat(source_name, ":", source_version));
-    ASSIGN_OR_RETURN(int64_t version, state_->NextModelVersion(name));
-    manifest.set_version(version);
-    RETURN_IF_ERROR(core::WriteFileAtomic(dir + "/" + core::kManifestFile, core::ManifestToJson(manifest)));
-    const fs::path target = fs::path(root_) / "models" / name / std::to_string(version);
-    fs::create_directories(target.parent_path(), ec);
-    if (::rename(dir.c_str(), target.c_str()) != 0) {
-      return absl::InternalError(absl::StrCat("rename to ", target.string(), ": ", std::strerror(errno)));
-    }
-    RETURN_IF_ERROR(core::SyncDirectory(target.parent_path().string()));
-    v1::ModelVersion model;
-    model.set_name(name);
-    model.set_version(version);
-    *model.mutable_manifest() = manifest;
-    model.set_job_id(job_id);
-    model.set_created_unix_ms(absl::ToUnixMillis(absl::Now()));
-    RETURN_IF_ERROR(state_->SaveModel(model));
-    return model;
+    return Register(dir, std::move(manifest), job_id);
   };
   auto result = publish();
   Discard(dir);

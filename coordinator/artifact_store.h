@@ -52,6 +52,11 @@ class ArtifactStore {
 
  private:
   ArtifactStore(std::string root, StateStore* state) : root_(std::move(root)), state_(state) {}
+  // Gives `manifest` the next version of its name, writes it into `staging_dir` (which holds
+  // the weights), renames the folder into place and records the version with `job_id`.
+  absl::StatusOr<kennel::v1::ModelVersion> Register(const std::string& staging_dir,
+                                                    kennel::v1::ModelManifest manifest,
+                                                    const std::string& job_id);
   std::string root_;
   StateStore* state_;
 };

@@ -6,7 +6,7 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
-#include "core/ml/dataset.h"
+#include "core/testing/tuning_specs.h"
 #include "core/tuning.h"
 
 namespace kennel::coordinator {
@@ -95,35 +95,13 @@ class FakeRunner : public TrialRunner {
   int next_ = 1;
 };
 
-// The seed's search: lr 1e-3..1e-1 (log), batch {32, 64, 128, 256}, momentum 0.5..0.99.
+// The seed's search (core/testing/tuning_specs.h) with the strategy and epochs given, no budget.
 v1::TuningSpec SeedSearch(v1::TuningStrategy strategy, int epochs) {
-  v1::TuningSpec spec;
+  v1::TuningSpec spec = core::testing::SeedSearch();
   spec.set_name("fashion-search");
+  spec.clear_max_trials();
   spec.set_strategy(strategy);
-  auto& job = *spec.mutable_trial();
-  job.mutable_model()->set_architecture(v1::SMALL_CNN);
-  job.mutable_model()->set_num_classes(10);
-  job.mutable_model()->set_in_channels(1);
-  job.mutable_preprocess()->set_height(28);
-  job.mutable_preprocess()->set_width(28);
-  job.mutable_dataset()->set_format(v1::DatasetIndex::IDX);
-  job.mutable_dataset()->set_root(core::kDebianFashionMnistRoot);
-  job.mutable_training()->set_epochs(epochs);
-  auto* lr = spec.add_space();
-  lr->set_field("learning_rate");
-  lr->set_kind(v1::SearchDimension::LOG_UNIFORM);
-  lr->set_min(1e-3);
-  lr->set_max(1e-1);
-  auto* batch = spec.add_space();
-  batch->set_field("batch_size");
-  batch->set_kind(v1::SearchDimension::CHOICE);
-  for (const char* b : {"32", "64", "128", "256"}) batch->add_choices(b);
-  auto* momentum = spec.add_space();
-  momentum->set_field("momentum");
-  momentum->set_kind(v1::SearchDimension::UNIFORM);
-  momentum->set_min(0.5);
-  momentum->set_max(0.99);
-  spec.set_seed(7);
+  spec.mutable_trial()->mutable_training()->set_epochs(epochs);
   return spec;
 }
 
