@@ -432,6 +432,42 @@ TEST_F(TrainingClusterTest, ACoordinatorRestartCheckpointsFirstAndTrainersCarryO
   EXPECT_FALSE(std::filesystem::exists(dir_ / "coord" / "artifacts" / "checkpoints" / id));
 }
 
+// A job whose training ends while the coordinator is down: rank 0 keeps the trained model and
+// waits for the coordinator, which takes it once it is back. Rank 0 used to fail the upload at
+// once; the job then recovered (training again from its last checkpoint), and a trainer that
+// registered again as still busy with it (its Idle lost in the outage) held it waiting forever
+// (CI, stop 18: a tuning trial RECOVERING for 300 s, "waiting for 1 trainer of generation 1 to
+// stop").
+TEST_F(TrainingClusterTest, AModelFinishedWhileTheCoordinatorIsDownIsTakenWhenItIsBack) {
+  auto a = StartTrainer("trainer-a");
+  WaitForIdleTrainers(1);
+  auto [code, submitted] = Ctl({"train", "--name", "late", "--world-size", "1", "--epochs", "2",
+                                "--max-train-samples", "12000", "--max-eval-samples", "1000", "--detach"});
+  ASSERT_EQ(code, 0) << submitted.dump(2);
+  const std::string id = submitted["id"];
+  ASSERT_TRUE(WaitPastStep(id, 20, absl::Seconds(120)));
+  coordinator_->Signal(SIGTERM);
+  ASSERT_TRUE(coordinator_->Wait(absl::Seconds(60)).ok());
+  // Training goes on to its end; the model waits for the coordinator.
+  auto ended = a->WaitForLine(": epoch 2 eval accuracy", absl::Seconds(240));
+  ASSERT_TRUE(ended.ok()) << ended.status() << a->Log();
+  auto waiting = a->WaitForLine("the coordinator is unreachable to take the model", absl::Seconds(60));
+  EXPECT_TRUE(waiting.ok()) << waiting.status() << a->Log();
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(address_, "coordinator-2.log"));
+  const nlohmann::json job = WaitForJobEnd(id, absl::Seconds(120));
+  ASSERT_EQ(job["state"], "SUCCEEDED") << job.dump(2) << coordinator_->Log() << a->Log();
+  EXPECT_EQ(job["generation"], "1");  // Never recovered: nothing trained twice.
+  EXPECT_EQ(job["epochs"].size(), 2u);
+  EXPECT_EQ(job["model_name"], "late");
+  EXPECT_EQ(job["model_version"], "1");
+  EXPECT_TRUE(core::LoadArtifact((dir_ / "coord/artifacts/models/late/1").string()).ok());
+  // And the trainer is free for the next job.
+  EXPECT_TRUE(Eventually([&] {
+    auto node = NodeStatus("trainer-a");
+    return node != nullptr && node.value("state", "") == "IDLE";
+  }, absl::Seconds(30)));
+}
+
 // A tuning job on real processes: ASHA's trials are ordinary jobs on the two trainers; the
 // coordinator is restarted mid-search and the search goes on where it was; the best trial's
 // model is registered under the search's name with its lineage, and every trial's job is

@@ -168,7 +168,9 @@ void TrainerNode::JobLoop() {
     v1::TrainerMessage idle;
     idle.mutable_idle()->set_job_id(assignment.job_id());
     idle.mutable_idle()->set_generation(assignment.generation());
-    Send(idle);
+    // Kept through an outage: a coordinator that still counts this node busy with the job
+    // waits for it (one that does not ignores it).
+    Send(idle, /*keep=*/true);
   }
 }
 
@@ -296,10 +298,12 @@ void TrainerNode::RunAssignment(const v1::Assignment& a) {
     ref.set_job_id(a.job_id());
     ref.set_generation(a.generation());
     absl::StatusOr<v1::ArtifactRef> stored =
-        written.ok() ? core::UploadFolder(*stub_, dir, {core::kManifestFile, core::kWeightsFile}, ref,
-                                          absl::Minutes(30))
-                     : absl::StatusOr<v1::ArtifactRef>(written);
+        written.ok() ? PublishModel(dir, ref, tag) : absl::StatusOr<v1::ArtifactRef>(written);
     std::filesystem::remove_all(dir, ec);
+    if (!stored.ok() && cancel_) {
+      LOG(INFO) << tag << " stopped before its model was taken: " << stored.status().message();
+      return;
+    }
     if (!stored.ok()) {
       fail(absl::Status(stored.status().code(),
                         absl::StrCat("publishing the model: ", stored.status().message())));
@@ -309,6 +313,29 @@ void TrainerNode::RunAssignment(const v1::Assignment& a) {
     *finished->mutable_model() = *stored;
   }
   Send(message, /*keep=*/true);
+}
+
+absl::StatusOr<v1::ArtifactRef> TrainerNode::PublishModel(const std::string& dir, const v1::ArtifactRef& ref,
+                                                          const std::string& tag) {
+  // The trained model is the job's whole work: an unreachable coordinator (restarting,
+  // a network cut) is waited for, up to kPublishPatience, rather than the job recovering
+  // from its last checkpoint and training again. The coordinator takes the model if this
+  // generation is still current when it is back (trainers re-register with it meanwhile).
+  const absl::Time give_up = absl::Now() + kPublishPatience;
+  absl::Duration backoff = absl::Seconds(1);
+  while (true) {
+    auto stored = core::UploadFolder(*stub_, dir, {core::kManifestFile, core::kWeightsFile}, ref, absl::Minutes(30));
+    if (stored.ok() || !absl::IsUnavailable(stored.status()) || cancel_ || absl::Now() + backoff > give_up) {
+      return stored;
+    }
+    LOG(WARNING) << tag << ": the coordinator is unreachable to take the model (" << stored.status().message()
+                 << "); retrying in " << absl::FormatDuration(backoff) << " (until "
+                 << absl::FormatTime("%H:%M:%S UTC", give_up, absl::UTCTimeZone()) << ")";
+    for (absl::Time until = absl::Now() + backoff; absl::Now() < until && !cancel_;) {
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    backoff = std::min(backoff * 2, absl::Seconds(10));
+  }
 }
 
 }  // namespace kennel::trainer

@@ -17,6 +17,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "core/member/control_stream.h"
 #include "core/tls.h"
 #include "kennel/v1/coordinator.grpc.pb.h"
@@ -55,6 +56,11 @@ class TrainerNode {
   kennel::v1::Heartbeat MakeHeartbeat();
   void JobLoop();
   void RunAssignment(const kennel::v1::Assignment& assignment);
+  // Uploads rank 0's model folder `dir` as `ref`, waiting out an unreachable coordinator for
+  // up to kPublishPatience (or until cancelled).
+  absl::StatusOr<kennel::v1::ArtifactRef> PublishModel(const std::string& dir, const kennel::v1::ArtifactRef& ref,
+                                                       const std::string& tag);
+  static constexpr absl::Duration kPublishPatience = absl::Minutes(30);
   void OnCoordinatorMessage(const kennel::v1::CoordinatorMessage& message);
 
   const TrainerNodeOptions options_;

@@ -108,9 +108,6 @@ void ControlStream::ReadLoop() {
   const std::string incarnation = NewIncarnation();
   absl::Duration backoff = absl::Milliseconds(200);
   while (true) {
-    v1::TrainerMessage hello;
-    *hello.mutable_register_() = callbacks_.make_register();
-    hello.mutable_register_()->set_incarnation(incarnation);
     auto context = std::make_shared<grpc::ClientContext>();
     context->set_wait_for_ready(true);
     {
@@ -125,8 +122,13 @@ void ControlStream::ReadLoop() {
       absl::MutexLock lock(&mu_);
       stream_ = stream;
     }
+    // Register says what the member is doing now, not when it began waiting: a job that
+    // ended during an outage must not be reported as still running (its Idle, sent while
+    // disconnected, would be the only correction).
+    v1::TrainerMessage hello;
+    *hello.mutable_register_() = callbacks_.make_register();
+    hello.mutable_register_()->set_incarnation(incarnation);
     grpc::Status status;
-    std::string refused;
     if (stream->Write(hello)) {
       v1::CoordinatorMessage message;
       while (stream->Read(&message)) {  // Only this thread reads.
