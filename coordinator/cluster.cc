@@ -205,7 +205,10 @@ void Cluster::CheckReattaching(absl::Time now) {
       continue;
     }
     std::vector<std::string> missing;
-    for (const auto& name : status.nodes()) {
+    for (int rank = 0; rank < status.nodes_size(); ++rank) {
+      // A rank that finished during the outage is idle now, its part done: not missing.
+      if (job.finished.count(rank) > 0) continue;
+      const std::string& name = status.nodes(rank);
       auto it = nodes_.find(name);
       if (it == nodes_.end() || !it->second.channel || it->second.status.job_id() != id ||
           it->second.status.generation() != status.generation()) {

@@ -379,6 +379,39 @@ TEST_F(ClusterTest, TrainersThatComeBackAfterACoordinatorRestartCarryOn) {
   EXPECT_EQ(cluster_->GetJob(job.id())->state(), v1::SUCCEEDED);
 }
 
+// A rank that finished while the coordinator was down comes back idle with its kept Finished;
+// rank 0, still publishing the model, comes back with the generation. The finished rank is
+// not missing: past the reattach window the job has not re-formed, and rank 0's report ends it.
+TEST_F(ClusterTest, ARankThatFinishedDuringAnOutageIsNotWaitedFor) {
+  Join("a");
+  Join("b");
+  auto job = *cluster_->SubmitJob(Spec(2));
+  cluster_->Tick();
+  ASSERT_EQ(cluster_->GetJob(job.id())->state(), v1::RUNNING);
+  const std::string rank0 = cluster_->GetJob(job.id())->nodes(0);
+  const std::string rank1 = cluster_->GetJob(job.id())->nodes(1);
+  Open();
+  channels_.clear();
+  ASSERT_NE(Rejoin(rank0, job.id(), 1), nullptr);
+  Join(rank1);  // Idle now.
+  v1::TrainerMessage finished;
+  finished.mutable_finished()->set_job_id(job.id());
+  finished.mutable_finished()->set_generation(1);
+  finished.mutable_finished()->set_rank(1);
+  Message(rank1, finished);
+  Idle(rank1, job.id(), 1);
+  now_ += absl::Minutes(2);  // Past the reattach window (30 s).
+  Heartbeat(rank0);
+  Heartbeat(rank1);
+  cluster_->Tick();
+  auto waiting = *cluster_->GetJob(job.id());
+  EXPECT_EQ(waiting.state(), v1::RUNNING) << waiting.message();
+  EXPECT_EQ(waiting.generation(), 1);
+  finished.mutable_finished()->set_rank(0);
+  Message(rank0, finished);
+  EXPECT_EQ(cluster_->GetJob(job.id())->state(), v1::SUCCEEDED);
+}
+
 TEST_F(ClusterTest, BadSubmissionsAndCancelsAreRefused) {
   v1::JobSpec spec = Spec(1);
   spec.mutable_model()->set_num_classes(3);
