@@ -129,6 +129,15 @@ class ClusterTest : public ::testing::Test {
     f->set_cause(cause);
     return m;
   }
+  // Rank `rank`'s report that it finished generation `generation` of `job_id`.
+  static v1::TrainerMessage Finished(const std::string& job_id, int64_t generation, int32_t rank) {
+    v1::TrainerMessage m;
+    auto* f = m.mutable_finished();
+    f->set_job_id(job_id);
+    f->set_generation(generation);
+    f->set_rank(rank);
+    return m;
+  }
   // `name` reports that its work on generation `generation` of `job_id` has ended.
   void Idle(const std::string& name, const std::string& job_id, int64_t generation) {
     v1::TrainerMessage m;
@@ -370,11 +379,7 @@ TEST_F(ClusterTest, TrainersThatComeBackAfterACoordinatorRestartCarryOn) {
   cluster_->Tick();
   EXPECT_EQ(cluster_->GetJob(job.id())->generation(), 1);
   for (const std::string name : {"a", "b"}) {
-    v1::TrainerMessage finished;
-    finished.mutable_finished()->set_job_id(job.id());
-    finished.mutable_finished()->set_generation(1);
-    finished.mutable_finished()->set_rank(cluster_->GetJob(job.id())->nodes(0) == name ? 0 : 1);
-    Message(name, finished);
+    Message(name, Finished(job.id(), 1, cluster_->GetJob(job.id())->nodes(0) == name ? 0 : 1));
   }
   EXPECT_EQ(cluster_->GetJob(job.id())->state(), v1::SUCCEEDED);
 }
@@ -394,11 +399,7 @@ TEST_F(ClusterTest, ARankThatFinishedDuringAnOutageIsNotWaitedFor) {
   channels_.clear();
   ASSERT_NE(Rejoin(rank0, job.id(), 1), nullptr);
   Join(rank1);  // Idle now.
-  v1::TrainerMessage finished;
-  finished.mutable_finished()->set_job_id(job.id());
-  finished.mutable_finished()->set_generation(1);
-  finished.mutable_finished()->set_rank(1);
-  Message(rank1, finished);
+  Message(rank1, Finished(job.id(), 1, 1));
   Idle(rank1, job.id(), 1);
   now_ += absl::Minutes(2);  // Past the reattach window (30 s).
   Heartbeat(rank0);
@@ -407,8 +408,7 @@ TEST_F(ClusterTest, ARankThatFinishedDuringAnOutageIsNotWaitedFor) {
   auto waiting = *cluster_->GetJob(job.id());
   EXPECT_EQ(waiting.state(), v1::RUNNING) << waiting.message();
   EXPECT_EQ(waiting.generation(), 1);
-  finished.mutable_finished()->set_rank(0);
-  Message(rank0, finished);
+  Message(rank0, Finished(job.id(), 1, 0));
   EXPECT_EQ(cluster_->GetJob(job.id())->state(), v1::SUCCEEDED);
 }
 
@@ -565,10 +565,7 @@ TEST_F(ClusterTest, RecoveriesAreLimitedPerWindowAndAFailedJobResumesFromItsChec
   EXPECT_EQ(cluster_->GetJob(job.id())->state(), v1::RUNNING);
 
   // Success deletes the job's checkpoint.
-  v1::TrainerMessage finished;
-  finished.mutable_finished()->set_job_id(job.id());
-  finished.mutable_finished()->set_generation(11);
-  Message("a", finished);
+  Message("a", Finished(job.id(), 11, 0));
   EXPECT_EQ(cluster_->GetJob(job.id())->state(), v1::SUCCEEDED);
   EXPECT_FALSE(artifacts_->HasCheckpoint(job.id()));
 }
@@ -755,10 +752,7 @@ TEST_F(ClusterTest, ATuningTrialWhoseTrainerIsLostGoesOnElsewhereAndItsModelIsRe
   ASSERT_TRUE(core::WriteArtifact(staging.string(), manifest, **model).ok());
   auto committed = artifacts_->CommitModel(staging.string(), job_id);
   ASSERT_TRUE(committed.ok()) << committed.status();
-  v1::TrainerMessage finished;
-  finished.mutable_finished()->set_job_id(job_id);
-  finished.mutable_finished()->set_generation(2);
-  finished.mutable_finished()->set_rank(0);
+  v1::TrainerMessage finished = Finished(job_id, 2, 0);
   finished.mutable_finished()->mutable_model()->set_name(committed->name());
   finished.mutable_finished()->mutable_model()->set_version(committed->version());
   Message(other, finished);

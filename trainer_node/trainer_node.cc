@@ -300,13 +300,13 @@ void TrainerNode::RunAssignment(const v1::Assignment& a) {
     absl::StatusOr<v1::ArtifactRef> stored =
         written.ok() ? PublishModel(dir, ref, tag) : absl::StatusOr<v1::ArtifactRef>(written);
     std::filesystem::remove_all(dir, ec);
-    if (!stored.ok() && cancel_) {
-      LOG(INFO) << tag << " stopped before its model was taken: " << stored.status().message();
-      return;
-    }
     if (!stored.ok()) {
-      fail(absl::Status(stored.status().code(),
-                        absl::StrCat("publishing the model: ", stored.status().message())));
+      if (cancel_) {
+        LOG(INFO) << tag << " stopped before its model was taken: " << stored.status().message();
+      } else {
+        fail(absl::Status(stored.status().code(),
+                          absl::StrCat("publishing the model: ", stored.status().message())));
+      }
       return;
     }
     LOG(INFO) << tag << ": model " << stored->name() << " version " << stored->version() << " registered";
