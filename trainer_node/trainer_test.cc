@@ -413,6 +413,7 @@ TEST(GradientSynchronizerTest, AveragesGradientsOverRanksInSeveralBuckets) {
     }
   }
   for (size_t i = 0; i < expected.size(); ++i) {
+    // The same float32 gradients averaged in another order: a rounding or two apart.
     EXPECT_TRUE(torch::allclose(grads[0][i], expected[i], 1e-5, 1e-6)) << i;
     EXPECT_TRUE(torch::equal(grads[0][i], grads[1][i])) << i;
   }

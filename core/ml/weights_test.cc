@@ -5,16 +5,20 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <functional>
+#include <iostream>
 #include <sstream>
 
 #include "core/files.h"
 #include "core/ml/models.h"
+#include "core/testing/logits.h"
 #include "core/testing/paths.h"
 
 namespace kennel::core {
 namespace {
 
 using testing::FixtureDir;
+using testing::LogitsAgree;
 
 std::shared_ptr<Classifier> Make(v1::Architecture arch, int classes, v1::Head head = v1::LINEAR) {
   v1::ModelSpec spec;
@@ -24,24 +28,40 @@ std::shared_ptr<Classifier> Make(v1::Architecture arch, int classes, v1::Head he
   return *CreateModel(spec);
 }
 
+// A fixture's input and the logits torchvision computed for it.
+struct TorchvisionIo {
+  torch::Tensor input, logits;
+};
+
+TorchvisionIo ReadReference(const std::string& io_file) {
+  auto io = ParseSafetensors(*ReadFile(FixtureDir() + "/" + io_file));
+  EXPECT_TRUE(io.ok()) << io.status();
+  if (!io.ok()) return {};
+  return {io->at("input"), io->at("logits")};
+}
+
+// Our eval-mode logits for `input` with `weights` loaded into `model`.
+torch::Tensor Forward(Classifier& model, const StateDict& weights, const torch::Tensor& input) {
+  EXPECT_TRUE(LoadStateDict(model, weights).ok());
+  model.eval();
+  torch::NoGradGuard no_grad;
+  return model.forward(input);
+}
+
 // Loads a torchvision state_dict file into our model and checks the eval-mode logits against
-// the ones torchvision computed for the same input.
+// the ones torchvision computed for the same input (to the bound core/testing/logits.h
+// derives; WeightsTest.TheParityBoundCatchesAWrongTensor shows what it catches).
 void ExpectParity(std::shared_ptr<Classifier> model, const std::string& weights_file,
                   const std::string& io_file) {
   auto weights = ReadWeightsFile(FixtureDir() + "/" + weights_file);
   ASSERT_TRUE(weights.ok()) << weights.status();
-  ASSERT_TRUE(LoadStateDict(*model, *weights).ok());
-  auto io = ParseSafetensors(*ReadFile(FixtureDir() + "/" + io_file));
-  ASSERT_TRUE(io.ok()) << io.status();
-  model->eval();
-  torch::NoGradGuard no_grad;
-  torch::Tensor ours = model->forward(io->at("input"));
-  const torch::Tensor& theirs = io->at("logits");
-  ASSERT_EQ(ours.sizes(), theirs.sizes());
-  const double max_diff = (ours - theirs).abs().max().item<double>();
-  EXPECT_LE(max_diff, 1e-4) << weights_file;
+  const TorchvisionIo ref = ReadReference(io_file);
+  ASSERT_TRUE(ref.input.defined());
+  const ::testing::AssertionResult agree = LogitsAgree(Forward(*model, *weights, ref.input), ref.logits);
+  EXPECT_TRUE(agree) << weights_file;
+  std::cout << weights_file << ": " << agree.message() << "\n";
   // Logits of distinct random inputs must differ: guards against a degenerate comparison.
-  EXPECT_GT(theirs.std().item<double>(), 1e-3);
+  EXPECT_GT(ref.logits.std().item<double>(), 1e-3);
 }
 
 TEST(WeightsTest, TorchvisionResnet18StateDictGivesSameLogits) {
@@ -55,6 +75,50 @@ TEST(WeightsTest, TorchvisionResnet50WithSeedHeadGivesSameLogits) {
 TEST(WeightsTest, SafetensorsFromPythonGivesSameLogits) {
   ExpectParity(Make(v1::RESNET50, 133, v1::MLP), "resnet50_mlp.safetensors",
                "resnet50_mlp_io.safetensors");
+}
+
+// The parity bound is loose enough for any CPU's rounding, and still fails on each of the
+// mistakes a weights loader makes, planted one at a time into the ResNet-50 fixture's
+// weights: the mildest ones measured (one layer of ResNet-50's first block) are chosen.
+TEST(WeightsTest, TheParityBoundCatchesAWrongTensor) {
+  auto weights = ReadWeightsFile(FixtureDir() + "/resnet50_mlp.pth");
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  const TorchvisionIo ref = ReadReference("resnet50_mlp_io.safetensors");
+  ASSERT_TRUE(ref.input.defined());
+  auto model = Make(v1::RESNET50, 133, v1::MLP);
+  ASSERT_TRUE(LogitsAgree(Forward(*model, *weights, ref.input), ref.logits));  // Unchanged: agrees.
+  const std::string bn = "layer1.0.bn1.", conv = "layer1.0.conv2.weight";
+  const std::vector<std::pair<std::string, std::function<void(StateDict&)>>> plants = {
+      // (The variance keeps its sign, so the logits stay finite: the bound decides, not a NaN.)
+      {"running_mean and running_var swapped",
+       [&](StateDict& w) {
+         const torch::Tensor mean = w[bn + "running_mean"];
+         w[bn + "running_mean"] = w[bn + "running_var"];
+         w[bn + "running_var"] = mean.abs();
+       }},
+      {"running statistics missing (left at mean 0, variance 1: no normalisation)",
+       [&](StateDict& w) {
+         w[bn + "running_mean"] = torch::zeros_like(w[bn + "running_mean"]);
+         w[bn + "running_var"] = torch::ones_like(w[bn + "running_var"]);
+       }},
+      {"a 3x3 convolution transposed in its window", [&](StateDict& w) { w[conv] = w[conv].transpose(2, 3).contiguous(); }},
+      {"a convolution's input and output channels swapped",
+       [&](StateDict& w) { w[conv] = w[conv].transpose(0, 1).contiguous(); }},
+  };
+  for (const auto& [what, plant] : plants) {
+    StateDict planted = *weights;
+    plant(planted);
+    const ::testing::AssertionResult agree = LogitsAgree(Forward(*model, planted, ref.input), ref.logits);
+    EXPECT_FALSE(agree) << what;
+    std::cout << what << ": " << agree.message() << "\n";
+  }
+  // BatchNorm normalising with the batch's statistics instead of the loaded ones.
+  ASSERT_TRUE(LoadStateDict(*model, *weights).ok());
+  model->train();
+  torch::NoGradGuard no_grad;
+  const ::testing::AssertionResult agree = LogitsAgree(model->forward(ref.input), ref.logits);
+  EXPECT_FALSE(agree) << "training-mode BatchNorm";
+  std::cout << "training-mode BatchNorm: " << agree.message() << "\n";
 }
 
 TEST(WeightsTest, PickleWithArbitraryGlobalsIsRefused) {
