@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/ml/artifact.h"
 #include "core/status_macros.h"
@@ -39,6 +40,21 @@ class TorchBatchModel : public BatchModel {
   std::shared_ptr<core::Classifier> model_;
   Placement placement_;
 };
+
+// A model that cannot run where it was placed is the node's configuration, not a passing
+// fault: FAILED_PRECONDITION (where LibTorch said only "internal"), saying what to change.
+// (Seen: Debian's LibTorch 1.13 with oneDNN held below AVX-512 by ONEDNN_MAX_CPU_ISA has no
+// bfloat16 convolution: "could not create a primitive descriptor iterator".)
+absl::Status WarmUpError(const std::string& artifact_dir, const ServingModelOptions& options,
+                         const absl::Status& error) {
+  const bool cpu_reduced = options.precision != "fp32" && absl::StartsWith(options.device, "cpu");
+  const absl::StatusCode code =
+      error.code() == absl::StatusCode::kInternal ? absl::StatusCode::kFailedPrecondition : error.code();
+  return absl::Status(code, absl::StrCat(
+      artifact_dir, ": the model does not run in ", options.precision, " on ", options.device,
+      " with this LibTorch: ", error.message(),
+      cpu_reduced ? "; this CPU or LibTorch has no kernels for that precision: serve with --precision fp32" : ""));
+}
 
 }  // namespace
 
@@ -91,7 +107,9 @@ absl::StatusOr<std::shared_ptr<ServingModel>> ServingModel::Load(const std::stri
     // Warm-up: the first runs allocate and pick kernels; no request should pay for that.
     const auto& p = loaded.manifest.preprocess();
     for (int n : {options.batcher.max_batch_size, 1}) {
-      ASSIGN_OR_RETURN(torch::Tensor out, model->Run(torch::zeros({n, p.channels(), p.height(), p.width()})));
+      absl::StatusOr<torch::Tensor> warm = model->Run(torch::zeros({n, p.channels(), p.height(), p.width()}));
+      if (!warm.ok()) return WarmUpError(artifact_dir, options, warm.status());
+      const torch::Tensor& out = *warm;
       // A diverged model (NaN weights) answers NaN to everything: never switch to it.
       if (!torch::isfinite(out).all().item<bool>()) {
         return absl::FailedPreconditionError(absl::StrCat(
