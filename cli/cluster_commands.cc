@@ -13,7 +13,6 @@
 namespace kennel::cli {
 namespace {
 
-std::string Lower(const std::string& s) { return absl::AsciiStrToLower(s); }
 
 std::string StateName(v1::JobState s) { return Lower(v1::JobState_Name(s)); }
 

@@ -5,6 +5,7 @@
 
 #include <iostream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 
@@ -89,6 +90,8 @@ nlohmann::json ProtoToJson(const google::protobuf::Message& message) {
   }
   return nlohmann::json::parse(json);
 }
+
+std::string Lower(const std::string& s) { return absl::AsciiStrToLower(s); }
 
 std::string Ago(int64_t unix_ms) {
   if (unix_ms <= 0) return "-";

@@ -37,6 +37,9 @@ void AddGlobalFlags(CLI::App& app, GlobalOptions& global);
 // script reading `class_index` finds 0 rather than nothing).
 nlohmann::json ProtoToJson(const google::protobuf::Message& message);
 
+// A proto enum value's name as tables show it: lower case ("RUNNING" -> "running").
+std::string Lower(const std::string& s);
+
 // "12s ago" / "3m ago" for a unix-millisecond timestamp; "-" for 0.
 std::string Ago(int64_t unix_ms);
 

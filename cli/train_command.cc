@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <cmath>
-#include <csignal>
 #include <cstdlib>
 #include <limits>
 #include <filesystem>
@@ -16,6 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "cli/client.h"
 #include "cli/cluster_commands.h"
+#include "cli/interrupt.h"
 #include "core/dataset_index.h"
 #include "core/files.h"
 #include "core/grpc_status.h"
@@ -23,8 +23,6 @@
 
 namespace kennel::cli {
 namespace {
-
-volatile std::sig_atomic_t g_interrupted = 0;
 
 // The value a flag contributes: with a config file, only a flag given on the command line;
 // without one, any value the flag holds (given, or the command's own default).
@@ -179,8 +177,7 @@ absl::StatusOr<v1::JobSpec> SpecFromFlags(const TrainFlags& flags, const CLI::Ap
 int FollowJob(const GlobalOptions& global, const std::string& job_id, bool quiet) {
   auto stub = AdminStub(global.coordinator);
   const bool tty = ::isatty(STDERR_FILENO) != 0;
-  g_interrupted = 0;
-  auto previous = std::signal(SIGINT, [](int) { g_interrupted = 1; });
+  const InterruptWatch ctrl_c;
   v1::JobStatus last;
   bool have = false;
   int shown_epochs = 0;
@@ -191,8 +188,8 @@ int FollowJob(const GlobalOptions& global, const std::string& job_id, bool quiet
     auto reader = stub->WatchJob(&context, request);
     std::atomic<bool> done{false};
     std::thread interrupt([&] {
-      while (!done && !g_interrupted) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      if (g_interrupted) context.TryCancel();
+      while (!done && !ctrl_c.interrupted()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      if (ctrl_c.interrupted()) context.TryCancel();
     });
     v1::JobStatus update;
     while (reader->Read(&update)) {
@@ -211,8 +208,7 @@ int FollowJob(const GlobalOptions& global, const std::string& job_id, bool quiet
     done = true;
     interrupt.join();
     grpc::Status status = reader->Finish();
-    if (g_interrupted) {
-      std::signal(SIGINT, previous);
+    if (ctrl_c.interrupted()) {
       if (tty && !quiet) std::cerr << "\n";
       std::cerr << "detached; " << job_id << " keeps running (kennelctl job " << job_id << ")\n";
       return kExitOk;
@@ -221,12 +217,10 @@ int FollowJob(const GlobalOptions& global, const std::string& job_id, bool quiet
                                 last.state() == v1::CANCELLED);
     if (ended) break;
     if (!status.ok() && status.error_code() != grpc::StatusCode::UNAVAILABLE) {
-      std::signal(SIGINT, previous);
       return Fail(RpcError(status, Peer::kCoordinator, global.coordinator));
     }
     std::this_thread::sleep_for(std::chrono::seconds(1));  // Coordinator restarting: watch again.
   }
-  std::signal(SIGINT, previous);
   if (tty && !quiet) std::cerr << "\r\033[K";
   if (global.json()) {
     PrintJson(ProtoToJson(last));

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <csignal>
 #include <iostream>
 #include <memory>
 #include <thread>
@@ -18,14 +17,13 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "cli/client.h"
+#include "cli/interrupt.h"
 #include "cli/train_command.h"
 #include "core/files.h"
 #include "core/tuning.h"
 
 namespace kennel::cli {
 namespace {
-
-volatile std::sig_atomic_t g_interrupted = 0;
 
 struct TuneFlags {
   TrainFlags job;
@@ -43,8 +41,6 @@ struct TuneFlags {
   uint64_t seed = 0;
   bool wait = false, detach = false;
 };
-
-std::string Lower(const std::string& s) { return absl::AsciiStrToLower(s); }
 
 std::string TrialStateName(v1::TrialState s) {
   switch (s) {
@@ -210,8 +206,7 @@ absl::StatusOr<v1::TuningStatus> GetTuning(v1::Admin::Stub& stub, const GlobalOp
 int Follow(const GlobalOptions& global, const std::string& id, bool quiet) {
   auto stub = AdminStub(global.coordinator);
   const bool tty = ::isatty(STDOUT_FILENO) != 0 && !global.json();
-  g_interrupted = 0;
-  auto previous = std::signal(SIGINT, [](int) { g_interrupted = 1; });
+  const InterruptWatch ctrl_c;
   int drawn = 0;
   std::map<int, v1::TrialState> seen;
   v1::TuningStatus t;
@@ -219,7 +214,6 @@ int Follow(const GlobalOptions& global, const std::string& id, bool quiet) {
     auto got = GetTuning(*stub, global, id);
     if (!got.ok()) {
       if (got.status().code() != absl::StatusCode::kUnavailable) {
-        std::signal(SIGINT, previous);
         return Fail(got.status());
       }
       // The coordinator restarting: the search continues there; ask again.
@@ -250,14 +244,12 @@ int Follow(const GlobalOptions& global, const std::string& id, bool quiet) {
       }
       if (TuningEnded(t)) break;
     }
-    for (int i = 0; i < 10 && !g_interrupted; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    if (g_interrupted) {
-      std::signal(SIGINT, previous);
+    for (int i = 0; i < 10 && !ctrl_c.interrupted(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (ctrl_c.interrupted()) {
       std::cerr << "\ndetached; " << id << " keeps running (kennelctl tune status " << id << ")\n";
       return kExitOk;
     }
   }
-  std::signal(SIGINT, previous);
   if (global.json()) {
     PrintJson(ProtoToJson(t));
   } else if (!tty || quiet) {

@@ -23,7 +23,8 @@ def main():
     build, source, includes = sys.argv[1], sys.argv[2], sys.argv[3:]
     with open(os.path.join(build, "compile_commands.json")) as f:
         commands = json.load(f)
-    base = next(c for c in commands if c["file"].endswith("trainer_node/trainer.cc"))
+    # Any object of the trainer library (a unity batch or trainer.cc itself) has its flags.
+    base = next(c for c in commands if "/kennel_trainer.dir/" in c["command"])
     args = shlex.split(base["command"])
     keep, skip = [], False
     for a in args:
