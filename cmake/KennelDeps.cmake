@@ -62,7 +62,7 @@ if(_kennel_pb_include AND NOT _kennel_pb_include STREQUAL _kennel_torch_include)
   set(KENNEL_OVERLAY_INCLUDE "${PROJECT_BINARY_DIR}/overlay-include")
   file(MAKE_DIRECTORY "${KENNEL_OVERLAY_INCLUDE}")
   file(CREATE_LINK "${_kennel_pb_include}/google" "${KENNEL_OVERLAY_INCLUDE}/google" SYMBOLIC)
-  include_directories(BEFORE "${KENNEL_OVERLAY_INCLUDE}")
+  # Only where Torch's include directories are (core/CMakeLists.txt: kennel_ml's users).
   message(STATUS "protobuf headers: ${_kennel_pb_include}/google (ahead of ${_kennel_torch_include}/google)")
 endif()
 find_package(OpenCV REQUIRED COMPONENTS core imgproc imgcodecs)

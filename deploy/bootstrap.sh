@@ -7,6 +7,7 @@
 #   deploy/bootstrap.sh torch2 [build|test]         the second LibTorch: PyTorch 2.x's CUDA wheel
 #                                                   from PyPI in a virtual environment, Kennel
 #                                                   built against it in build-torch2 (and tested)
+#   deploy/bootstrap.sh torch2 venv                 only make that virtual environment
 #   deploy/bootstrap.sh torch2 peers                that venv also gets what the T1/T2 Python
 #                                                   peers need (torchvision, Pillow, grpcio), so
 #                                                   the benchmarks compare against PyTorch 2.x too
@@ -16,7 +17,10 @@
 # Environment: BUILD_DIR (default build; build-torch2 for torch2), BUILD_TYPE (default
 # Release), JOBS (default nproc); torch2: KENNEL_TORCH_VERSION (default 2.11.0, the GPU
 # machines' version), KENNEL_TORCHVISION_VERSION (default 0.26.0, torch 2.11's),
-# KENNEL_TORCH_VENV (default .venv-torch2), TORCH2_TESTS (a ctest -R regex; default every test).
+# KENNEL_TORCH_VENV (default: one per torch version in ~/.cache/kennel, which every checkout on
+# the machine shares through its .venv-torch2 link, so a fresh clone does not download the
+# 4.5 GB again), TORCH2_TESTS (a ctest -R regex; default every test), TORCH2_SKIP (a ctest -E
+# regex of tests not to run there).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -48,11 +52,17 @@ torchvision_version=${KENNEL_TORCHVISION_VERSION:-0.26.0}
 
 log() { printf '\033[1m[kennel]\033[0m %s\n' "$*" >&2; }
 
+# install_deps [--test] [--torch2] [--fuzz]: the runtime packages and those of each part named.
 install_deps() {
-  local wanted=("${runtime_packages[@]}")
-  [[ ${1:-} == --test ]] && wanted+=("${test_packages[@]}")
-  [[ ${2:-} == --torch2 ]] && wanted+=("${torch2_packages[@]}")
-  [[ ${2:-} == --fuzz ]] && wanted+=("${fuzz_packages[@]}")
+  local wanted=("${runtime_packages[@]}") part
+  for part in "$@"; do
+    case "$part" in
+      --test) wanted+=("${test_packages[@]}") ;;
+      --torch2) wanted+=("${torch2_packages[@]}") ;;
+      --fuzz) wanted+=("${fuzz_packages[@]}") ;;
+      *) log "deps takes --test, --torch2 or --fuzz, not $part"; exit 2 ;;
+    esac
+  done
   local missing=()
   for p in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -88,7 +98,14 @@ build() {
 # A virtual environment with torch==$torch_version from PyPI (its CUDA build and the nvidia-*
 # wheels it depends on, NCCL among them); reused when it already has that version.
 torch2_venv() {
-  local venv=${KENNEL_TORCH_VENV:-$repo/.venv-torch2}
+  local venv=${KENNEL_TORCH_VENV:-}
+  if [[ -z $venv && -d $repo/.venv-torch2 && ! -L $repo/.venv-torch2 ]]; then
+    venv=$repo/.venv-torch2  # Made in this checkout by an earlier version of this script.
+  elif [[ -z $venv ]]; then
+    venv=${XDG_CACHE_HOME:-$HOME/.cache}/kennel/venv-torch-$torch_version
+    mkdir -p "$(dirname "$venv")"
+    ln -sfn "$venv" "$repo/.venv-torch2"  # Where CMake and bench/ look for it.
+  fi
   if [[ ! -x $venv/bin/python ]]; then
     log "creating $venv"
     /usr/bin/python3 -m venv "$venv"
@@ -127,10 +144,15 @@ case "$cmd" in
     ;;
   torch2)
     what=${1:-build}
-    [[ $what == build || $what == test || $what == peers ]] || {
-      log "torch2 takes build, test or peers, not $what"
+    [[ $what == build || $what == test || $what == peers || $what == venv ]] || {
+      log "torch2 takes build, test, peers or venv, not $what"
       exit 2
     }
+    if [[ $what == venv ]]; then
+      install_deps --torch2
+      torch2_venv
+      exit 0
+    fi
     install_deps --test --torch2
     torch2_venv
     if [[ $what == peers ]]; then
@@ -148,7 +170,8 @@ case "$cmd" in
     if [[ $what == test ]]; then
       log "running tests against torch $torch_version"
       export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1
-      ctest --test-dir "$build_dir" --output-on-failure -j "$jobs" --timeout 900 ${TORCH2_TESTS:+-R "$TORCH2_TESTS"}
+      ctest --test-dir "$build_dir" --output-on-failure -j "$jobs" --timeout 900 ${TORCH2_TESTS:+-R "$TORCH2_TESTS"} \
+        ${TORCH2_SKIP:+-E "$TORCH2_SKIP"}
     fi
     ;;
   fuzz)
@@ -164,21 +187,39 @@ case "$cmd" in
       -DKENNEL_BUILD_TESTS=OFF -DKENNEL_FUZZ=ON >/dev/null
     cmake --build "$fuzz_dir" -j "$jobs" --target fuzzers
     export LSAN_OPTIONS=suppressions=$repo/fuzz/lsan.supp:print_suppressions=0
-    for target in "$fuzz_dir"/fuzz/*_fuzzer; do
+    # One target per core at a time (libFuzzer runs on one thread); each keeps its log.
+    fuzz_one() {
+      local target=$1 name work
+      name=$(basename "$target" _fuzzer)
+      work=$fuzz_dir/run/$name
+      # No -max_len: libFuzzer takes the largest kept input's size (at least 4096 bytes).
+      (cd "$work" && "$target" -max_total_time="$seconds" -print_final_stats=1 corpus 2>"$work/log")
+      echo $? >"$work/status"
+    }
+    targets=("$fuzz_dir"/fuzz/*_fuzzer)
+    for target in "${targets[@]}"; do
       name=$(basename "$target" _fuzzer)
       work=$fuzz_dir/run/$name
       rm -rf "$work" && mkdir -p "$work/corpus"
       cp "$repo/fuzz/corpus/$name/"* "$work/corpus/"
+      while (($(jobs -rp | wc -l) >= jobs)); do wait -n || true; done
       log "fuzzing $name for $seconds s from $(ls "$work/corpus" | wc -l) kept inputs"
-      # No -max_len: libFuzzer takes the largest kept input's size (at least 4096 bytes).
-      (cd "$work" && "$target" -max_total_time="$seconds" -print_final_stats=1 corpus 2>"$work/log") || {
+      fuzz_one "$target" &
+    done
+    wait
+    failed=0
+    for target in "${targets[@]}"; do
+      name=$(basename "$target" _fuzzer)
+      work=$fuzz_dir/run/$name
+      if [[ $(cat "$work/status" 2>/dev/null) != 0 ]]; then
         tail -40 "$work/log" >&2
         log "$name crashed: the input is in $work (crash-*, leak-*); add it to fuzz/corpus/$name and a test beside the code"
-        exit 1
-      }
-      grep -E "stat::number_of_executed_units|stat::new_units_added" "$work/log" | tr '\n' ' ' >&2
-      echo >&2
+        failed=1
+        continue
+      fi
+      echo "$name: $(grep -E "stat::number_of_executed_units|stat::new_units_added" "$work/log" | tr '\n' ' ')" >&2
     done
+    exit $failed
     ;;
   demo)
     install_deps
