@@ -27,6 +27,7 @@ absl::StatusOr<std::unique_ptr<InferenceNode>> InferenceNode::Create(InferenceNo
         "refusing to serve on ", options.listen_address, " without TLS: give --tls_cert, --tls_key and --tls_ca "
         "(`kennelctl certs` makes them), or pass --insecure on a network only the cluster and its clients reach"));
   }
+  if (!options.coordinator.empty()) RETURN_IF_ERROR(core::CheckCoordinatorAddress(options.coordinator));
   ASSIGN_OR_RETURN(auto server_credentials, core::MakeServerCredentials(options.tls));
   ASSIGN_OR_RETURN(auto channel_credentials, core::MakeChannelCredentials(options.tls));
   if (options.name == "inference" && !options.tls.cert.empty()) {

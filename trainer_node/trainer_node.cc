@@ -21,6 +21,7 @@
 namespace kennel::trainer {
 
 absl::StatusOr<std::unique_ptr<TrainerNode>> TrainerNode::Create(TrainerNodeOptions options) {
+  RETURN_IF_ERROR(core::CheckCoordinatorAddress(options.coordinator));
   ASSIGN_OR_RETURN(auto credentials, core::MakeChannelCredentials(options.tls));
   if (options.name.empty() && !options.tls.cert.empty()) {
     // Its certificate says who it is.

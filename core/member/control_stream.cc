@@ -9,6 +9,11 @@
 #include "core/logging.h"
 
 namespace kennel::core {
+namespace {
+
+constexpr absl::Duration kSayUnregisteredEvery = absl::Seconds(30);
+
+}  // namespace
 
 std::string NewIncarnation() {
   std::random_device rd;
@@ -65,7 +70,15 @@ void ControlStream::HeartbeatLoop() {
       absl::MutexLock lock(&mu_);
       auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop_; };
       if (mu_.AwaitWithTimeout(absl::Condition(&stopping), heartbeat_interval_)) return;
-      if (!connected_) continue;
+      if (!connected_) {
+        if (absl::Now() - said_unregistered_ >= kSayUnregisteredEvery) {
+          said_unregistered_ = absl::Now();
+          LOG(WARNING) << description_ << ": not registered with the coordinator for "
+                       << absl::FormatDuration(absl::Trunc(absl::Now() - unregistered_since_, absl::Seconds(1)))
+                       << "; still trying (is it up, and is --coordinator its address?)";
+        }
+        continue;
+      }
     }
     v1::TrainerMessage message;
     *message.mutable_heartbeat() = callbacks_.make_heartbeat();
@@ -148,6 +161,7 @@ void ControlStream::ReadLoop() {
     {
       // Finish needs the stream to itself: take it from the writer first.
       absl::MutexLock lock(&mu_);
+      if (connected_) unregistered_since_ = said_unregistered_ = absl::Now();
       connected_ = false;
       outbox_.clear();
       auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !writing_; };

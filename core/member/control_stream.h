@@ -74,6 +74,10 @@ class ControlStream {
   std::shared_ptr<grpc::ClientContext> context_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<Stream> stream_ ABSL_GUARDED_BY(mu_);
   bool connected_ ABSL_GUARDED_BY(mu_) = false;  // Registered (ack received) on stream_.
+  // Since when it is not registered; a line is logged every 30 s of that (the stream itself
+  // waits silently for a coordinator that does not answer).
+  absl::Time unregistered_since_ ABSL_GUARDED_BY(mu_) = absl::Now();
+  absl::Time said_unregistered_ ABSL_GUARDED_BY(mu_) = absl::Now();
   std::deque<kennel::v1::TrainerMessage> outbox_ ABSL_GUARDED_BY(mu_);  // For the writer.
   std::deque<kennel::v1::TrainerMessage> kept_ ABSL_GUARDED_BY(mu_);    // Until reconnected.
   bool writing_ ABSL_GUARDED_BY(mu_) = false;  // The writer is in a Write call.

@@ -1,6 +1,8 @@
 #include "core/member/coordinator_client.h"
 
 #include <grpcpp/create_channel.h>
+#include <netdb.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -9,6 +11,8 @@
 #include <filesystem>
 #include <random>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "core/member/artifact_transfer.h"
 #include "core/files.h"
@@ -17,6 +21,30 @@
 #include "core/status_macros.h"
 
 namespace kennel::core {
+
+absl::Status CheckCoordinatorAddress(const std::string& address) {
+  if (address.find("://") != std::string::npos || absl::StartsWith(address, "unix:")) return absl::OkStatus();
+  const size_t colon = address.rfind(':');
+  int port = 0;
+  if (colon == std::string::npos || colon == 0 || !absl::SimpleAtoi(address.substr(colon + 1), &port) ||
+      port < 1 || port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--coordinator must be HOST:PORT (e.g. 10.0.0.5:7070), got \"", address, "\""));
+  }
+  std::string host = address.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  const int rc = ::getaddrinfo(host.c_str(), nullptr, &hints, &found);
+  if (found != nullptr) ::freeaddrinfo(found);
+  if (rc == EAI_NONAME || rc == EAI_FAIL) {
+    return absl::InvalidArgumentError(absl::StrCat("--coordinator ", address, ": no host is named \"", host, "\" (",
+                                                   ::gai_strerror(rc), "); give the coordinator's address, or a "
+                                                   "name this machine resolves"));
+  }
+  return absl::OkStatus();
+}
 
 std::shared_ptr<grpc::Channel> CreateCoordinatorChannel(const std::string& address,
                                                         std::shared_ptr<grpc::ChannelCredentials> credentials) {

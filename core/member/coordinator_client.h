@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "kennel/v1/coordinator.grpc.pb.h"
@@ -21,6 +22,13 @@ namespace kennel::core {
 // `credentials`: core::MakeChannelCredentials (TLS with the cluster's CA), plaintext if null.
 std::shared_ptr<grpc::Channel> CreateCoordinatorChannel(const std::string& address,
                                                         std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
+
+// A member's --coordinator, checked before it starts waiting for the coordinator:
+// INVALID_ARGUMENT, saying what to fix, when it is not HOST:PORT or when the host's name does
+// not exist (a typo would otherwise wait forever, silently). OK when the name resolves, when
+// DNS does not answer now (the member keeps trying), and for gRPC target URIs ("dns:///...",
+// "unix:..."), which gRPC itself checks. Blocks for one name lookup.
+absl::Status CheckCoordinatorAddress(const std::string& address);
 
 // Uploads `files` from `dir`; returns the reference the coordinator stored (with the model
 // version it assigned).
