@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Builds Kennel's images with docker or podman (deploy/container/engine.sh picks and, where
+# needed, prepares podman), making the Debian base image from Debian's archive first when no
+# registry can provide it.
+#   deploy/container/build.sh [kennel|kennel-cuda]...   (default: kennel)
+# Environment: KENNEL_ENGINE, KENNEL_BASE (engine.sh); KENNEL_IMAGE_TAG (default: latest);
+# KENNEL_BUILD_CCACHE: a ccache folder to compile with (podman only; the checkout's own path is
+# used for the sources, so objects the host compiled are reused).
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=engine.sh
+source "$repo/deploy/container/engine.sh"
+ensure_base_image
+tag=${KENNEL_IMAGE_TAG:-latest}
+targets=("$@")
+((${#targets[@]})) || targets=(kennel)
+for target in "${targets[@]}"; do
+  [[ $target == kennel || $target == kennel-cuda ]] || { say "no image named $target (kennel, kennel-cuda)"; exit 2; }
+  args=(-f "$repo/deploy/container/Containerfile" --target "$target" -t "localhost/$target:$tag" --build-arg "BASE=$KENNEL_BASE")
+  if [[ -n ${KENNEL_BUILD_CCACHE:-} && $KENNEL_ENGINE == podman ]]; then
+    mkdir -p "$KENNEL_BUILD_CCACHE"
+    args+=(-v "$KENNEL_BUILD_CCACHE:/ccache-host:z" --build-arg "SRC=$repo" --build-arg CCACHE=/ccache-host)
+  fi
+  say "building $target:$tag with $KENNEL_ENGINE"
+  start=$SECONDS
+  engine build "${args[@]}" "$repo"
+  size=$(engine image inspect "localhost/$target:$tag" --format '{{.Size}}')
+  say "$target:$tag built in $((SECONDS - start)) s: $((size / 1000000)) MB"
+done
