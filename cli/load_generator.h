@@ -54,13 +54,14 @@ struct LoadReport {
   double throughput = 0;                  // OK responses per second.
   double p50_ms = 0, p90_ms = 0, p99_ms = 0, max_ms = 0;
   double mean_batch = 0;                  // Mean server batch size seen.
+  double accuracy = -1;                   // Top-1 accuracy of the answers, where the caller knew labels.
 };
 
 // A stream that breaks (the node restarted, a connection reset) is opened again after a
 // backoff while the run lasts; its unanswered requests count as errors. Unary callers back
 // off after UNAVAILABLE instead of spinning.
-// `payload(i)` gives request i's image bytes (cycled by the caller as it likes);
-// `on_response(i, response)` sees every successful response (e.g. to score accuracy).
+// Request i sends `payload(i % payload_count)`; `on_response(i, response)` sees every
+// successful response to request i (e.g. to score accuracy), from any of RunLoad's threads.
 LoadReport RunLoad(const LoadOptions& options, int64_t payload_count,
                    const std::function<const std::string&(int64_t)>& payload,
                    const std::function<void(int64_t, const kennel::v1::ClassifyResponse&)>& on_response = nullptr);

@@ -2,6 +2,7 @@
 
 #include <grpcpp/create_channel.h>
 
+#include <atomic>
 #include <filesystem>
 #include <limits>
 #include <iostream>
@@ -158,6 +159,7 @@ struct BenchFlags {
 
 int Bench(const GlobalOptions& global, const BenchFlags& f) {
   std::vector<std::string> payloads;
+  std::vector<int> labels;  // Known for Fashion-MNIST's images: the run is also scored.
   if (!f.images.empty()) {
     std::error_code ec;
     for (const auto& e : fs::recursive_directory_iterator(f.images, ec)) {
@@ -168,14 +170,21 @@ int Bench(const GlobalOptions& global, const BenchFlags& f) {
     }
     if (payloads.empty()) return Fail(absl::InvalidArgumentError(absl::StrCat("no .jpg/.jpeg/.png images under ", f.images)));
   } else {
-    std::vector<int> labels;
     absl::Status s = LoadFashionMnistPngs(f.fashion, &payloads, &labels);
     if (!s.ok()) return Fail(s);
   }
   LoadOptions options{.server = f.server, .concurrency = f.concurrency, .depth = f.depth, .rate = f.rate,
                       .duration = absl::Seconds(f.duration_s), .unary = f.unary};
-  LoadReport report = RunLoad(options, static_cast<int64_t>(payloads.size()),
-                              [&](int64_t i) -> const std::string& { return payloads[static_cast<size_t>(i)]; });
+  std::atomic<int64_t> scored{0}, correct{0};
+  LoadReport report = RunLoad(
+      options, static_cast<int64_t>(payloads.size()),
+      [&](int64_t i) -> const std::string& { return payloads[static_cast<size_t>(i)]; },
+      [&](int64_t i, const v1::ClassifyResponse& r) {
+        if (labels.empty() || r.predictions().empty()) return;
+        ++scored;
+        correct += r.predictions(0).class_index() == labels[static_cast<size_t>(i) % labels.size()];
+      });
+  if (scored > 0) report.accuracy = static_cast<double>(correct) / static_cast<double>(scored);
   if (!report.error.empty()) return Fail(absl::InvalidArgumentError(report.error));
   PrintLoadReport(report, global,
                   absl::StrFormat("%s, %d %s%s", f.unary ? "unary" : "stream", f.concurrency,
@@ -199,17 +208,19 @@ void PrintLoadReport(const LoadReport& r, const GlobalOptions& global, const std
     PrintJson({{"mode", title}, {"sent", r.sent}, {"ok", r.ok}, {"failed", r.failed()}, {"errors", r.errors},
                {"stream_restarts", r.stream_restarts}, {"seconds", r.seconds},
                {"throughput", r.throughput}, {"p50_ms", r.p50_ms}, {"p90_ms", r.p90_ms},
-               {"p99_ms", r.p99_ms}, {"max_ms", r.max_ms}, {"mean_batch", r.mean_batch}});
+               {"p99_ms", r.p99_ms}, {"max_ms", r.max_ms}, {"mean_batch", r.mean_batch},
+               {"accuracy", r.accuracy >= 0 ? nlohmann::json(r.accuracy) : nlohmann::json()}});
     return;
   }
   std::vector<std::string> errors;
   for (const auto& [code, n] : r.errors) errors.push_back(absl::StrCat(code, " ", n));
   std::cout << absl::StrFormat(
       "%s, %.1f s: %.0f req/s, latency p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms; %d ok, errors: %s%s; "
-      "mean batch %.1f\n",
+      "mean batch %.1f%s\n",
       title, r.seconds, r.throughput, r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms, r.ok,
       errors.empty() ? "none" : absl::StrJoin(errors, ", "),
-      r.stream_restarts > 0 ? absl::StrCat(" (", r.stream_restarts, " stream restarts)") : "", r.mean_batch);
+      r.stream_restarts > 0 ? absl::StrCat(" (", r.stream_restarts, " stream restarts)") : "", r.mean_batch,
+      r.accuracy >= 0 ? absl::StrFormat("; accuracy %.4f", r.accuracy) : "");
 }
 
 void AddServingCommands(CLI::App& app, const GlobalOptions& global) {
@@ -253,7 +264,7 @@ void AddServingCommands(CLI::App& app, const GlobalOptions& global) {
       ->capture_default_str();
   bench->add_option("--images", f->images, "Folder of JPEG/PNG files to send (default: Fashion-MNIST test PNGs)")
       ->check(CLI::ExistingDirectory);
-  bench->add_option("--fashion-mnist", f->fashion, "How many Fashion-MNIST test images to cycle through")
+  bench->add_option("--fashion-mnist", f->fashion, "How many Fashion-MNIST test images to cycle through (their labels score the answers: accuracy)")
       ->check(CLI::Range(int64_t{1}, int64_t{10000}))
       ->capture_default_str();
   bench->add_option("--concurrency", f->concurrency, "Streams / callers")->check(CLI::Range(1, 4096))->capture_default_str();

@@ -68,11 +68,12 @@ class KennelctlTest : public ::testing::Test {
     if (::testing::UnitTest::GetInstance()->current_test_suite()->Passed()) fs::remove_all(dir_);
   }
 
-  static std::unique_ptr<Process> StartInference(const std::string& name, bool with_model) {
+  static std::unique_ptr<Process> StartInference(const std::string& name, bool with_model,
+                                                 const std::string& model = "fashion") {
     std::vector<std::string> argv = {BuildDir() + "/inference_node/kennel-inference", "--listen", "127.0.0.1:0",
                                      "--metrics_port", "-1", "--name", name, "--instances", "1",
                                      "--coordinator", coordinator_address_, "--cache_dir", dir_ + "/" + name};
-    if (with_model) argv.insert(argv.end(), {"--model_dir", dir_ + "/fashion"});
+    if (with_model) argv.insert(argv.end(), {"--model_dir", dir_ + "/" + model});
     auto p = Process::Start(argv, dir_ + "/" + name + ".log", {"OPENBLAS_NUM_THREADS=1"});
     EXPECT_TRUE(p.ok()) << p.status();
     return std::move(*p);
@@ -240,6 +241,24 @@ TEST_F(KennelctlTest, BenchRunsItsWholeDurationAndFailsLoudlyWhenTheNodeDies) {
   // It kept trying for the whole run instead of stopping when its streams died, and says so.
   EXPECT_GE(report["seconds"].get<double>(), 6.0) << out;
   EXPECT_NE(err.find("requests failed"), std::string::npos) << err;
+}
+
+// With Fashion-MNIST's images, bench also scores the answers: against a model that answers
+// the first test image's class to everything, one image cycled is always right, and against
+// one that answers another class, never.
+TEST_F(KennelctlTest, BenchScoresItsAnswersAgainstFashionMnistsLabels) {
+  const int label = core::IndexFashionMnist(core::kDebianFashionMnistRoot, "test")->samples(0).label();
+  for (const bool right : {true, false}) {
+    const std::string model = absl::StrCat("answers-", right);
+    testing::WriteSmallCnn(dir_ + "/" + model, 7, right ? label : (label + 1) % 10);
+    auto node = StartInference(absl::StrCat("inf-score-", right), /*with_model=*/true, model);
+    CtlRun run = Ctl({"bench", "-o", "json", "-s", Address(*node), "--duration", "1", "--concurrency", "1",
+                      "--fashion-mnist", "1"});
+    ASSERT_EQ(run.code, 0) << run.err;
+    const nlohmann::json report = run.json();
+    EXPECT_GT(report["ok"].get<int64_t>(), 0) << run.out;
+    EXPECT_EQ(report["accuracy"], right ? 1.0 : 0.0) << run.out;
+  }
 }
 
 // Two inference nodes behind one `-s a,b`: one is killed (-9) or stopped (SIGTERM) under load

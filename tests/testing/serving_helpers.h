@@ -19,7 +19,8 @@ namespace kennel::testing {
 
 // A small CNN for Fashion-MNIST's 10 classes, initialised with seed `version`, written as an
 // artifact (name "fashion") in `dir`; returns `dir`.
-inline std::string WriteSmallCnn(const std::string& dir, int64_t version) {
+// answer >= 0: the model gives that class to every image (its head's bias outweighs the rest).
+inline std::string WriteSmallCnn(const std::string& dir, int64_t version, int answer = -1) {
   v1::ModelManifest m;
   m.set_name("fashion");
   m.set_version(version);
@@ -33,6 +34,10 @@ inline std::string WriteSmallCnn(const std::string& dir, int64_t version) {
   m.mutable_preprocess()->set_channels(1);
   torch::manual_seed(version);
   auto model = *core::CreateModel(m.model());
+  if (answer >= 0) {
+    torch::NoGradGuard no_grad;
+    model->named_parameters()["fc.bias"][answer] = 1e4;
+  }
   std::filesystem::remove_all(dir);
   EXPECT_TRUE(core::WriteArtifact(dir, m, *model).ok());
   return dir;
