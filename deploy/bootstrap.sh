@@ -203,7 +203,7 @@ case "$cmd" in
       rm -rf "$work" && mkdir -p "$work/corpus"
       cp "$repo/fuzz/corpus/$name/"* "$work/corpus/"
       while (($(jobs -rp | wc -l) >= jobs)); do wait -n || true; done
-      log "fuzzing $name for $seconds s from $(ls "$work/corpus" | wc -l) kept inputs"
+      log "fuzzing $name for $seconds s from $(find "$work/corpus" -type f | wc -l) kept inputs"
       fuzz_one "$target" &
     done
     wait

@@ -8,7 +8,7 @@
 # used for the sources, so objects the host compiled are reused).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-# shellcheck source=engine.sh
+# shellcheck source=deploy/container/engine.sh
 source "$repo/deploy/container/engine.sh"
 ensure_base_image
 tag=${KENNEL_IMAGE_TAG:-latest}

@@ -16,7 +16,7 @@
 # KENNEL_E2E_SKIP_BUILD=1 uses the image as it is; KENNEL_BUILD_CCACHE as in build.sh.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-# shellcheck source=engine.sh
+# shellcheck source=deploy/container/engine.sh
 source "$repo/deploy/container/engine.sh"
 export KENNEL_IMAGE=localhost/kennel:latest
 project=kennel-e2e

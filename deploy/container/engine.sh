@@ -56,9 +56,9 @@ _kennel_podman_conf() {
 # debootstrap's minbase, without documentation, as the slim image is), then makes podman run
 # it on this machine.
 ensure_base_image() {
-  local ulimits=0 runc=0 vfs=0 tries err
+  local ulimits=0 runc=0 vfs=0 err
   [[ $KENNEL_ENGINE == podman ]] && _kennel_podman_conf $ulimits $runc $vfs
-  for tries in 1 2 3 4; do
+  for _ in 1 2 3 4; do
     if ! engine image inspect "$KENNEL_BASE" >/dev/null 2>&1; then
       say "making $KENNEL_BASE from Debian's archive (debootstrap --variant=minbase bookworm, ~1 min)"
       if ! err=$(_kennel_import_base 2>&1); then
