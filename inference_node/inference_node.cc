@@ -73,6 +73,19 @@ absl::StatusOr<std::unique_ptr<InferenceNode>> InferenceNode::Create(InferenceNo
     node->http_->Get("/metrics", [metrics](const httplib::Request&, httplib::Response& res) {
       res.set_content(metrics->Render(), "text/plain; version=0.0.4");
     });
+    // Probes for orchestrators whose prober cannot present a client certificate (the
+    // kubelet's gRPC probe): what grpc.health.v1 says, on this private port, without opening
+    // the TLS data path. /healthz: the process answers; /readyz: a model is warmed and the node
+    // is not draining (503 otherwise).
+    node->http_->Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content("ok\n", "text/plain");
+    });
+    const std::atomic<bool>* serving = &node->serving_;
+    node->http_->Get("/readyz", [serving](const httplib::Request&, httplib::Response& res) {
+      const bool ready = serving->load();
+      res.status = ready ? 200 : 503;
+      res.set_content(ready ? "serving\n" : "not serving: no model warmed yet, or draining\n", "text/plain");
+    });
     node->metrics_port_ = metrics_port == 0 ? node->http_->bind_to_any_port(host)
                                             : (node->http_->bind_to_port(host, metrics_port) ? metrics_port : -1);
     if (node->metrics_port_ <= 0) {
@@ -133,6 +146,7 @@ InferenceNode::InferenceNode(InferenceNodeOptions options) : options_(std::move(
 InferenceNode::~InferenceNode() { Shutdown(); }
 
 void InferenceNode::SetServing(bool serving) {
+  serving_ = serving;
   if (server_ == nullptr) return;  // Create failed before the server started.
   auto* health = server_->GetHealthCheckService();
   health->SetServingStatus(serving);

@@ -9,6 +9,7 @@
 
 #include <grpcpp/server.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <thread>
@@ -88,6 +89,7 @@ class InferenceNode {
   std::unique_ptr<httplib::Server> http_;
   std::thread http_thread_;
   int metrics_port_ = -1;
+  std::atomic<bool> serving_{false};  // As grpc.health.v1 says; /readyz reads it.
   std::unique_ptr<kennel::v1::Coordinator::Stub> coordinator_;
   std::unique_ptr<core::ControlStream> control_;
   absl::Mutex deploy_mu_;

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/ml/artifact.h"
 #include "core/ml/dataset.h"
+#include "core/testing/eventually.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "cli/load_generator.h"
 #include "inference_node/inference_node.h"
@@ -468,9 +469,21 @@ TEST_F(ServingTest, HealthIsServingOnlyWithAWarmedModel) {
   EXPECT_EQ(stub_->Classify(&context, ImageRequest("early", pngs_[0]), &r).error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(node_->DeployLocal((dir_ / "missing").string()).code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(check(""), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  // The same over plain HTTP on the metrics port, for probers without a client certificate.
+  httplib::Client http("127.0.0.1", node_->metrics_port());
+  EXPECT_EQ(http.Get("/healthz")->status, 200);
+  EXPECT_EQ(http.Get("/readyz")->status, 503);
   ASSERT_TRUE(node_->DeployLocal(v1_).ok());
   EXPECT_EQ(check(""), grpc::health::v1::HealthCheckResponse::SERVING);
   EXPECT_EQ(check("kennel.v1.Inference"), grpc::health::v1::HealthCheckResponse::SERVING);
+  EXPECT_EQ(http.Get("/readyz")->status, 200);
+  // Draining: not ready while it finishes what it took (the HTTP port closes last).
+  std::thread stop([&] { node_->Shutdown(); });
+  EXPECT_TRUE(core::testing::Eventually([&] {
+    auto res = http.Get("/readyz");
+    return res && res->status == 503;
+  }, absl::Seconds(10)));
+  stop.join();
 }
 
 TEST_F(ServingTest, MetricsScrapeHasTheExpectedSeries) {
