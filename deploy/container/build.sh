@@ -16,14 +16,20 @@ targets=("$@")
 ((${#targets[@]})) || targets=(kennel)
 for target in "${targets[@]}"; do
   [[ $target == kennel || $target == kennel-cuda ]] || { say "no image named $target (kennel, kennel-cuda)"; exit 2; }
-  args=(-f "$repo/deploy/container/Containerfile" --target "$target" -t "localhost/$target:$tag" --build-arg "BASE=$KENNEL_BASE")
+  args=(-f "$repo/deploy/container/Containerfile" --build-arg "BASE=$KENNEL_BASE")
   if [[ -n ${KENNEL_BUILD_CCACHE:-} && $KENNEL_ENGINE == podman ]]; then
     mkdir -p "$KENNEL_BUILD_CCACHE"
     args+=(-v "$KENNEL_BUILD_CCACHE:/ccache-host:z" --build-arg "SRC=$repo" --build-arg CCACHE=/ccache-host)
   fi
   say "building $target:$tag with $KENNEL_ENGINE"
   start=$SECONDS
-  engine build "${args[@]}" "$repo"
+  # The build stage keeps a name, so that its package layer stays cached for the next build
+  # and only the stages an older build left unnamed are pruned (they hold gigabytes).
+  build_stage=build
+  [[ $target == kennel-cuda ]] && build_stage=build-cuda
+  engine build "${args[@]}" --target "$build_stage" -t "localhost/kennel-$build_stage:$tag" "$repo"
+  engine build "${args[@]}" --target "$target" -t "localhost/$target:$tag" "$repo"
+  engine image prune -f >/dev/null
   size=$(engine image inspect "localhost/$target:$tag" --format '{{.Size}}')
   say "$target:$tag built in $((SECONDS - start)) s: $((size / 1000000)) MB"
 done
