@@ -11,6 +11,12 @@
 #   deploy/bootstrap.sh torch2 peers                that venv also gets what the T1/T2 Python
 #                                                   peers need (torchvision, Pillow, grpcio), so
 #                                                   the benchmarks compare against PyTorch 2.x too
+#   deploy/bootstrap.sh containers [prepare]         podman and friends, then deploy/container/e2e.sh:
+#                                                   the image and a whole cluster in containers
+#                                                   (prepare: only the base image and the build
+#                                                   stage's packages)
+#   deploy/bootstrap.sh kubernetes                  kubectl if missing, then validate every
+#                                                   overlay of deploy/kubernetes
 #   deploy/bootstrap.sh fuzz [SECONDS]              build the libFuzzer targets (fuzz/) with clang
 #                                                   in build-fuzz and run each SECONDS (default 30)
 #                                                   on a copy of its kept corpus; a crash fails
@@ -45,6 +51,9 @@ test_packages=(
 
 # torch2 also needs these (and a CUDA toolkit: the CUDA wheel's CMake config looks for nvcc).
 torch2_packages=(python3-venv)
+# Containers (deploy/container): podman with what it runs containers with, debootstrap for the
+# base image when no registry has it, podman-compose for deploy/compose.yaml.
+container_packages=(podman buildah runc debootstrap podman-compose python3)
 # The fuzz targets: clang and its libFuzzer and sanitizer runtimes.
 fuzz_packages=(clang libclang-rt-14-dev)
 torch_version=${KENNEL_TORCH_VERSION:-2.11.0}
@@ -60,7 +69,10 @@ install_deps() {
       --test) wanted+=("${test_packages[@]}") ;;
       --torch2) wanted+=("${torch2_packages[@]}") ;;
       --fuzz) wanted+=("${fuzz_packages[@]}") ;;
-      *) log "deps takes --test, --torch2 or --fuzz, not $part"; exit 2 ;;
+      --containers) wanted+=("${container_packages[@]}") ;;
+      # kubectl from Debian only where none is installed (another package may provide it).
+      --kubernetes) command -v kubectl >/dev/null || wanted+=(kubernetes-client); wanted+=(python3-venv) ;;
+      *) log "deps takes --test, --torch2, --fuzz, --containers or --kubernetes, not $part"; exit 2 ;;
     esac
   done
   local missing=()
@@ -220,6 +232,22 @@ case "$cmd" in
       echo "$name: $(grep -E "stat::number_of_executed_units|stat::new_units_added" "$work/log" | tr '\n' ' ')" >&2
     done
     exit $failed
+    ;;
+  containers)
+    install_deps --containers
+    if [[ ${1:-} == prepare ]]; then
+      exec "$repo/deploy/container/build.sh" --prepare
+    fi
+    # The image compiles with this machine's ccache: what the host built is not built again.
+    if command -v ccache >/dev/null; then
+      KENNEL_BUILD_CCACHE=$(ccache -k cache_dir)
+      export KENNEL_BUILD_CCACHE
+    fi
+    exec "$repo/deploy/container/e2e.sh"
+    ;;
+  kubernetes)
+    install_deps --kubernetes
+    exec "$repo/deploy/kubernetes/validate.sh"
     ;;
   demo)
     install_deps

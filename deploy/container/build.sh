@@ -3,6 +3,8 @@
 # needed, prepares podman), making the Debian base image from Debian's archive first when no
 # registry can provide it.
 #   deploy/container/build.sh [kennel|kennel-cuda]...   (default: kennel)
+#   deploy/container/build.sh --prepare   only the base image and the build stage's packages
+#                                         (network-bound: CI runs it beside other work)
 # Environment: KENNEL_ENGINE, KENNEL_BASE (engine.sh); KENNEL_IMAGE_TAG (default: latest);
 # KENNEL_BUILD_CCACHE: a ccache folder to compile with (podman only; the checkout's own path is
 # used for the sources, so objects the host compiled are reused).
@@ -12,6 +14,11 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 source "$repo/deploy/container/engine.sh"
 ensure_base_image
 tag=${KENNEL_IMAGE_TAG:-latest}
+if [[ ${1:-} == --prepare ]]; then
+  engine build -f "$repo/deploy/container/Containerfile" --build-arg "BASE=$KENNEL_BASE" --target build-deps \
+    -t "localhost/kennel-build-deps:$tag" "$repo"
+  exit 0
+fi
 targets=("$@")
 ((${#targets[@]})) || targets=(kennel)
 for target in "${targets[@]}"; do
