@@ -91,6 +91,10 @@ dc up certs >"$logs/certs.log" 2>&1 || true
 say "cluster up: coordinator, trainer-1, trainer-2, inference-1"
 dc up -d --no-deps coordinator trainer-1 trainer-2 inference-1 >"$logs/up.log" 2>&1 ||
   fail "compose up: $(tail -5 "$logs/up.log")"
+for service in coordinator trainer-1 trainer-2 inference-1; do
+  [[ $(engine inspect "${project}_${service}_1" --format '{{.State.Running}}' 2>/dev/null) == true ]] ||
+    fail "$service is not running: $(grep -i error "$logs/up.log" | grep -v 'no such volume' | tail -3)"
+done
 wait_for 90 "sorted((n['name'], n['state']) for n in d['nodes']) == [('inference-1', 'IDLE'), ('trainer-1', 'IDLE'), ('trainer-2', 'IDLE')]" status ||
   fail "the members did not register"
 
