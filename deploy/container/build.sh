@@ -6,6 +6,8 @@
 #   deploy/container/build.sh --prepare   only the base image and the build stage's packages
 #                                         (network-bound: CI runs it beside other work)
 # Environment: KENNEL_ENGINE, KENNEL_BASE (engine.sh); KENNEL_IMAGE_TAG (default: latest);
+# kennel-cuda with podman: KENNEL_TORCH_VENV (default: deploy/bootstrap.sh torch2's) and
+# CUDA_HOME (default /usr/local/cuda) are mounted into its build stage;
 # KENNEL_BUILD_CCACHE: a ccache folder to compile with (podman only; the checkout's own path is
 # used for the sources, so objects the host compiled are reused).
 set -euo pipefail
@@ -27,6 +29,15 @@ for target in "${targets[@]}"; do
   if [[ -n ${KENNEL_BUILD_CCACHE:-} && $KENNEL_ENGINE == podman ]]; then
     mkdir -p "$KENNEL_BUILD_CCACHE"
     args+=(-v "$KENNEL_BUILD_CCACHE:/ccache-host:z" --build-arg "SRC=$repo" --build-arg CCACHE=/ccache-host)
+  fi
+  if [[ $target == kennel-cuda && $KENNEL_ENGINE == podman ]]; then
+    # The host's PyTorch 2.x and CUDA toolkit, as the torch2 build uses them (no 4.5 GB
+    # download again; the wheel's CMake files need a toolkit to configure).
+    venv=${KENNEL_TORCH_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/kennel/venv-torch-${KENNEL_TORCH_VERSION:-2.11.0}}
+    [[ -x $venv/bin/python ]] || { say "no PyTorch 2.x in $venv: run deploy/bootstrap.sh torch2 venv"; exit 1; }
+    cuda=${CUDA_HOME:-/usr/local/cuda}
+    [[ -x $cuda/bin/nvcc ]] || { say "no CUDA toolkit (nvcc) in $cuda: set CUDA_HOME"; exit 1; }
+    args+=(-v "$(readlink -f "$venv"):/opt/torch:ro" -v "$(readlink -f "$cuda"):/usr/local/cuda:ro")
   fi
   say "building $target:$tag with $KENNEL_ENGINE"
   start=$SECONDS
