@@ -42,18 +42,6 @@ std::unique_ptr<grpc::ClientContext> Context(int seconds) {
   return context;
 }
 
-absl::StatusOr<std::string> FindKennelBinary(const std::string& name, const std::string& build_folder) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  const fs::path self = fs::read_symlink("/proc/self/exe", ec).parent_path();
-  for (const fs::path& p : {self / name, self.parent_path() / build_folder / name}) {
-    if (fs::exists(p, ec)) return p.string();
-  }
-  return absl::NotFoundError(absl::StrCat("cannot find ", name, " in ", self.string(), " or ",
-                                          (self.parent_path() / build_folder).string(),
-                                          " (it is installed beside kennelctl)"));
-}
-
 absl::Status RpcError(const grpc::Status& status, Peer peer, absl::string_view address) {
   if (status.ok()) return absl::OkStatus();
   const bool coordinator = peer == Peer::kCoordinator;

@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/subprocess.h"
 #include "absl/strings/string_view.h"
 #include "kennel/v1/admin.grpc.pb.h"
 #include "kennel/v1/coordinator.grpc.pb.h"
@@ -24,7 +25,7 @@ std::unique_ptr<grpc::ClientContext> Context(int seconds = 30);
 
 // A Kennel binary next to kennelctl (installed together) or, in a build tree, in
 // ../<build_folder>/. NOT_FOUND naming both places.
-absl::StatusOr<std::string> FindKennelBinary(const std::string& name, const std::string& build_folder);
+using core::FindKennelBinary;
 
 // Which kind of server a call was for, to name it in errors.
 enum class Peer { kCoordinator, kInferenceNode };

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "cli/autoscale_command.h"
 #include "cli/client.h"
 #include "core/grpc_status.h"
 #include "core/model_spec.h"
@@ -39,7 +40,9 @@ int Status(const GlobalOptions& global) {
                     n.state() == v1::DEAD ? (n.detail().empty() ? "-" : n.detail())
                     : n.role() == v1::INFERENCE
                         ? absl::StrCat(n.model().empty() ? "no model" : n.model(),
-                                       n.serving() ? ", serving" : ", not serving", ", queue ", n.queue_depth(),
+                                       n.draining() ? ", draining" : n.serving() ? ", serving" : ", not serving",
+                                       ", queue ", n.queue_depth(),
+                                       absl::StrFormat(", load %.2f", n.load().offered_load()),
                                        n.address().empty() ? "" : absl::StrCat(", at ", n.address()))
                         : n.job_id().empty() ? "-" : absl::StrCat(n.job_id(), " rank ", n.rank(), " gen ", n.generation())});
   }
@@ -52,6 +55,12 @@ int Status(const GlobalOptions& global) {
   std::cout << "\nACTIVE JOBS\n";
   if (rows.empty()) std::cout << "(none)\n";
   else PrintTable({"ID", "MODEL", "STATE", "PROGRESS", "MESSAGE"}, rows);
+  if (status.autoscaling_size() > 0) {
+    rows.clear();
+    for (const auto& a : status.autoscaling()) rows.push_back(AutoscaleRow(a));
+    std::cout << "\nAUTOSCALING\n";
+    PrintTable(AutoscaleHeader(), rows);
+  }
   return kExitOk;
 }
 

@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "cli/client.h"
 #include "cli/cluster_commands.h"
+#include "cli/autoscale_command.h"
 #include "cli/certs_command.h"
 #include "cli/dataset_command.h"
 #include "cli/import_command.h"
@@ -51,6 +52,7 @@ int main(int argc, char** argv) {
   cli::AddTrainCommand(app, global);
   cli::AddTuneCommand(app, global);
   cli::AddServingCommands(app, global);
+  cli::AddAutoscaleCommand(app, global);
   cli::AddImportCommand(app, global, cli::RunImportHelper(argc, argv));
   cli::AddUpCommand(app, global);
   cli::AddDatasetCommand(app, global);

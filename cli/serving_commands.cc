@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "cli/client.h"
 #include "cli/sample_images.h"
+#include "core/autoscale_spec.h"
 #include "core/dataset_index.h"
 #include "core/files.h"
 #include "core/grpc_status.h"
@@ -21,9 +22,14 @@ namespace fs = std::filesystem;
 namespace {
 
 int Deploy(const GlobalOptions& global, const std::string& name, int64_t version, double min_accuracy,
-           const std::vector<std::string>& nodes) {
-  auto stub = AdminStub(global.coordinator);
+           const std::vector<std::string>& nodes, const std::string& autoscale) {
   v1::DeployRequest request;
+  if (!autoscale.empty()) {
+    auto spec = core::ParseAutoscaleSpec(autoscale);
+    if (!spec.ok()) return Fail(spec.status());
+    *request.mutable_autoscale() = *spec;
+  }
+  auto stub = AdminStub(global.coordinator);
   request.set_name(name);
   request.set_version(version);
   request.set_min_accuracy(min_accuracy);
@@ -41,7 +47,11 @@ int Deploy(const GlobalOptions& global, const std::string& name, int64_t version
       rows.push_back({r.node(), r.ok() ? "serving" : "failed", r.error()});
     }
     std::cout << "deploying " << response.name() << " version " << response.version() << "\n";
-    PrintTable({"NODE", "RESULT", "ERROR"}, rows);
+    if (!rows.empty()) PrintTable({"NODE", "RESULT", "ERROR"}, rows);
+    if (request.has_autoscale()) {
+      std::cout << "autoscaling " << response.name() << ": " << core::AutoscaleSpecText(request.autoscale())
+                << " (`kennelctl autoscale " << response.name() << "` shows it)\n";
+    }
   }
   return all_ok ? kExitOk : kExitFailed;
 }
@@ -236,8 +246,13 @@ void AddServingCommands(CLI::App& app, const GlobalOptions& global) {
   deploy->add_option("--min-accuracy", *deploy_min_accuracy,
                      "Without --version: the newest version with at least this test accuracy")
       ->check(CLI::Range(0.0, 1.0));
-  deploy->callback([&global, deploy_name, deploy_version, deploy_min_accuracy, deploy_nodes] {
-    throw CLI::RuntimeError(Deploy(global, *deploy_name, *deploy_version, *deploy_min_accuracy, *deploy_nodes));
+  auto deploy_autoscale = std::make_shared<std::string>();
+  deploy->add_option("--autoscale", *deploy_autoscale,
+                     "Autoscale the model's nodes from now on: min=N,max=N[,target=0.7,...] (see `kennelctl "
+                     "autoscale --help`); the coordinator starts what min needs");
+  deploy->callback([&global, deploy_name, deploy_version, deploy_min_accuracy, deploy_nodes, deploy_autoscale] {
+    throw CLI::RuntimeError(
+        Deploy(global, *deploy_name, *deploy_version, *deploy_min_accuracy, *deploy_nodes, *deploy_autoscale));
   });
 
   auto server = std::make_shared<std::string>("127.0.0.1:7080");

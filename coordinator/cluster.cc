@@ -424,7 +424,11 @@ absl::StatusOr<v1::RegisterAck> Cluster::RegisterTrainer(const v1::Register& req
             << " registered (" << request.resources().cpu_cores()
             << " cores, " << request.resources().gpus() << " GPUs)";
   v1::RegisterAck ack;
-  ack.set_heartbeat_interval_ms(static_cast<int32_t>(absl::ToInt64Milliseconds(options_.heartbeat_interval)));
+  // Inference nodes report their load at least every 250 ms: the autoscaler's signal.
+  const absl::Duration interval = node.status.role() == v1::INFERENCE
+                                      ? std::min(options_.heartbeat_interval, absl::Milliseconds(250))
+                                      : options_.heartbeat_interval;
+  ack.set_heartbeat_interval_ms(static_cast<int32_t>(absl::ToInt64Milliseconds(interval)));
   // The ack goes first: a member acts on (and answers) messages only once registered.
   v1::CoordinatorMessage ack_message;
   *ack_message.mutable_ack() = ack;
@@ -571,6 +575,8 @@ void Cluster::OnTrainerMessage(const std::string& name, const TrainerChannel* ch
         node.status.set_model(message.heartbeat().model());
         node.status.set_queue_depth(message.heartbeat().queue_depth());
         node.status.set_serving(message.heartbeat().serving());
+        node.status.set_draining(message.heartbeat().draining());
+        *node.status.mutable_load() = message.heartbeat().load();
       }
       break;
     case v1::TrainerMessage::kDeployed: {
@@ -582,49 +588,6 @@ void Cluster::OnTrainerMessage(const std::string& name, const TrainerChannel* ch
     default:
       break;
   }
-}
-
-absl::StatusOr<v1::DeployResponse> Cluster::Deploy(const v1::DeployRequest& request) {
-  ASSIGN_OR_RETURN(const int64_t version, deployments_.ChooseVersion(request));
-  std::vector<std::string> targets;
-  {
-    absl::MutexLock lock(&mu_);
-    if (request.nodes().empty()) {
-      for (const auto& [name, node] : nodes_) {
-        if (node.status.role() == v1::INFERENCE && node.channel) targets.push_back(name);
-      }
-      if (targets.empty()) return absl::FailedPreconditionError("no inference nodes are connected");
-    } else {
-      for (const auto& name : request.nodes()) {
-        auto it = nodes_.find(name);
-        if (it == nodes_.end() || it->second.status.role() != v1::INFERENCE) {
-          return absl::NotFoundError(absl::StrCat("no inference node named '", name, "'"));
-        }
-        if (!it->second.channel) return absl::UnavailableError(absl::StrCat("inference node ", name, " is not connected"));
-        targets.push_back(name);
-      }
-    }
-    deployments_.Expect(targets, request.name(), version);
-    v1::CoordinatorMessage message;
-    message.mutable_deploy()->set_name(request.name());
-    message.mutable_deploy()->set_version(version);
-    for (const auto& name : targets) {
-      Node& node = nodes_[name];
-      node.channel->Send(message);
-      // Wanted there from now on: a restarted node is sent it again.
-      node.status.set_desired_model(absl::StrCat(request.name(), ":", version));
-      writer_->SaveNode(node.status);
-    }
-  }
-  LOG(INFO) << "deploying " << request.name() << " version " << version << " to " << absl::StrJoin(targets, ", ");
-  v1::DeployResponse response;
-  response.set_name(request.name());
-  response.set_version(version);
-  for (auto& r : deployments_.Collect(targets, request.name(), version,
-                                      absl::Seconds(request.timeout_s() > 0 ? request.timeout_s() : 300))) {
-    *response.add_results() = std::move(r);
-  }
-  return response;
 }
 
 absl::Status Cluster::CheckCurrentGeneration(const std::string& job_id, int64_t generation) {

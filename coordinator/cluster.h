@@ -30,6 +30,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "coordinator/artifact_store.h"
+#include "coordinator/autoscaling.h"
 #include "coordinator/deployments.h"
 #include "coordinator/rendezvous.h"
 #include "coordinator/state_store.h"
@@ -65,12 +66,12 @@ struct ClusterOptions {
   std::function<absl::Time()> now = [] { return absl::Now(); };
 };
 
-class Cluster {
+class Cluster : public ServingFleet {
  public:
   // Loads persisted state; jobs that were running are set to recover at the next generation.
   static absl::StatusOr<std::unique_ptr<Cluster>> Create(ClusterOptions options, StateStore* state,
                                                          ArtifactStore* artifacts);
-  ~Cluster();
+  ~Cluster() override;
 
   // --- members (control stream) ---
   // ALREADY_EXISTS when another process (another incarnation) holds the name on a live
@@ -110,8 +111,17 @@ class Cluster {
   absl::StatusOr<std::pair<kennel::v1::JobStatus, int64_t>> WaitForJobChange(
       const std::string& job_id, int64_t seen, absl::Duration timeout);
 
+  // --- serving (cluster_serving.cc) ---
   // Sends DeployModel to the inference nodes and waits for their DeployResults.
   absl::StatusOr<kennel::v1::DeployResponse> Deploy(const kennel::v1::DeployRequest& request);
+  // The version `request` would deploy (Deployments::ChooseVersion).
+  absl::StatusOr<int64_t> ChooseVersion(const kennel::v1::DeployRequest& request) {
+    return deployments_.ChooseVersion(request);
+  }
+  // ServingFleet, for the autoscaler.
+  std::vector<InferenceNodeView> InferenceNodes() override;
+  absl::Status Retire(const std::string& node, const std::string& reason) override;
+  absl::StatusOr<int64_t> VersionToServe(const std::string& model) override;
 
   // The coordinator is stopping: streams that close from now on are its own doing, not lost
   // members (their jobs are left as they are, to carry on after the restart).

@@ -244,6 +244,11 @@ grpc::Status AdminService::GetClusterStatus(grpc::ServerContext* context, const 
                                             v1::ClusterStatus* response) {
   if (auto denied = core::Authorize(*context, enforce_, "GetClusterStatus"); !denied.ok()) return denied;
   *response = cluster_->Status();
+  if (autoscaling_ != nullptr) {
+    if (auto all = autoscaling_->Get(""); all.ok()) {
+      for (auto& a : *all) *response->add_autoscaling() = std::move(a);
+    }
+  }
   const core::Caller caller = core::CallerOf(*context, enforce_);
   response->set_caller(enforce_ ? absl::StrCat(caller.name, " (", caller.role, ")") : "anonymous (no TLS)");
   return grpc::Status::OK;
@@ -313,7 +318,29 @@ namespace kennel::coordinator {
 grpc::Status AdminService::Deploy(grpc::ServerContext* context, const v1::DeployRequest* request,
                                   v1::DeployResponse* response) {
   if (auto denied = core::Authorize(*context, enforce_, "Deploy"); !denied.ok()) return denied;
-  return core::RespondWith(cluster_->Deploy(*request), response);
+  if (!request->has_autoscale()) return core::RespondWith(cluster_->Deploy(*request), response);
+  // Deploy and autoscale: the settings are checked before anything is rolled out, the nodes
+  // connected now get the version, and the autoscaler starts what min_nodes still needs.
+  if (autoscaling_ == nullptr) return ToGrpcStatus(absl::FailedPreconditionError("this coordinator does not autoscale"));
+  if (auto spec = CheckAutoscaleSpec(request->autoscale()); !spec.ok()) return ToGrpcStatus(spec.status());
+  auto version = cluster_->ChooseVersion(*request);
+  if (!version.ok()) return ToGrpcStatus(version.status());
+  v1::DeployRequest deploy = *request;
+  deploy.set_version(*version);
+  bool connected = !request->nodes().empty();
+  for (const auto& n : cluster_->InferenceNodes()) connected = connected || n.connected;
+  if (connected) {
+    auto deployed = cluster_->Deploy(deploy);
+    if (!deployed.ok()) return ToGrpcStatus(deployed.status());
+    *response = *std::move(deployed);
+  } else {
+    response->set_name(request->name());
+    response->set_version(*version);
+  }
+  v1::AutoscaleSpec spec = request->autoscale();
+  spec.set_version(*version);
+  auto set = autoscaling_->Set(request->name(), spec, /*disable=*/false);
+  return set.ok() ? grpc::Status::OK : ToGrpcStatus(set.status());
 }
 
 }  // namespace kennel::coordinator
@@ -343,6 +370,44 @@ grpc::Status AdminService::CancelTuning(grpc::ServerContext* context, const v1::
                                         v1::TuningStatus* response) {
   if (auto denied = core::Authorize(*context, enforce_, "CancelTuning"); !denied.ok()) return denied;
   return core::RespondWith(tuner_->Cancel(request->tuning_id()), response);
+}
+
+}  // namespace kennel::coordinator
+
+namespace kennel::coordinator {
+
+grpc::Status AdminService::SetAutoscale(grpc::ServerContext* context, const v1::SetAutoscaleRequest* request,
+                                        v1::AutoscaleStatus* response) {
+  if (auto denied = core::Authorize(*context, enforce_, "SetAutoscale"); !denied.ok()) return denied;
+  if (autoscaling_ == nullptr) return ToGrpcStatus(absl::FailedPreconditionError("this coordinator does not autoscale"));
+  return core::RespondWith(autoscaling_->Set(request->name(), request->spec(), request->disable()), response);
+}
+
+grpc::Status AdminService::GetAutoscale(grpc::ServerContext* context, const v1::GetAutoscaleRequest* request,
+                                        v1::GetAutoscaleResponse* response) {
+  if (auto denied = core::Authorize(*context, enforce_, "GetAutoscale"); !denied.ok()) return denied;
+  if (autoscaling_ == nullptr) return ToGrpcStatus(absl::FailedPreconditionError("this coordinator does not autoscale"));
+  auto all = autoscaling_->Get(request->name());
+  if (!all.ok()) return ToGrpcStatus(all.status());
+  for (auto& a : *all) *response->add_models() = std::move(a);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::WatchEndpoints(grpc::ServerContext* context, const v1::WatchEndpointsRequest* request,
+                                          grpc::ServerWriter<v1::Endpoints>* writer) {
+  if (auto denied = core::Authorize(*context, enforce_, "WatchEndpoints"); !denied.ok()) return denied;
+  if (request->model().empty()) return ToGrpcStatus(absl::InvalidArgumentError("WatchEndpoints: no model named"));
+  if (autoscaling_ == nullptr) return ToGrpcStatus(absl::FailedPreconditionError("this coordinator keeps no endpoint sets"));
+  v1::Endpoints now = autoscaling_->Endpoints(request->model());
+  if (!writer->Write(now) || !request->watch()) return grpc::Status::OK;
+  int64_t seen = now.revision();
+  while (!context->IsCancelled()) {
+    v1::Endpoints next = autoscaling_->WaitForEndpoints(request->model(), seen, absl::Milliseconds(500));
+    if (next.revision() == seen) continue;
+    seen = next.revision();
+    if (!writer->Write(next)) break;
+  }
+  return grpc::Status::OK;
 }
 
 }  // namespace kennel::coordinator

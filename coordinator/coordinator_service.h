@@ -47,8 +47,10 @@ class CoordinatorService final
 class AdminService final : public kennel::v1::Admin::Service {
  public:
   // enforce: every call is checked against its roles (core/auth.h); on with TLS.
-  AdminService(Cluster* cluster, Tuner* tuner, StateStore* state, bool enforce = false)
-      : cluster_(cluster), tuner_(tuner), state_(state), enforce_(enforce) {}
+  // autoscaling may be null (then the autoscaling calls are FAILED_PRECONDITION).
+  AdminService(Cluster* cluster, Tuner* tuner, StateStore* state, bool enforce = false,
+               Autoscaling* autoscaling = nullptr)
+      : cluster_(cluster), tuner_(tuner), state_(state), enforce_(enforce), autoscaling_(autoscaling) {}
 
   grpc::Status GetClusterStatus(grpc::ServerContext*, const kennel::v1::GetClusterStatusRequest*,
                                 kennel::v1::ClusterStatus* response) override;
@@ -76,12 +78,19 @@ class AdminService final : public kennel::v1::Admin::Service {
                            kennel::v1::ListTuningsResponse* response) override;
   grpc::Status CancelTuning(grpc::ServerContext*, const kennel::v1::GetTuningRequest* request,
                             kennel::v1::TuningStatus* response) override;
+  grpc::Status SetAutoscale(grpc::ServerContext*, const kennel::v1::SetAutoscaleRequest* request,
+                            kennel::v1::AutoscaleStatus* response) override;
+  grpc::Status GetAutoscale(grpc::ServerContext*, const kennel::v1::GetAutoscaleRequest* request,
+                            kennel::v1::GetAutoscaleResponse* response) override;
+  grpc::Status WatchEndpoints(grpc::ServerContext* context, const kennel::v1::WatchEndpointsRequest* request,
+                              grpc::ServerWriter<kennel::v1::Endpoints>* writer) override;
 
  private:
   Cluster* cluster_;
   Tuner* tuner_;
   StateStore* state_;
   bool enforce_;
+  Autoscaling* autoscaling_;
 };
 
 }  // namespace kennel::coordinator

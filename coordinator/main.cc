@@ -1,5 +1,7 @@
 // kennel-coordinator: flags -> CoordinatorOptions -> Coordinator::Create -> serve until
 // SIGINT/SIGTERM.
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "core/tls_flags.h"
 #include "core/logging.h"
 
@@ -45,10 +47,34 @@ int main(int argc, char** argv) {
                  "stopping (0: stop at once)")
       ->check(CLI::Range(0, 3600))
       ->capture_default_str();
+  app.add_option("--metrics_listen", options.metrics_address,
+                 "host:port for the coordinator's Prometheus /metrics (the autoscaler's desired and actual "
+                 "nodes per model; plain HTTP: give a private address). Empty: none");
+  app.add_option("--autoscale_provider", options.autoscale.provider,
+                 "How the autoscaler adds and removes inference nodes: none (it decides and reports "
+                 "kennel_autoscale_desired_nodes, for Kubernetes' HPA or KEDA), local (kennel-inference "
+                 "processes on this machine) or command (--autoscale_scale_out / --autoscale_scale_in)")
+      ->check(CLI::IsMember({"none", "local", "command"}))
+      ->capture_default_str();
+  std::string node_args;
+  app.add_option("--autoscale_node_args", node_args,
+                 "local: more flags for every node it starts, space-separated (e.g. \"--instances 2\")");
+  app.add_option("--autoscale_pin_cores", options.autoscale.first_core,
+                 "local: pin node i to CPU core (N + i) modulo the cores (-1: no pinning)")
+      ->check(CLI::Range(-1, 4096))
+      ->capture_default_str();
+  app.add_option("--autoscale_scale_out", options.autoscale.scale_out,
+                 "command: run through /bin/sh for each node to add, with KENNEL_NODE, KENNEL_MODEL "
+                 "(name:version), KENNEL_COORDINATOR and KENNEL_ACTION set; the node it starts must register "
+                 "under KENNEL_NODE (README: EC2 Auto Scaling, kubectl scale)");
+  app.add_option("--autoscale_scale_in", options.autoscale.scale_in,
+                 "command: run for each node that has drained and left (empty: nothing; a retired node exits "
+                 "by itself)");
   kennel::core::AddTlsFlags(app, options.tls, &options.insecure);
   CLI11_PARSE(app, argc, argv);
   options.cluster.heartbeat_timeout = absl::Seconds(heartbeat_timeout_s);
   options.cluster.recovery_window = absl::Seconds(recovery_window_s);
+  options.autoscale.node_args = absl::StrSplit(node_args, ' ', absl::SkipEmpty());
 
   kennel::core::TuneAllocator();
   google::InitGoogleLogging(argv[0]);
@@ -58,7 +84,9 @@ int main(int argc, char** argv) {
     std::cerr << "kennel-coordinator: " << coordinator.status().message() << "\n";
     return 1;
   }
-  LOG(INFO) << "coordinator serving on port " << (*coordinator)->port() << ", data in " << options.data_dir;
+  LOG(INFO) << "coordinator serving on port " << (*coordinator)->port() << ", data in " << options.data_dir
+            << ", autoscale provider " << options.autoscale.provider
+            << ((*coordinator)->metrics_port() > 0 ? absl::StrCat(", metrics on port ", (*coordinator)->metrics_port()) : "");
   std::cout << "listening on port " << (*coordinator)->port() << std::endl;
   std::signal(SIGINT, [](int s) { g_signal = s; });
   std::signal(SIGTERM, [](int s) { g_signal = s; });

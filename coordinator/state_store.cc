@@ -72,6 +72,7 @@ CREATE INDEX IF NOT EXISTS job_events_by_job ON job_events (job_id);
 CREATE TABLE IF NOT EXISTS model_versions (
   name TEXT NOT NULL, version INTEGER NOT NULL, model BLOB, PRIMARY KEY (name, version));
 CREATE TABLE IF NOT EXISTS tunings (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, status BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS autoscale (model TEXT PRIMARY KEY, settings BLOB NOT NULL);
 )sql";
 
 }  // namespace
@@ -239,6 +240,30 @@ absl::StatusOr<std::vector<v1::TuningStatus>> StateStore::LoadTunings() {
   while (q.Step() == SQLITE_ROW) {
     ASSIGN_OR_RETURN(v1::TuningStatus t, Parse<v1::TuningStatus>(q.Blob(0), "tuning job"));
     out.push_back(std::move(t));
+  }
+  return out;
+}
+
+absl::Status StateStore::SaveAutoscale(const v1::AutoscaleStatus& settings) {
+  absl::MutexLock lock(&mu_);
+  return Statement(db_, "INSERT INTO autoscale (model, settings) VALUES (?1, ?2) "
+                        "ON CONFLICT (model) DO UPDATE SET settings = ?2")
+      .Text(1, settings.model()).Bind(2, settings.SerializeAsString()).Run();
+}
+
+absl::Status StateStore::DeleteAutoscale(const std::string& model) {
+  absl::MutexLock lock(&mu_);
+  return Statement(db_, "DELETE FROM autoscale WHERE model = ?1").Text(1, model).Run();
+}
+
+absl::StatusOr<std::vector<v1::AutoscaleStatus>> StateStore::LoadAutoscale() {
+  absl::MutexLock lock(&mu_);
+  Statement q(db_, "SELECT settings FROM autoscale ORDER BY model");
+  RETURN_IF_ERROR(q.status());
+  std::vector<v1::AutoscaleStatus> out;
+  while (q.Step() == SQLITE_ROW) {
+    ASSIGN_OR_RETURN(v1::AutoscaleStatus a, Parse<v1::AutoscaleStatus>(q.Blob(0), "autoscaling settings"));
+    out.push_back(std::move(a));
   }
   return out;
 }

@@ -1,6 +1,6 @@
 // The coordinator's durable state in SQLite (WAL mode, synchronous=FULL): nodes seen, jobs
 // (spec, state, generation, metrics) with their dataset indexes and state transitions, the
-// model registry, and tuning jobs. Every write is committed before the call returns, so whatever the
+// model registry, tuning jobs, and models' autoscaling settings. Every write is committed before the call returns, so whatever the
 // coordinator acknowledged survives a crash or restart.
 //
 // Thread-safe: calls are serialised on one connection.
@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "kennel/v1/admin.pb.h"
+#include "kennel/v1/autoscale.pb.h"
 #include "kennel/v1/dataset.pb.h"
 #include "kennel/v1/job.pb.h"
 #include "kennel/v1/node.pb.h"
@@ -56,6 +57,12 @@ class StateStore {
   // submission order.
   absl::Status SaveTuning(const kennel::v1::TuningStatus& tuning);
   absl::StatusOr<std::vector<kennel::v1::TuningStatus>> LoadTunings();
+
+  // Models' autoscaling settings (AutoscaleStatus with model, spec and version set), by model;
+  // DeleteAutoscale turns one off.
+  absl::Status SaveAutoscale(const kennel::v1::AutoscaleStatus& settings);
+  absl::Status DeleteAutoscale(const std::string& model);
+  absl::StatusOr<std::vector<kennel::v1::AutoscaleStatus>> LoadAutoscale();
 
  private:
   explicit StateStore(sqlite3* db) : db_(db) {}

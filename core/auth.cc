@@ -39,6 +39,9 @@ const std::map<std::string, std::set<std::string>, std::less<>>& Table() {
       {"ListTunings", {"admin", "viewer"}},
       {"SubmitTuning", {"admin"}},
       {"CancelTuning", {"admin"}},
+      {"SetAutoscale", {"admin"}},
+      {"GetAutoscale", {"admin", "viewer"}},
+      {"WatchEndpoints", {"client", "admin", "viewer"}},
       // kennel.v1.Inference.
       {"Classify", {"client", "admin"}},
       {"ClassifyStream", {"client", "admin"}},

@@ -135,4 +135,16 @@ absl::StatusOr<std::pair<int, std::string>> RunCommand(const std::vector<std::st
   return out;
 }
 
+absl::StatusOr<std::string> FindKennelBinary(const std::string& name, const std::string& build_folder) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path self = fs::read_symlink("/proc/self/exe", ec).parent_path();
+  for (const fs::path& p : {self / name, self.parent_path() / build_folder / name}) {
+    if (fs::exists(p, ec)) return p.string();
+  }
+  return absl::NotFoundError(absl::StrCat("cannot find ", name, " in ", self.string(), " or ",
+                                          (self.parent_path() / build_folder).string(),
+                                          " (it is installed beside kennelctl)"));
+}
+
 }  // namespace kennel::core

@@ -44,6 +44,10 @@ class Process {
 absl::StatusOr<std::pair<int, std::string>> RunCommand(const std::vector<std::string>& argv,
                                                        absl::Duration timeout, const std::string& scratch_dir);
 
+// A Kennel binary beside the running one (installed) or in its folder of a build tree
+// (build/<build_folder>/<name>); NOT_FOUND naming both places.
+absl::StatusOr<std::string> FindKennelBinary(const std::string& name, const std::string& build_folder);
+
 }  // namespace kennel::core
 
 #endif  // KENNEL_CORE_SUBPROCESS_H_

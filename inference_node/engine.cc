@@ -59,7 +59,10 @@ absl::Status Engine::Deploy(const std::string& artifact_dir) {
   absl::MutexLock deploy_lock(&deploy_mu_);
   Metrics* metrics = metrics_;
   auto loaded = ServingModel::Load(artifact_dir, options_.model, clock_,
-                                   [metrics](int size, absl::Duration) { metrics->ObserveBatch(size); });
+                                   [metrics](int size, absl::Duration busy) {
+                                     metrics->ObserveBatch(size);
+                                     metrics->ObserveBusy(busy);
+                                   });
   if (!loaded.ok()) return loaded.status();
   std::shared_ptr<ServingModel> old;
   {
@@ -106,6 +109,7 @@ void Engine::Fail(const v1::ClassifyRequest& request, const absl::Status& status
 
 void Engine::Classify(const v1::ClassifyRequest& request, absl::Time deadline, Done done) {
   const absl::Time start = clock_->Now();
+  metrics_->Arrived();  // Every request is answered once, through Fail or Finish (CountRequest).
   std::shared_ptr<ServingModel> model = current();
   if (!model) return Fail(request, absl::UnavailableError("no model loaded yet"), done);
   const auto& spec = model->manifest().preprocess();

@@ -129,9 +129,13 @@ absl::StatusOr<std::unique_ptr<InferenceNode>> InferenceNode::Create(InferenceNo
               v1::Heartbeat h;
               if (auto model = self->engine_->current()) {
                 h.set_model(absl::StrCat(model->manifest().name(), ":", model->manifest().version()));
-                h.set_serving(true);
               }
-              h.set_queue_depth(self->engine_->queue_depth());
+              h.set_serving(self->serving_);
+              h.set_draining(self->retiring_);
+              const int queued = self->engine_->queue_depth();
+              h.set_queue_depth(queued);
+              *h.mutable_load() =
+                  self->metrics_.TakeLoad(self->options_.engine.model.instances, queued, absl::Now());
               return h;
             },
             .on_message = [self](const v1::CoordinatorMessage& m) { self->OnCoordinatorMessage(m); }});
@@ -143,7 +147,10 @@ absl::StatusOr<std::unique_ptr<InferenceNode>> InferenceNode::Create(InferenceNo
 
 InferenceNode::InferenceNode(InferenceNodeOptions options) : options_(std::move(options)) {}
 
-InferenceNode::~InferenceNode() { Shutdown(); }
+InferenceNode::~InferenceNode() {
+  Shutdown();
+  if (retire_thread_.joinable()) retire_thread_.join();
+}
 
 void InferenceNode::SetServing(bool serving) {
   serving_ = serving;
@@ -197,6 +204,19 @@ absl::Status InferenceNode::DeployFromCoordinator(const std::string& name, int64
 }
 
 void InferenceNode::OnCoordinatorMessage(const v1::CoordinatorMessage& message) {
+  if (message.has_retire()) {
+    // Shutdown stops the control stream, whose reader this is: it runs on a thread of its own.
+    absl::MutexLock lock(&deploy_mu_);
+    if (shut_down_ || retiring_) return;
+    retiring_ = true;
+    const v1::Retire retire = message.retire();
+    LOG(INFO) << "retiring (" << retire.reason() << "): NOT_SERVING, answering what is in flight, then exiting";
+    retire_thread_ = std::thread([this, retire] {
+      Shutdown(retire.drain_timeout_ms() > 0 ? absl::Milliseconds(retire.drain_timeout_ms()) : absl::Seconds(30));
+      retired_.Notify();
+    });
+    return;
+  }
   if (!message.has_deploy()) return;
   const v1::DeployModel deploy = message.deploy();
   // Loading takes a while; the control stream's reader must not wait for it.

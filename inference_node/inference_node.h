@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
 #include "core/member/control_stream.h"
 #include "core/tls.h"
 #include "inference_node/engine.h"
@@ -73,6 +74,9 @@ class InferenceNode {
   absl::Status DeployFromCoordinator(const std::string& name, int64_t version);
   void Shutdown(absl::Duration deadline = absl::Seconds(5));
   void Wait() { server_->Wait(); }
+  // The coordinator retired this node (autoscaler scale-in) and it has drained: the process
+  // should exit.
+  bool retired() { return retired_.HasBeenNotified(); }
 
  private:
   explicit InferenceNode(InferenceNodeOptions options);
@@ -95,6 +99,9 @@ class InferenceNode {
   absl::Mutex deploy_mu_;
   std::vector<std::thread> deploy_threads_ ABSL_GUARDED_BY(deploy_mu_);
   bool shut_down_ = false;
+  std::atomic<bool> retiring_{false};
+  std::thread retire_thread_;
+  absl::Notification retired_;
 };
 
 }  // namespace kennel::inference

@@ -85,7 +85,11 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::cout << "listening on port " << (*node)->port() << " metrics " << (*node)->metrics_port() << std::endl;
-  while (g_signal == 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  while (g_signal == 0 && !(*node)->retired()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  if (g_signal == 0) {
+    LOG(INFO) << "retired by the coordinator: drained, exiting";
+    return 0;
+  }
   LOG(INFO) << "signal " << g_signal << ": draining and shutting down";
   (*node)->Shutdown();
   return 0;

@@ -1,11 +1,13 @@
 #include "inference_node/metrics.h"
 
+#include <algorithm>
 #include <charconv>
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
 
 namespace kennel::inference {
+namespace v1 = kennel::v1;
 namespace {
 
 std::vector<double> LatencyBounds() {
@@ -53,6 +55,7 @@ Metrics::Metrics()
       total_(LatencyBounds()), batch_({1, 2, 4, 8, 16, 32, 64, 128, 256}) {}
 
 void Metrics::CountRequest(absl::StatusCode code) {
+  answered_.fetch_add(1, std::memory_order_relaxed);
   const int c = static_cast<int>(code);
   requests_[c >= 0 && c < kCodes ? c : 2].fetch_add(1, std::memory_order_relaxed);
 }
@@ -62,6 +65,64 @@ void Metrics::ObserveStages(double queue_s, double preprocess_s, double inferenc
   preprocess_.Observe(preprocess_s);
   inference_.Observe(inference_s);
   total_.Observe(total_s);
+  absl::MutexLock lock(&window_mu_);
+  // A bounded uniform sample of the window's latencies (reservoir), for its p50 and p99.
+  constexpr size_t kSample = 4096;
+  const float ms = static_cast<float>(total_s * 1e3);
+  ++window_seen_;
+  if (window_ms_.size() < kSample) {
+    window_ms_.push_back(ms);
+  } else {
+    rng_ = rng_ * 6364136223846793005ULL + 1442695040888963407ULL;
+    const uint64_t slot = (rng_ >> 33) % static_cast<uint64_t>(window_seen_);
+    if (slot < kSample) window_ms_[slot] = ms;
+  }
+}
+
+void Metrics::ObserveBusy(absl::Duration busy) {
+  busy_ns_.fetch_add(absl::ToInt64Nanoseconds(busy), std::memory_order_relaxed);
+}
+
+v1::NodeLoad Metrics::TakeLoad(int instances, int queued, absl::Time now) {
+  const int64_t arrived = arrivals_.exchange(0, std::memory_order_relaxed);
+  const int64_t answered = answered_.exchange(0, std::memory_order_relaxed);
+  const int64_t busy_ns = busy_ns_.exchange(0, std::memory_order_relaxed);
+  const int64_t in_flight = in_flight_.fetch_add(arrived - answered, std::memory_order_relaxed) + arrived - answered;
+  absl::MutexLock lock(&window_mu_);
+  const double window_s = std::max(1e-3, absl::ToDoubleSeconds(now - window_start_));
+  window_start_ = now;
+  v1::NodeLoad load;
+  load.set_window_ms(static_cast<int32_t>(window_s * 1e3));
+  load.set_in_flight(static_cast<int32_t>(std::max<int64_t>(0, in_flight)));
+  load.set_queued(queued);
+  // A batch is counted whole in the window it ends in, so one window may hold more than its
+  // length of work: clamped to [0, 1].
+  const double busy = std::clamp(busy_ns * 1e-9 / (window_s * std::max(1, instances)), 0.0, 1.0);
+  load.set_busy_fraction(busy);
+  load.set_arrivals_per_s(arrived / window_s);
+  load.set_completions_per_s(answered / window_s);
+  // Offered load: busy x arrivals / answers. With no answers in the window, a busy node with
+  // arrivals is at least full.
+  double offered = busy;
+  if (answered > 0) {
+    offered = busy * static_cast<double>(arrived) / static_cast<double>(answered);
+  } else if (arrived > 0 || in_flight > 0) {
+    offered = std::max(busy, busy > 0 ? 1.0 : 0.0);
+  }
+  load.set_offered_load(offered);
+  if (!window_ms_.empty()) {
+    auto at = [&](double q) {
+      const size_t i = std::min(window_ms_.size() - 1, static_cast<size_t>(q * static_cast<double>(window_ms_.size())));
+      std::nth_element(window_ms_.begin(), window_ms_.begin() + static_cast<std::ptrdiff_t>(i), window_ms_.end());
+      return window_ms_[i];
+    };
+    load.set_p50_ms(at(0.5));
+    load.set_p99_ms(at(0.99));
+  }
+  window_ms_.clear();
+  window_seen_ = 0;
+  last_load_ = load;
+  return load;
 }
 
 void Metrics::ObserveBatch(int size) { batch_.Observe(size); }
@@ -98,6 +159,16 @@ std::string Metrics::Render() {
   absl::StrAppend(&out, "kennel_queue_depth ", depth_ ? depth_() : 0, "\n");
   out += "# HELP kennel_model_version Model version being served.\n# TYPE kennel_model_version gauge\n";
   absl::StrAppend(&out, "kennel_model_version{model=\"", model_, "\"} ", version_, "\n");
+  absl::MutexLock window_lock(&window_mu_);
+  const v1::NodeLoad& l = last_load_;
+  const std::pair<const char*, double> gauges[] = {
+      {"in_flight", l.in_flight()}, {"queued", l.queued()}, {"busy_fraction", l.busy_fraction()},
+      {"arrivals_per_second", l.arrivals_per_s()}, {"answers_per_second", l.completions_per_s()},
+      {"p50_seconds", l.p50_ms() / 1e3}, {"p99_seconds", l.p99_ms() / 1e3}, {"offered", l.offered_load()}};
+  for (const auto& [name, value] : gauges) {
+    absl::StrAppend(&out, "# HELP kennel_load_", name, " The node's load over its last report window.\n# TYPE kennel_load_", name, " gauge\nkennel_load_", name, " ",
+                    FormatMetricValue(value), "\n");
+  }
   return out;
 }
 

@@ -4,7 +4,10 @@
 //   kennel_batch_size                    histogram of the batch sizes actually run
 //   kennel_queue_depth                   requests waiting (preprocessing + batching)
 //   kennel_model_version{model}          the version being served
-// Lock-free counters; thread-safe.
+//   kennel_load_*                        the load of the last window (NodeLoad, TakeLoad): in flight,
+//                                        busy fraction, arrivals and answers per second, p50/p99,
+//                                        offered load (the autoscaler's signal)
+// Lock-free counters (the load window's latencies under a small lock); thread-safe.
 #ifndef KENNEL_INFERENCE_NODE_METRICS_H_
 #define KENNEL_INFERENCE_NODE_METRICS_H_
 
@@ -17,6 +20,8 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "kennel/v1/autoscale.pb.h"
 
 namespace kennel::inference {
 
@@ -43,6 +48,12 @@ class Metrics {
   void CountRequest(absl::StatusCode code);
   void ObserveStages(double queue_s, double preprocess_s, double inference_s, double total_s);
   void ObserveBatch(int size);
+  // The load window: a request arrived; a batch computed for `busy`.
+  void Arrived() { arrivals_.fetch_add(1, std::memory_order_relaxed); }
+  void ObserveBusy(absl::Duration busy);
+  // The window since the last call, measured and started anew: `instances` model instances
+  // ran the batches, `queued` requests wait now. Also what /metrics shows until the next call.
+  kennel::v1::NodeLoad TakeLoad(int instances, int queued, absl::Time now);
   void SetModel(const std::string& name, int64_t version);
   void SetQueueDepth(std::function<int()> depth);
   std::string Render();
@@ -55,6 +66,17 @@ class Metrics {
   std::string model_ ABSL_GUARDED_BY(mu_);
   int64_t version_ ABSL_GUARDED_BY(mu_) = 0;
   std::function<int()> depth_ ABSL_GUARDED_BY(mu_);
+  // The load window.
+  std::atomic<int64_t> arrivals_{0};
+  std::atomic<int64_t> answered_{0};     // All codes.
+  std::atomic<int64_t> busy_ns_{0};
+  std::atomic<int64_t> in_flight_{0};    // Arrived, not yet answered.
+  absl::Mutex window_mu_;
+  std::vector<float> window_ms_ ABSL_GUARDED_BY(window_mu_);  // Latencies answered (a bounded sample).
+  int64_t window_seen_ ABSL_GUARDED_BY(window_mu_) = 0;
+  uint64_t rng_ ABSL_GUARDED_BY(window_mu_) = 1;
+  absl::Time window_start_ ABSL_GUARDED_BY(window_mu_) = absl::Now();
+  kennel::v1::NodeLoad last_load_ ABSL_GUARDED_BY(window_mu_);
 };
 
 }  // namespace kennel::inference

@@ -119,7 +119,7 @@ class KennelctlTest : public ::testing::Test {
 };
 
 const std::vector<std::string> kCommands = {"status", "jobs", "job", "cancel", "models", "train", "tune", "deploy",
-                                            "classify", "bench", "import", "up", "dataset"};
+                                            "classify", "bench", "autoscale", "import", "up", "dataset"};
 
 TEST_F(KennelctlTest, GlobalFlagsWorkAfterTheCommandAndShowInEveryHelp) {
   CtlRun run = Ctl({"status", "-o", "json", "-c", coordinator_address_});
