@@ -1,5 +1,6 @@
 // kennel-bench-limits: the T2 helpers that need Kennel's C++ core.
-//   make-artifact --arch small_cnn|resnet50 --out DIR   a seeded, randomly initialised artifact
+//   make-artifact --arch small_cnn|resnet18|resnet50 --out DIR   a seeded, randomly initialised artifact
+//   register --artifact DIR --coordinator HOST:PORT      uploads it as a model version (bench/autoscale.py)
 //   make-jpegs --out DIR [--count N]                     500x375 JPEGs (the dog-photo size)
 //   make-dataset --out DIR [--classes C] [--count N]     a dogImages-style folder of such JPEGs:
 //       train/ with N per class, valid/ and test/ with N/8 per class (training benchmarks)
@@ -10,6 +11,7 @@
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
+#include <grpcpp/create_channel.h>
 #include <chrono>
 #include <filesystem>
 #include <iostream>
@@ -23,7 +25,9 @@
 #include "core/ml/dataset.h"
 #include "core/files.h"
 #include "core/ml/image.h"
+#include "core/member/coordinator_client.h"
 #include "core/process_setup.h"
+#include "kennel/v1/coordinator.grpc.pb.h"
 #include "inference_node/serving_model.h"
 
 namespace fs = std::filesystem;
@@ -47,8 +51,8 @@ int MakeArtifact(const std::string& arch, const std::string& out) {
     m.mutable_preprocess()->add_mean(0.2860f);
     m.mutable_preprocess()->add_std(0.3530f);
   } else {
-    m.set_name("dogs-bench");
-    m.mutable_model()->set_architecture(v1::RESNET50);
+    m.set_name(arch == "resnet18" ? "dogs18-bench" : "dogs-bench");
+    m.mutable_model()->set_architecture(arch == "resnet18" ? v1::RESNET18 : v1::RESNET50);
     m.mutable_model()->set_num_classes(133);
     m.mutable_model()->set_in_channels(3);
     for (int i = 0; i < 133; ++i) m.add_class_names(absl::StrCat("Breed ", i + 1));
@@ -65,6 +69,21 @@ int MakeArtifact(const std::string& arch, const std::string& out) {
   fs::remove_all(out);
   auto s = kennel::core::WriteArtifact(out, m, **model);
   if (!s.ok()) return (std::cerr << s << "\n", 1);
+  return 0;
+}
+
+// Uploads `artifact` to the coordinator's model store (plaintext: a loopback benchmark).
+int Register(const std::string& artifact, const std::string& coordinator) {
+  auto stub = v1::Coordinator::NewStub(grpc::CreateChannel(coordinator, grpc::InsecureChannelCredentials()));
+  auto manifest = kennel::core::ReadManifest(artifact);
+  if (!manifest.ok()) return (std::cerr << manifest.status() << "\n", 1);
+  v1::ArtifactRef ref;
+  ref.set_kind(v1::ArtifactRef::MODEL);
+  ref.set_name(manifest->name());
+  auto stored = kennel::core::UploadFolder(*stub, artifact, {kennel::core::kManifestFile, kennel::core::kWeightsFile},
+                                           ref, absl::Minutes(5));
+  if (!stored.ok()) return (std::cerr << stored.status() << "\n", 1);
+  std::cout << "registered " << stored->name() << " version " << stored->version() << std::endl;
   return 0;
 }
 
@@ -226,8 +245,12 @@ int main(int argc, char** argv) {
   int count = 64, fashion = 2000, threads = 2;
   std::string device = "cpu", precision = "fp32";
   auto* make = app.add_subcommand("make-artifact", "Write a seeded random artifact");
-  make->add_option("--arch", arch)->check(CLI::IsMember({"small_cnn", "resnet50"}));
+  make->add_option("--arch", arch)->check(CLI::IsMember({"small_cnn", "resnet18", "resnet50"}));
   make->add_option("--out", out)->required();
+  std::string coordinator;
+  auto* upload = app.add_subcommand("register", "Register an artifact folder with a coordinator as a model version");
+  upload->add_option("--artifact", artifact)->required();
+  upload->add_option("--coordinator", coordinator)->required();
   auto* jpegs = app.add_subcommand("make-jpegs", "Write 500x375 JPEGs");
   jpegs->add_option("--out", out)->required();
   jpegs->add_option("--count", count);
@@ -245,6 +268,7 @@ int main(int argc, char** argv) {
   limits->add_option("--precision", precision, "fp32, bf16 or fp16 (CUDA)");
   CLI11_PARSE(app, argc, argv);
   if (make->parsed()) return MakeArtifact(arch, out);
+  if (upload->parsed()) return Register(artifact, coordinator);
   if (jpegs->parsed()) return MakeJpegs(out, count);
   if (dataset->parsed()) return MakeDataset(out, classes, count);
   return Limits(artifact, images, fashion, threads, device, precision);

@@ -45,6 +45,10 @@ struct State {
   int64_t batch_sum ABSL_GUARDED_BY(mu) = 0;
   std::atomic<int64_t> sent{0};
   std::atomic<int64_t> restarts{0};
+  std::atomic<int64_t> moves{0};
+
+  // The endpoint set's revision now (0 without LoadOptions.follow).
+  int64_t Revision() const { return options.follow ? options.follow->Current().second : 0; }
 
   // True once no more requests will be claimed.
   bool Over() {
@@ -72,6 +76,11 @@ struct State {
   std::deque<Retry> retries ABSL_GUARDED_BY(mu);
   std::map<int64_t, int> attempts ABSL_GUARDED_BY(mu);  // Sends so far of retried requests.
   int64_t breaks ABSL_GUARDED_BY(mu) = 0;                // Streams ended early so far.
+
+  bool HasRetries() {
+    absl::MutexLock lock(&mu);
+    return !retries.empty();
+  }
 
   // Breaks so far: what a stream opened now may take the retries of.
   int64_t Breaks() {
@@ -146,8 +155,52 @@ struct State {
   }
 };
 
-void UnaryWorker(State& s, v1::Inference::Stub& stub) {
+// One worker's channel: to LoadOptions.server, or (follow) to the endpoint set of the latest
+// revision, made again when it changes.
+class WorkerChannel {
+ public:
+  WorkerChannel(State& s, int worker, std::unique_ptr<v1::Inference::Stub> fixed)
+      : s_(s), worker_(worker), stub_(std::move(fixed)) {}
+  // The stub for now and the revision it was made for; null while no node serves (following)
+  // or when the set's addresses are unusable (counted as an error once per revision).
+  std::pair<v1::Inference::Stub*, int64_t> Get() {
+    if (s_.options.follow == nullptr) return {stub_.get(), 0};
+    const auto [servers, revision] = s_.options.follow->Current();
+    if (revision != revision_ || stub_ == nullptr) {
+      revision_ = revision;
+      // Streams that moved may still be taking their answers on the old channel: kept.
+      if (stub_ != nullptr) old_.push_back(std::move(stub_));
+      if (!servers.empty()) {
+        grpc::ChannelArguments args;
+        args.SetInt("kennel.client", worker_);
+        auto channel = InferenceChannel(servers, args);
+        if (channel.ok()) stub_ = v1::Inference::NewStub(*channel);
+      }
+    }
+    return {stub_.get(), revision_};
+  }
+
+ private:
+  State& s_;
+  const int worker_;
+  std::unique_ptr<v1::Inference::Stub> stub_;
+  std::vector<std::unique_ptr<v1::Inference::Stub>> old_;
+  int64_t revision_ = -1;
+};
+
+// Following an endpoint set with no node in it: wait for one while the run lasts.
+bool WaitForEndpoints(State& s, WorkerChannel& channel) {
+  while (channel.Get().first == nullptr) {
+    if (s.Over()) return false;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  return true;
+}
+
+void UnaryWorker(State& s, WorkerChannel& channel) {
   while (true) {
+    if (!WaitForEndpoints(s, channel)) return;
+    v1::Inference::Stub& stub = *channel.Get().first;
     absl::Time scheduled;
     const int64_t i = s.Claim(&scheduled, /*breaks_seen=*/0);  // Unary calls retry in gRPC.
     if (i < 0) return;
@@ -168,7 +221,8 @@ void UnaryWorker(State& s, v1::Inference::Stub& stub) {
 // the sends. gRPC allows one write in flight, so requests wait in `queue_` for their turn.
 class StreamClient : public grpc::ClientBidiReactor<v1::ClassifyRequest, v1::ClassifyResponse> {
  public:
-  StreamClient(State& s, v1::Inference::Stub& stub) : s_(s), breaks_seen_(s.Breaks()) {
+  StreamClient(State& s, v1::Inference::Stub& stub, int64_t revision)
+      : s_(s), breaks_seen_(s.Breaks()), revision_(revision) {
     // A counted run has no time limit; a timed one ends with the duration plus one deadline.
     const absl::Duration limit =
         s.options.max_requests > 0 ? absl::Hours(24) : s.end - absl::Now() + s.options.deadline;
@@ -181,14 +235,22 @@ class StreamClient : public grpc::ClientBidiReactor<v1::ClassifyRequest, v1::Cla
 
   // Sends this stream's share of the load and blocks until the stream has ended; returns how
   // it ended.
+  // Sends this stream's share of the load and blocks until the stream has ended (returns how
+  // it ended) or has moved: the endpoint set changed, so it sends no more and the caller opens
+  // another stream at once while this one takes its answers (the caller keeps it until then).
   grpc::Status Run() {
     const int initial = s_.options.rate > 0 ? std::numeric_limits<int>::max() : s_.options.depth;
     for (int k = 0; k < initial && SendNext(); ++k) {
     }
     RemoveHold();
     std::unique_lock<std::mutex> lock(done_mu_);
+    done_cv_.wait(lock, [this] { return done_ || moving_; });
+    return done_ ? status_ : grpc::Status::OK;
+  }
+
+  ~StreamClient() override {
+    std::unique_lock<std::mutex> lock(done_mu_);
     done_cv_.wait(lock, [this] { return done_; });
-    return status_;
   }
 
   void OnWriteDone(bool ok) override {
@@ -241,6 +303,22 @@ class StreamClient : public grpc::ClientBidiReactor<v1::ClassifyRequest, v1::Cla
       std::lock_guard<std::mutex> lock(mu_);
       if (closing_) return false;  // Broken or finished: claim nothing more for this stream.
     }
+    if (s_.options.follow != nullptr && s_.Revision() != revision_) {
+      // The endpoint set changed: this stream takes the answers it is owed and ends, and is
+      // opened again on the new set (its node may be leaving).
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        no_more_ = true;
+        moved_ = true;
+      }
+      Pump();
+      {
+        std::lock_guard<std::mutex> lock(done_mu_);
+        moving_ = true;
+      }
+      done_cv_.notify_one();
+      return false;
+    }
     absl::Time scheduled;
     const int64_t i = s_.Claim(&scheduled, breaks_seen_);  // Open loop: sleeps until the request's slot.
     // Built outside the lock: it copies the image, and responses take `mu_` too.
@@ -249,6 +327,7 @@ class StreamClient : public grpc::ClientBidiReactor<v1::ClassifyRequest, v1::Cla
       std::lock_guard<std::mutex> lock(mu_);
       if (i < 0) {
         no_more_ = true;
+        exhausted_ = true;
       } else {
         // Every claimed request is answered or counted as an error in OnDone, even one
         // claimed as the stream broke: it is then never written.
@@ -281,6 +360,7 @@ class StreamClient : public grpc::ClientBidiReactor<v1::ClassifyRequest, v1::Cla
 
   State& s_;
   const int64_t breaks_seen_;  // When this stream was opened: the retries it may take.
+  const int64_t revision_;     // Of the endpoint set it was opened on.
   grpc::ClientContext context_;
   v1::ClassifyResponse response_;  // Owned by the one read in flight.
   v1::ClassifyRequest current_;    // Owned by the one write in flight.
@@ -288,23 +368,55 @@ class StreamClient : public grpc::ClientBidiReactor<v1::ClassifyRequest, v1::Cla
   std::deque<v1::ClassifyRequest> queue_;  // Claimed, waiting for the write in flight.
   std::map<int64_t, absl::Time> pending_;  // Sent (or queued), not yet answered.
   bool writing_ = false, no_more_ = false, closing_ = false;
+
+ public:
+  // It ended because the endpoint set changed / because the run had no request left for it
+  // (read after Run).
+  bool moved() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return moved_;
+  }
+  bool exhausted() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return exhausted_;
+  }
+
+ private:
+  bool moved_ = false;
+  bool exhausted_ = false;
   std::mutex done_mu_;
   std::condition_variable done_cv_;
   bool done_ = false;
+  bool moving_ = false;  // Under done_mu_: Run returns, the stream finishes on its own.
   grpc::Status status_;  // Set in OnDone, read after done_.
 };
 
-void StreamWorker(State& s, v1::Inference::Stub& stub) {
+void StreamWorker(State& s, WorkerChannel& channel) {
+  // Streams that moved to a newer endpoint set, finishing; destroyed (each waits for its end)
+  // when the worker returns.
+  std::vector<std::unique_ptr<StreamClient>> moving;
   absl::Duration backoff = absl::Milliseconds(50);
   while (true) {
-    grpc::Status ended;
-    {
-      StreamClient client(s, stub);
-      ended = client.Run();
+    if (!WaitForEndpoints(s, channel)) return;
+    const auto [stub, revision] = channel.Get();
+    auto client = std::make_unique<StreamClient>(s, *stub, revision);
+    const grpc::Status ended = client->Run();
+    if (client->moved()) {
+      // Onto the new endpoint set at once; the old stream takes its answers meanwhile (its
+      // unanswered requests, should its node fail, are retried as any break's).
+      s.moves.fetch_add(1);
+      moving.push_back(std::move(client));
+      if (s.Over()) return;
+      continue;
     }
-    if (s.Over()) return;
+    const bool exhausted = client->exhausted();
+    client.reset();
+    // An open-loop run is out of requests when the next one's slot is past its end, which
+    // may be a moment before the end itself: a stream that ran out has finished, not broken.
+    if (s.Over() || (exhausted && ended.ok() && !s.HasRetries())) return;
     // The stream broke early (a restarting node, a reset connection): open another.
     s.restarts.fetch_add(1);
+
     absl::SleepFor(std::min(backoff, s.options.max_requests > 0 ? backoff : s.end - absl::Now()));
     backoff = std::min(backoff * 2, absl::Seconds(1));
     if (ended.ok()) backoff = absl::Milliseconds(50);
@@ -385,25 +497,29 @@ LoadReport RunLoad(const LoadOptions& options, int64_t payload_count,
                    const std::function<const std::string&(int64_t)>& payload,
                    const std::function<void(int64_t, const v1::ClassifyResponse&)>& on_response) {
   // One connection per worker, as independent clients would have.
-  std::vector<std::unique_ptr<v1::Inference::Stub>> stubs;
-  for (int c = 0; c < options.concurrency; ++c) {
-    grpc::ChannelArguments args;
-    args.SetInt("kennel.client", c);  // Distinct args => distinct subchannels.
-    auto channel = InferenceChannel(options.server, args);
-    if (!channel.ok()) {
-      LoadReport report;
-      report.errors[absl::StatusCodeToString(channel.status().code())] = 1;
-      report.error = std::string(channel.status().message());
-      return report;
-    }
-    stubs.push_back(v1::Inference::NewStub(*channel));
-  }
   State s(options, payload_count, payload, on_response);
+  std::vector<std::unique_ptr<WorkerChannel>> channels;
+  for (int c = 0; c < options.concurrency; ++c) {
+    std::unique_ptr<v1::Inference::Stub> stub;
+    if (options.follow == nullptr) {
+      grpc::ChannelArguments args;
+      args.SetInt("kennel.client", c);  // Distinct args => distinct subchannels.
+      auto channel = InferenceChannel(options.server, args);
+      if (!channel.ok()) {
+        LoadReport report;
+        report.errors[absl::StatusCodeToString(channel.status().code())] = 1;
+        report.error = std::string(channel.status().message());
+        return report;
+      }
+      stub = v1::Inference::NewStub(*channel);
+    }
+    channels.push_back(std::make_unique<WorkerChannel>(s, c, std::move(stub)));
+  }
   s.start = absl::Now();
   s.end = s.start + options.duration;
   std::vector<std::thread> workers;
   for (int c = 0; c < options.concurrency; ++c) {
-    workers.emplace_back([&, c] { options.unary ? UnaryWorker(s, *stubs[c]) : StreamWorker(s, *stubs[c]); });
+    workers.emplace_back([&, c] { options.unary ? UnaryWorker(s, *channels[c]) : StreamWorker(s, *channels[c]); });
   }
   for (auto& w : workers) w.join();
   LoadReport report;
@@ -417,6 +533,7 @@ LoadReport RunLoad(const LoadOptions& options, int64_t payload_count,
   s.retries.clear();
   report.sent = s.sent;
   report.stream_restarts = s.restarts;
+  report.stream_moves = s.moves;
   report.ok = static_cast<int64_t>(s.latencies_ms.size());
   report.errors = s.errors;
   report.throughput = report.seconds > 0 ? static_cast<double>(report.ok) / report.seconds : 0;

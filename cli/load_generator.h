@@ -29,9 +29,23 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> InferenceChannel(const std::strin
 // The service config behind it (for clients in other languages: see the README).
 std::string InferenceServiceConfig(bool health_checks);
 
+// The inference nodes a client spreads its requests over, as they change (kennelctl --model:
+// the coordinator's WatchEndpoints). Thread-safe.
+class EndpointSource {
+ public:
+  virtual ~EndpointSource() = default;
+  // "host:port,host:port,..." now ("" while no node serves), and its revision, which grows with
+  // every change.
+  virtual std::pair<std::string, int64_t> Current() = 0;
+};
+
 struct LoadOptions {
   // One inference node or a comma-separated list (see InferenceChannel).
   std::string server;
+  // When set, `server` is ignored: requests follow the source's set. A stream that sees the set
+  // change sends nothing more, takes its answers, ends, and is opened again on the new set (no
+  // request is cut off by a node leaving it); unary calls go to the set of their time.
+  EndpointSource* follow = nullptr;
   int concurrency = 8;
   int depth = 4;           // Closed loop: requests in flight per stream.
   double rate = 0;         // > 0: open loop at this many requests/s in total.
@@ -49,6 +63,8 @@ struct LoadReport {
   int64_t failed() const;                 // Sum of errors.
   // Streams that broke before the run ended and were opened again (after a short backoff).
   int64_t stream_restarts = 0;
+  // Streams ended and opened again because the endpoint set changed (LoadOptions.follow).
+  int64_t stream_moves = 0;
   std::string error;  // Why nothing could be sent (a bad address list), when that is so.
   double seconds = 0;                     // How long the run really took.
   double throughput = 0;                  // OK responses per second.

@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "cli/client.h"
+#include "cli/endpoint_watch.h"
 #include "cli/sample_images.h"
 #include "core/autoscale_spec.h"
 #include "core/dataset_index.h"
@@ -165,6 +166,7 @@ struct BenchFlags {
   double rate = 0;
   double duration_s = 10;
   bool unary = false;
+  std::string model;
 };
 
 int Bench(const GlobalOptions& global, const BenchFlags& f) {
@@ -185,6 +187,13 @@ int Bench(const GlobalOptions& global, const BenchFlags& f) {
   }
   LoadOptions options{.server = f.server, .concurrency = f.concurrency, .depth = f.depth, .rate = f.rate,
                       .duration = absl::Seconds(f.duration_s), .unary = f.unary};
+  std::unique_ptr<EndpointWatch> watch;
+  if (!f.model.empty()) {
+    auto w = EndpointWatch::Start(global.coordinator, f.model);
+    if (!w.ok()) return Fail(w.status());
+    watch = *std::move(w);
+    options.follow = watch.get();
+  }
   std::atomic<int64_t> scored{0}, correct{0};
   LoadReport report = RunLoad(
       options, static_cast<int64_t>(payloads.size()),
@@ -216,7 +225,7 @@ int Bench(const GlobalOptions& global, const BenchFlags& f) {
 void PrintLoadReport(const LoadReport& r, const GlobalOptions& global, const std::string& title) {
   if (global.json()) {
     PrintJson({{"mode", title}, {"sent", r.sent}, {"ok", r.ok}, {"failed", r.failed()}, {"errors", r.errors},
-               {"stream_restarts", r.stream_restarts}, {"seconds", r.seconds},
+               {"stream_restarts", r.stream_restarts}, {"stream_moves", r.stream_moves}, {"seconds", r.seconds},
                {"throughput", r.throughput}, {"p50_ms", r.p50_ms}, {"p90_ms", r.p90_ms},
                {"p99_ms", r.p99_ms}, {"max_ms", r.max_ms}, {"mean_batch", r.mean_batch},
                {"accuracy", r.accuracy >= 0 ? nlohmann::json(r.accuracy) : nlohmann::json()}});
@@ -229,7 +238,9 @@ void PrintLoadReport(const LoadReport& r, const GlobalOptions& global, const std
       "mean batch %.1f%s\n",
       title, r.seconds, r.throughput, r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms, r.ok,
       errors.empty() ? "none" : absl::StrJoin(errors, ", "),
-      r.stream_restarts > 0 ? absl::StrCat(" (", r.stream_restarts, " stream restarts)") : "", r.mean_batch,
+      absl::StrCat(r.stream_restarts > 0 ? absl::StrCat(" (", r.stream_restarts, " stream restarts)") : "",
+                   r.stream_moves > 0 ? absl::StrCat(" (", r.stream_moves, " streams moved to a new endpoint set)") : ""),
+      r.mean_batch,
       r.accuracy >= 0 ? absl::StrFormat("; accuracy %.4f", r.accuracy) : "");
 }
 
@@ -265,8 +276,18 @@ void AddServingCommands(CLI::App& app, const GlobalOptions& global) {
                        "Inference node host:port, or several (a,b,...: round robin over the healthy ones)")
       ->capture_default_str();
   classify->add_option("--top-k,-k", *top_k, "Predictions per file")->check(CLI::Range(1, 1000))->capture_default_str();
-  classify->callback([&global, server, inputs, top_k] {
-    throw CLI::RuntimeError(Classify(global, *server, *inputs, *top_k));
+  auto classify_model = std::make_shared<std::string>();
+  classify->add_option("--model,-m", *classify_model,
+                       "Send to the nodes that serve this model now, as the coordinator (-c) lists them, "
+                       "instead of --server");
+  classify->callback([&global, server, inputs, top_k, classify_model] {
+    std::string servers = *server;
+    if (!classify_model->empty()) {
+      auto watch = EndpointWatch::Start(global.coordinator, *classify_model);
+      if (!watch.ok()) throw CLI::RuntimeError(Fail(watch.status()));
+      servers = (*watch)->Current().first;
+    }
+    throw CLI::RuntimeError(Classify(global, servers, *inputs, *top_k));
   });
 
   auto f = std::make_shared<BenchFlags>();
@@ -289,6 +310,10 @@ void AddServingCommands(CLI::App& app, const GlobalOptions& global) {
       ->capture_default_str();
   bench->add_option("--duration", f->duration_s, "Seconds")->check(CLI::Range(0.1, 86400.0))->capture_default_str();
   bench->add_flag("--unary", f->unary, "Unary Classify calls instead of streams");
+  bench->add_option("--model,-m", f->model,
+                    "Follow the nodes that serve this model, as the coordinator (-c) streams them, instead of "
+                    "--server: streams move to a new set as it changes (an autoscaled model's nodes come and "
+                    "go), after taking their answers");
   bench->callback([&global, f] { throw CLI::RuntimeError(Bench(global, *f)); });
 }
 

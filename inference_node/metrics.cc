@@ -95,19 +95,38 @@ v1::NodeLoad Metrics::TakeLoad(int instances, int queued, absl::Time now) {
   load.set_window_ms(static_cast<int32_t>(window_s * 1e3));
   load.set_in_flight(static_cast<int32_t>(std::max<int64_t>(0, in_flight)));
   load.set_queued(queued);
-  // A batch is counted whole in the window it ends in, so one window may hold more than its
-  // length of work: clamped to [0, 1].
-  const double busy = std::clamp(busy_ns * 1e-9 / (window_s * std::max(1, instances)), 0.0, 1.0);
-  load.set_busy_fraction(busy);
+  // A batch is counted when it ends, so one window may get more than its length of work (a
+  // batch that started in the one before): the excess is carried into the next window.
+  const double capacity_s = window_s * std::max(1, instances);
+  const double work_s = busy_ns * 1e-9 + busy_carry_s_;
+  const double busy_s = std::min(work_s, capacity_s);
+  busy_carry_s_ = std::min(work_s - busy_s, 4 * capacity_s);  // At most a second of work.
+  load.set_busy_fraction(busy_s / capacity_s);
   load.set_arrivals_per_s(arrived / window_s);
   load.set_completions_per_s(answered / window_s);
-  // Offered load: busy x arrivals / answers. With no answers in the window, a busy node with
-  // arrivals is at least full.
+  // Offered load over the last second of windows (a 250 ms window may hold no answer while a
+  // long batch runs, or a whole batch's): busy x arrivals / answers. With no answer in that
+  // second, a busy node with requests is at least full.
+  history_.push_back({window_s, busy_s, capacity_s, arrived, answered});
+  double span = 0, busy_sum = 0, capacity_sum = 0;
+  int64_t arrived_sum = 0, answered_sum = 0;
+  for (auto it = history_.rbegin(); it != history_.rend(); ++it) {
+    span += it->window_s;
+    busy_sum += it->busy_s;
+    capacity_sum += it->capacity_s;
+    arrived_sum += it->arrived;
+    answered_sum += it->answered;
+    if (span >= 1.0) {
+      history_.erase(history_.begin(), std::next(it).base());
+      break;
+    }
+  }
+  const double busy = capacity_sum > 0 ? busy_sum / capacity_sum : 0;
   double offered = busy;
-  if (answered > 0) {
-    offered = busy * static_cast<double>(arrived) / static_cast<double>(answered);
-  } else if (arrived > 0 || in_flight > 0) {
-    offered = std::max(busy, busy > 0 ? 1.0 : 0.0);
+  if (answered_sum > 0) {
+    offered = busy * static_cast<double>(arrived_sum) / static_cast<double>(answered_sum);
+  } else if (busy > 0 && (arrived_sum > 0 || in_flight > 0)) {
+    offered = std::max(busy, 1.0);
   }
   load.set_offered_load(offered);
   if (!window_ms_.empty()) {

@@ -12,6 +12,7 @@
 #define KENNEL_INFERENCE_NODE_METRICS_H_
 
 #include <array>
+#include <deque>
 #include <atomic>
 #include <functional>
 #include <string>
@@ -77,6 +78,12 @@ class Metrics {
   uint64_t rng_ ABSL_GUARDED_BY(window_mu_) = 1;
   absl::Time window_start_ ABSL_GUARDED_BY(window_mu_) = absl::Now();
   kennel::v1::NodeLoad last_load_ ABSL_GUARDED_BY(window_mu_);
+  double busy_carry_s_ ABSL_GUARDED_BY(window_mu_) = 0;
+  struct Window {
+    double window_s, busy_s, capacity_s;
+    int64_t arrived, answered;
+  };
+  std::deque<Window> history_ ABSL_GUARDED_BY(window_mu_);  // The windows of the last second.
 };
 
 }  // namespace kennel::inference

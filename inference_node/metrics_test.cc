@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <string>
 
+#include "absl/time/time.h"
+
 namespace kennel::inference {
 namespace {
 
@@ -28,6 +30,52 @@ TEST(MetricsTest, SumsKeepEveryDigit) {
   const double long_run = 17533.912345678901;
   EXPECT_EQ(std::strtod(FormatMetricValue(long_run).c_str(), nullptr), long_run);
   EXPECT_EQ(FormatMetricValue(long_run).rfind("17533.9123456789", 0), 0u) << FormatMetricValue(long_run);
+}
+
+// The load window on a fake timeline (TakeLoad is given the time): the figures follow from
+// what was fed in, not from this machine's speed.
+struct Timeline {
+  Metrics metrics;
+  absl::Time now = absl::FromUnixSeconds(1'000'000);
+  kennel::v1::NodeLoad last;
+  // One 250 ms window with `arrived` requests, `answered` answers and batches that computed
+  // `busy` (counted when they end, as the batcher reports them).
+  void Window(int arrived, int answered, absl::Duration busy) {
+    for (int i = 0; i < arrived; ++i) metrics.Arrived();
+    for (int i = 0; i < answered; ++i) metrics.CountRequest(absl::StatusCode::kOk);
+    if (busy > absl::ZeroDuration()) metrics.ObserveBusy(busy);
+    now += absl::Milliseconds(250);
+    last = metrics.TakeLoad(/*instances=*/1, /*queued=*/0, now);
+  }
+};
+
+TEST(MetricsTest, OfferedLoadIsTheShareOfCapacityTheArrivalsAsk) {
+  Timeline t;
+  t.Window(0, 0, absl::ZeroDuration());  // Starts the timeline.
+  // Idle.
+  for (int i = 0; i < 4; ++i) t.Window(0, 0, absl::ZeroDuration());
+  EXPECT_EQ(t.last.offered_load(), 0);
+  // Half busy, keeping up: 4 requests of 31.25 ms per window.
+  for (int i = 0; i < 8; ++i) t.Window(4, 4, absl::Microseconds(125'000));
+  EXPECT_DOUBLE_EQ(t.last.busy_fraction(), 0.5);
+  EXPECT_DOUBLE_EQ(t.last.offered_load(), 0.5);
+  EXPECT_EQ(t.last.arrivals_per_s(), 16);
+  // Batches longer than a window (500 ms, 8 requests each, back to back): windows alternate
+  // between no answer and a whole batch's answers and work, yet every second reads fully busy
+  // and keeping up (the work a window could not hold is carried into the next).
+  for (int i = 0; i < 12; ++i) {
+    const bool ends = i % 2 == 1;
+    t.Window(/*arrived=*/4, ends ? 8 : 0, ends ? absl::Milliseconds(500) : absl::ZeroDuration());
+    if (i >= 4) {
+      EXPECT_DOUBLE_EQ(t.last.busy_fraction(), 1) << i;
+      EXPECT_DOUBLE_EQ(t.last.offered_load(), 1) << i;
+    }
+  }
+  // Overloaded: twice as many requests arrive as it answers, busy all the time.
+  for (int i = 0; i < 8; ++i) t.Window(8, 4, absl::Milliseconds(250));
+  EXPECT_DOUBLE_EQ(t.last.busy_fraction(), 1);
+  EXPECT_NEAR(t.last.offered_load(), 2, 1e-9);
+  EXPECT_GT(t.last.in_flight(), 0);
 }
 
 }  // namespace
