@@ -20,6 +20,7 @@
 #include "core/testing/paths.h"
 #include "kennel/v1/admin.grpc.pb.h"
 #include "kennel/v1/coordinator.grpc.pb.h"
+#include "tests/testing/kennelctl_run.h"
 #include "tests/testing/serving_helpers.h"
 
 namespace kennel {
@@ -28,10 +29,7 @@ namespace fs = std::filesystem;
 using core::Process;
 using core::testing::BuildDir;
 
-struct CtlRun {
-  int code = -1;
-  std::string out, err;
-};
+using testing::CtlRun;
 
 class AutoscaleTest : public ::testing::Test {
  protected:
@@ -80,18 +78,8 @@ class AutoscaleTest : public ::testing::Test {
   }
 
   CtlRun Ctl(std::vector<std::string> args, absl::Duration timeout = absl::Minutes(2)) {
-    const std::string base = absl::StrCat(dir_, "/ctl-", ctl_runs_++);
-    args.insert(args.begin(), {BuildDir() + "/cli/kennelctl", "-c", address_});
-    auto p = Process::Start(args, base + ".out", {}, base + ".err");
-    EXPECT_TRUE(p.ok()) << p.status();
-    CtlRun run;
-    if (!p.ok()) return run;
-    auto code = (*p)->Wait(timeout);
-    EXPECT_TRUE(code.ok()) << code.status();
-    run.code = code.ok() ? *code : -1;
-    run.out = *core::ReadFile(base + ".out");
-    run.err = *core::ReadFile(base + ".err");
-    return run;
+    args.insert(args.begin(), {"-c", address_});
+    return testing::RunKennelctl(args, absl::StrCat(dir_, "/ctl-", ctl_runs_++), timeout);
   }
 
   v1::AutoscaleStatus Autoscale(const std::string& model) {

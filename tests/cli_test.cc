@@ -21,6 +21,7 @@
 #include "core/subprocess.h"
 #include "kennel/v1/coordinator.grpc.pb.h"
 #include "core/testing/paths.h"
+#include "tests/testing/kennelctl_run.h"
 #include "tests/testing/serving_helpers.h"
 
 namespace kennel {
@@ -30,11 +31,7 @@ using core::Process;
 
 using core::testing::BuildDir;
 
-struct CtlRun {
-  int code = -1;
-  std::string out, err;
-  nlohmann::json json() const { return nlohmann::json::parse(out, nullptr, false); }
-};
+using testing::CtlRun;
 
 class KennelctlTest : public ::testing::Test {
  protected:
@@ -97,19 +94,7 @@ class KennelctlTest : public ::testing::Test {
   // kennelctl ARGS...
   static CtlRun Ctl(const std::vector<std::string>& args, absl::Duration timeout = absl::Minutes(3)) {
     static int n = 0;
-    const std::string base = absl::StrCat(dir_, "/ctl-", n++);
-    std::vector<std::string> argv = {BuildDir() + "/cli/kennelctl"};
-    argv.insert(argv.end(), args.begin(), args.end());
-    auto p = Process::Start(argv, base + ".out", {}, base + ".err");
-    EXPECT_TRUE(p.ok()) << p.status();
-    CtlRun run;
-    if (!p.ok()) return run;
-    auto code = (*p)->Wait(timeout);
-    EXPECT_TRUE(code.ok()) << code.status();
-    run.code = code.ok() ? *code : -1;
-    run.out = *core::ReadFile(base + ".out");
-    run.err = *core::ReadFile(base + ".err");
-    return run;
+    return testing::RunKennelctl(args, absl::StrCat(dir_, "/ctl-", n++), timeout);
   }
 
   static inline std::string dir_;
