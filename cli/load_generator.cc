@@ -173,7 +173,11 @@ class WorkerChannel {
       if (!servers.empty()) {
         grpc::ChannelArguments args;
         args.SetInt("kennel.client", worker_);
-        auto channel = InferenceChannel(servers, args);
+        // Worker c goes to node c mod n first (the others if it cannot be reached): the
+        // streams spread evenly over the set, whatever its size.
+        std::vector<std::string> list = absl::StrSplit(servers, ',', absl::SkipEmpty());
+        std::rotate(list.begin(), list.begin() + static_cast<std::ptrdiff_t>(worker_ % list.size()), list.end());
+        auto channel = InferenceChannel(absl::StrJoin(list, ","), args, /*in_order=*/true);
         if (channel.ok()) stub_ = v1::Inference::NewStub(*channel);
       }
     }
@@ -451,7 +455,7 @@ std::string InferenceServiceConfig(bool health_checks) {
 }
 
 absl::StatusOr<std::shared_ptr<grpc::Channel>> InferenceChannel(const std::string& servers,
-                                                                grpc::ChannelArguments args) {
+                                                                grpc::ChannelArguments args, bool in_order) {
   args.SetMaxSendMessageSize(64 << 20);
   args.SetMaxReceiveMessageSize(64 << 20);
   core::SetClientKeepalive(args);  // A node behind a cut link fails over within ~15 s.
@@ -486,7 +490,7 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> InferenceChannel(const std::strin
     freeaddrinfo(found);
     resolved.push_back(absl::StrCat(ip, ":", port));
   }
-  args.SetServiceConfigJSON(InferenceServiceConfig(true));
+  args.SetServiceConfigJSON(InferenceServiceConfig(/*health_checks=*/!in_order));
   // TLS checks one name per channel: the first address's host. The certificates of the nodes
   // behind one list must all carry it (`kennelctl certs issue --host`).
   args.SetSslTargetNameOverride(list[0].substr(0, list[0].rfind(':')));

@@ -23,8 +23,12 @@ namespace kennel::cli {
 // calls are spread round robin over the nodes that pass gRPC health checks, and a unary
 // Classify that fails with UNAVAILABLE (a node gone mid-call) is retried on another, up to 3
 // attempts. `args` come on top. INVALID_ARGUMENT for an address list it cannot resolve.
+// `in_order`: with several nodes, use the first that can be reached (gRPC's pick_first) instead
+// of round robin: a caller that rotates the list per connection spreads its streams evenly (round
+// robin starts each new channel at a random node, so few long-lived streams may all land on one).
 absl::StatusOr<std::shared_ptr<grpc::Channel>> InferenceChannel(const std::string& servers,
-                                                                grpc::ChannelArguments args = {});
+                                                                grpc::ChannelArguments args = {},
+                                                                bool in_order = false);
 
 // The service config behind it (for clients in other languages: see the README).
 std::string InferenceServiceConfig(bool health_checks);

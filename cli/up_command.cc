@@ -11,6 +11,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "cli/client.h"
+#include "cli/endpoint_watch.h"
+#include "core/autoscale_spec.h"
 #include "cli/load_generator.h"
 #include "cli/sample_images.h"
 #include "cli/serving_commands.h"
@@ -33,6 +35,8 @@ struct UpFlags {
   int64_t classify_limit = 0;
   int concurrency = 4;
   bool keep_running = false;
+  // "min=..,max=..": the coordinator's local provider starts and retires the inference nodes.
+  std::string autoscale;
 };
 
 void Say(const std::string& s) { std::cerr << "\033[1m[kennel up]\033[0m " << s << std::endl; }
@@ -52,9 +56,12 @@ class LocalCluster {
     for (const auto* b : {&coordinator, &trainer, &inference}) {
       if (!b->ok()) return b->status();
     }
-    auto c = core::Process::Start({*coordinator, "--listen", "127.0.0.1:0", "--data_dir",
-                                   (fs::path(f.data_dir) / "coordinator").string()},
-                                  logs_ + "/coordinator.log");
+    std::vector<std::string> argv = {*coordinator, "--listen", "127.0.0.1:0", "--data_dir",
+                                     (fs::path(f.data_dir) / "coordinator").string()};
+    if (!f.autoscale.empty()) {
+      argv.insert(argv.end(), {"--autoscale_provider", "local", "--autoscale_node_args", "--instances 1 --torch_threads 1"});
+    }
+    auto c = core::Process::Start(argv, logs_ + "/coordinator.log");
     if (!c.ok()) return c.status();
     procs_.push_back(std::move(*c));
     auto line = procs_.back()->WaitForLine("listening on port ", absl::Seconds(30));
@@ -69,7 +76,8 @@ class LocalCluster {
       if (!t.ok()) return t.status();
       procs_.push_back(std::move(*t));
     }
-    for (int i = 0; i < f.inference_nodes; ++i) {
+    const int inference_nodes = f.autoscale.empty() ? f.inference_nodes : 0;  // The autoscaler's.
+    for (int i = 0; i < inference_nodes; ++i) {
       const std::string name = absl::StrCat("inference-", i + 1);
       auto n = core::Process::Start({*inference, "--coordinator", address_, "--name", name, "--listen",
                                      "127.0.0.1:0", "--cache_dir", (fs::path(f.data_dir) / name).string()},
@@ -81,8 +89,10 @@ class LocalCluster {
       const std::string rest = l->substr(l->find("port ") + 5);
       inference_.push_back(absl::StrCat("127.0.0.1:", rest.substr(0, rest.find(' '))));
     }
-    Say(absl::StrCat(trainers, " trainers and ", f.inference_nodes, " inference node(s) starting"));
-    return WaitForMembers(trainers, f.inference_nodes);
+    Say(f.autoscale.empty() ? absl::StrCat(trainers, " trainers and ", f.inference_nodes, " inference node(s) starting")
+                            : absl::StrCat(trainers, " trainers starting; inference nodes come from the autoscaler (",
+                                           f.autoscale, ")"));
+    return WaitForMembers(trainers, inference_nodes);
   }
 
   absl::Status WaitForMembers(int trainers, int inference) {
@@ -146,6 +156,12 @@ int Up(const UpFlags& f, const CLI::App& cmd, GlobalOptions& global) {
   if (trainers < 1 || trainers > 16) {
     return Fail(absl::InvalidArgumentError(absl::StrCat("kennelctl up starts 1 to 16 trainers, not ", trainers)));
   }
+  if (!f.autoscale.empty()) {  // Refused before anything starts.
+    if (auto a = core::ParseAutoscaleSpec(f.autoscale); !a.ok()) return Fail(a.status());
+    if (cmd.count("--inference-nodes") > 0) {
+      return Fail(absl::InvalidArgumentError("give --inference-nodes or --autoscale, not both"));
+    }
+  }
   LocalCluster cluster;
   if (absl::Status s = cluster.Start(f, trainers); !s.ok()) return Fail(s);
   global.coordinator = cluster.address();
@@ -167,6 +183,11 @@ int Up(const UpFlags& f, const CLI::App& cmd, GlobalOptions& global) {
   v1::DeployRequest deploy;
   deploy.set_name(job.model_name());
   deploy.set_version(job.model_version());
+  if (!f.autoscale.empty()) {
+    auto autoscale = core::ParseAutoscaleSpec(f.autoscale);
+    if (!autoscale.ok()) return Fail(autoscale.status());
+    *deploy.mutable_autoscale() = *autoscale;
+  }
   v1::DeployResponse deployed;
   rpc = admin->Deploy(Context(600).get(), deploy, &deployed);
   if (!rpc.ok()) return Fail(RpcError(rpc, Peer::kCoordinator, cluster.address()));
@@ -177,10 +198,27 @@ int Up(const UpFlags& f, const CLI::App& cmd, GlobalOptions& global) {
   std::vector<std::string> images;
   std::vector<int> labels;
   if (absl::Status s = TestImages(*spec, f.classify_limit, &images, &labels); !s.ok()) return Fail(s);
-  Say(absl::StrCat("streaming ", images.size(), " test images through ClassifyStream on ", cluster.inference()[0]));
+  std::unique_ptr<EndpointWatch> watch;
+  std::string where = f.autoscale.empty() ? cluster.inference()[0] : "";
+  if (!f.autoscale.empty()) {
+    // The autoscaler starts min nodes; classification follows the model's endpoint set.
+    Say("waiting for the autoscaler's first node to serve");
+    const absl::Time deadline = absl::Now() + absl::Minutes(5);
+    absl::StatusOr<std::unique_ptr<EndpointWatch>> w = absl::NotFoundError("");
+    while (absl::Now() < deadline) {
+      w = EndpointWatch::Start(cluster.address(), job.model_name());
+      if (w.ok() || w.status().code() != absl::StatusCode::kNotFound) break;
+      absl::SleepFor(absl::Milliseconds(250));
+    }
+    if (!w.ok()) return Fail(w.status());
+    watch = *std::move(w);
+    where = absl::StrCat("the nodes serving ", job.model_name(), " (", watch->Current().first, ", followed as they change)");
+  }
+  Say(absl::StrCat("streaming ", images.size(), " test images through ClassifyStream on ", where));
   std::atomic<int64_t> correct{0};
-  LoadOptions load{.server = cluster.inference()[0], .concurrency = f.concurrency, .depth = 32,
-                   .max_requests = static_cast<int64_t>(images.size()), .top_k = 1};
+  LoadOptions load{.server = f.autoscale.empty() ? cluster.inference()[0] : "", .concurrency = f.concurrency,
+                   .depth = 32, .max_requests = static_cast<int64_t>(images.size()), .top_k = 1};
+  load.follow = watch.get();
   load.duration = absl::Hours(24);
   LoadReport report = RunLoad(load, static_cast<int64_t>(images.size()),
                               [&](int64_t i) -> const std::string& { return images[static_cast<size_t>(i)]; },
@@ -202,9 +240,15 @@ int Up(const UpFlags& f, const CLI::App& cmd, GlobalOptions& global) {
         images.size(), accuracy, report.throughput, report.p50_ms, report.p99_ms, report.sent - report.ok);
   }
   if (f.keep_running) {
-    Say(absl::StrCat("cluster running: coordinator ", cluster.address(), ", inference ", cluster.inference()[0]));
-    Say(absl::StrCat("try: kennelctl -c ", cluster.address(), " status; kennelctl classify -s ",
-                     cluster.inference()[0], " IMAGES...; Ctrl-C stops everything"));
+    if (f.autoscale.empty()) {
+      Say(absl::StrCat("cluster running: coordinator ", cluster.address(), ", inference ", cluster.inference()[0]));
+      Say(absl::StrCat("try: kennelctl -c ", cluster.address(), " status; kennelctl classify -s ",
+                       cluster.inference()[0], " IMAGES...; Ctrl-C stops everything"));
+    } else {
+      Say(absl::StrCat("cluster running: coordinator ", cluster.address(), ", inference nodes autoscaled"));
+      Say(absl::StrCat("try: kennelctl -c ", cluster.address(), " autoscale; kennelctl -c ", cluster.address(),
+                       " bench --model ", job.model_name(), " --rate 200; Ctrl-C stops everything"));
+    }
     std::signal(SIGINT, [](int) { g_stop = 1; });
     std::signal(SIGTERM, [](int) { g_stop = 1; });
     while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -236,6 +280,9 @@ void AddUpCommand(CLI::App& app, GlobalOptions& global) {
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
   cmd->add_flag("--keep-running", f->keep_running, "Leave the cluster up until Ctrl-C");
+  cmd->add_option("--autoscale", f->autoscale,
+                  "Autoscale the inference nodes instead of starting --inference-nodes: min=N,max=N[,target=0.7,...] "
+                  "(see `kennelctl autoscale --help`); the coordinator starts and retires them on this machine");
   cmd->callback([f, cmd, &global] { throw CLI::RuntimeError(Up(*f, *cmd, global)); });
 }
 

@@ -218,7 +218,14 @@ void Autoscaling::TickModel(const std::string& name, Model& m, const std::vector
     if (!is_ours(n)) continue;
     present.insert(n.name);
     if (m.retired.contains(n.name)) {
+      m.drain_failures[n.name] = std::max(m.drain_failures[n.name], n.load.failed_while_draining());
       if (!n.connected) {
+        m.dropped_during_scale_in += m.drain_failures[n.name];
+        if (m.drain_failures[n.name] > 0) {
+          LOG(WARNING) << "autoscaling " << name << ": " << n.name << " failed " << m.drain_failures[n.name]
+                       << " requests while it drained";
+        }
+        m.drain_failures.erase(n.name);
         // It drained and left: release it.
         m.retired.erase(n.name);
         m.leaving.erase(n.name);
@@ -343,6 +350,7 @@ void Autoscaling::TickModel(const std::string& name, Model& m, const std::vector
   m.status.set_start_failures(m.start_failures);
   m.status.set_provider(provider_ ? provider_->name() : "none");
   m.status.set_version(m.version);
+  m.status.set_scale_in_failed_requests(m.dropped_during_scale_in);
   *m.status.mutable_spec() = spec;
 }
 
@@ -402,6 +410,12 @@ std::string Autoscaling::RenderMetrics() {
     absl::StrAppend(&out, "kennel_autoscale_decisions_total{model=\"", name, "\",direction=\"out\"} ", m.scale_outs,
                     "\n", "kennel_autoscale_decisions_total{model=\"", name, "\",direction=\"in\"} ", m.scale_ins,
                     "\n");
+  }
+  out += "# HELP kennel_autoscale_scale_in_failed_requests_total Requests the nodes retired by scale-in answered "
+         "with an error while they drained.\n# TYPE kennel_autoscale_scale_in_failed_requests_total counter\n";
+  for (const auto& [name, m] : models_) {
+    absl::StrAppend(&out, "kennel_autoscale_scale_in_failed_requests_total{model=\"", name, "\"} ",
+                    m.dropped_during_scale_in, "\n");
   }
   out += "# HELP kennel_autoscale_start_failures Nodes in a row that failed to start.\n"
          "# TYPE kennel_autoscale_start_failures gauge\n";

@@ -128,6 +128,7 @@ class Autoscaling {
     std::map<std::string, absl::Time> leaving;       // Out of the endpoint set, since.
     std::set<std::string> retired;                   // Told to retire; stopped once disconnected.
     std::set<std::string> known;                     // Every node seen as the model's.
+    std::map<std::string, int64_t> drain_failures;   // Leaving nodes: failed while draining.
     int start_failures = 0;
     std::string problem;
     std::string last_decision;

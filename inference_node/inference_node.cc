@@ -209,6 +209,7 @@ void InferenceNode::OnCoordinatorMessage(const v1::CoordinatorMessage& message) 
     absl::MutexLock lock(&deploy_mu_);
     if (shut_down_ || retiring_) return;
     retiring_ = true;
+    metrics_.BeginDrain();
     const v1::Retire retire = message.retire();
     LOG(INFO) << "retiring (" << retire.reason() << "): NOT_SERVING, answering what is in flight, then exiting";
     retire_thread_ = std::thread([this, retire] {
@@ -257,6 +258,8 @@ void InferenceNode::Shutdown(absl::Duration deadline) {
     if (!service_->WaitForStreamsDone(deadline / 2)) LOG(WARNING) << "streams still open at half the drain deadline";
   }
   for (auto& t : deploys) t.join();
+  // A retired node's last heartbeat (every 250 ms) carries what failed while it drained.
+  if (control_ && retiring_) absl::SleepFor(absl::Milliseconds(300));
   if (control_) control_->Stop();
   // Create may have failed part way: stop only what was started.
   if (server_) server_->Shutdown(absl::ToChronoTime(until));

@@ -56,6 +56,9 @@ Metrics::Metrics()
 
 void Metrics::CountRequest(absl::StatusCode code) {
   answered_.fetch_add(1, std::memory_order_relaxed);
+  if (code != absl::StatusCode::kOk && draining_.load(std::memory_order_relaxed)) {
+    failed_draining_.fetch_add(1, std::memory_order_relaxed);
+  }
   const int c = static_cast<int>(code);
   requests_[c >= 0 && c < kCodes ? c : 2].fetch_add(1, std::memory_order_relaxed);
 }
@@ -129,6 +132,7 @@ v1::NodeLoad Metrics::TakeLoad(int instances, int queued, absl::Time now) {
     offered = std::max(busy, 1.0);
   }
   load.set_offered_load(offered);
+  load.set_failed_while_draining(failed_draining_.load(std::memory_order_relaxed));
   if (!window_ms_.empty()) {
     auto at = [&](double q) {
       const size_t i = std::min(window_ms_.size() - 1, static_cast<size_t>(q * static_cast<double>(window_ms_.size())));

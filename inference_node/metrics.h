@@ -51,6 +51,8 @@ class Metrics {
   void ObserveBatch(int size);
   // The load window: a request arrived; a batch computed for `busy`.
   void Arrived() { arrivals_.fetch_add(1, std::memory_order_relaxed); }
+  // From now on, requests answered with an error are counted as failed while draining.
+  void BeginDrain() { draining_.store(true, std::memory_order_relaxed); }
   void ObserveBusy(absl::Duration busy);
   // The window since the last call, measured and started anew: `instances` model instances
   // ran the batches, `queued` requests wait now. Also what /metrics shows until the next call.
@@ -72,6 +74,8 @@ class Metrics {
   std::atomic<int64_t> answered_{0};     // All codes.
   std::atomic<int64_t> busy_ns_{0};
   std::atomic<int64_t> in_flight_{0};    // Arrived, not yet answered.
+  std::atomic<bool> draining_{false};
+  std::atomic<int64_t> failed_draining_{0};
   absl::Mutex window_mu_;
   std::vector<float> window_ms_ ABSL_GUARDED_BY(window_mu_);  // Latencies answered (a bounded sample).
   int64_t window_seen_ ABSL_GUARDED_BY(window_mu_) = 0;

@@ -78,5 +78,19 @@ TEST(MetricsTest, OfferedLoadIsTheShareOfCapacityTheArrivalsAsk) {
   EXPECT_GT(t.last.in_flight(), 0);
 }
 
+TEST(MetricsTest, FailuresAreCountedAsDrainFailuresOnlyOnceTheNodeDrains) {
+  Timeline t;
+  t.metrics.CountRequest(absl::StatusCode::kInvalidArgument);  // A bad request, before: not counted.
+  t.Window(0, 0, absl::ZeroDuration());
+  EXPECT_EQ(t.last.failed_while_draining(), 0);
+  t.metrics.BeginDrain();
+  t.metrics.CountRequest(absl::StatusCode::kOk);
+  t.metrics.CountRequest(absl::StatusCode::kUnavailable);
+  t.Window(0, 0, absl::ZeroDuration());
+  t.metrics.CountRequest(absl::StatusCode::kCancelled);
+  t.Window(0, 0, absl::ZeroDuration());
+  EXPECT_EQ(t.last.failed_while_draining(), 2) << "a running total since the drain began";
+}
+
 }  // namespace
 }  // namespace kennel::inference

@@ -175,6 +175,7 @@ TEST_F(AutoscaleTest, NodesAreStartedAndRetiredWithoutLossAndTheSettingsSurviveA
   ASSERT_EQ(run.code, 0) << run.err;
   s = WaitFor([](const auto& a) { return a.serving_nodes() == 1 && a.draining_nodes() == 0; });
   EXPECT_NE(s.last_decision().find("scale in 2 -> 1"), std::string::npos) << s.last_decision();
+  EXPECT_EQ(s.scale_in_failed_requests(), 0);
   EXPECT_EQ(Endpoints("fashion").endpoints_size(), 1);
   auto code = (*bench)->Wait(absl::Minutes(1));
   ASSERT_TRUE(code.ok()) << code.status();
