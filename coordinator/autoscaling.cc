@@ -1,6 +1,6 @@
 #include "coordinator/autoscaling.h"
 
-#include <glog/logging.h>
+#include "core/logging.h"
 
 #include <algorithm>
 

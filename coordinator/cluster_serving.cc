@@ -1,6 +1,6 @@
 // The cluster's serving side: deploys to inference nodes, and what the autoscaler sees and
 // asks of them (ServingFleet).
-#include <glog/logging.h>
+#include "core/logging.h"
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"

@@ -1,6 +1,6 @@
 #include "coordinator/node_providers.h"
 
-#include <glog/logging.h>
+#include "core/logging.h"
 #include <signal.h>
 #include <unistd.h>
 
