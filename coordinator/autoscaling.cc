@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "core/model_spec.h"
 #include "core/status_macros.h"
 
 namespace kennel::coordinator {
@@ -54,7 +55,8 @@ absl::Status Autoscaling::Start() {
 }
 
 std::string Autoscaling::ModelName(const std::string& model_version) {
-  return model_version.substr(0, model_version.rfind(':'));
+  const auto ref = core::ParseModelRef(model_version);
+  return ref ? ref->name : "";
 }
 
 absl::StatusOr<v1::AutoscaleStatus> Autoscaling::Set(const std::string& model, const v1::AutoscaleSpec& spec,

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "coordinator/job_datasets.h"
+#include "core/model_spec.h"
 #include "core/status_macros.h"
 
 namespace kennel::coordinator {
@@ -408,13 +409,12 @@ absl::StatusOr<v1::RegisterAck> Cluster::RegisterTrainer(const v1::Register& req
     }
   }
   // An inference node that restarted (or lost its model) gets the version last deployed to it.
-  if (node.status.role() == v1::INFERENCE && !node.status.desired_model().empty() &&
-      request.model() != node.status.desired_model()) {
+  const std::optional<core::ModelRef> desired_ref = core::ParseModelRef(node.status.desired_model());
+  if (node.status.role() == v1::INFERENCE && desired_ref && request.model() != node.status.desired_model()) {
     const std::string& desired = node.status.desired_model();
-    const size_t colon = desired.rfind(':');
     v1::CoordinatorMessage deploy;
-    deploy.mutable_deploy()->set_name(desired.substr(0, colon));
-    deploy.mutable_deploy()->set_version(std::stoll(desired.substr(colon + 1)));
+    deploy.mutable_deploy()->set_name(desired_ref->name);
+    deploy.mutable_deploy()->set_version(desired_ref->version);
     follow_ups.push_back(deploy);
     LOG(INFO) << "inference node " << request.name() << " serves '" << request.model() << "'; sending it "
               << desired << ", the version last deployed to it";

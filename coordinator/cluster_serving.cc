@@ -2,10 +2,10 @@
 // asks of them (ServingFleet).
 #include "core/logging.h"
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "coordinator/cluster.h"
+#include "core/model_spec.h"
 #include "core/status_macros.h"
 
 namespace kennel::coordinator {
@@ -95,13 +95,8 @@ absl::StatusOr<int64_t> Cluster::VersionToServe(const std::string& model) {
     absl::MutexLock lock(&mu_);
     int64_t newest_deployed = 0;
     for (const auto& [name, node] : nodes_) {
-      const std::string& desired = node.status.desired_model();
-      const size_t colon = desired.rfind(':');
-      int64_t version = 0;
-      if (colon != std::string::npos && desired.substr(0, colon) == model &&
-          absl::SimpleAtoi(desired.substr(colon + 1), &version)) {
-        newest_deployed = std::max(newest_deployed, version);
-      }
+      const auto desired = core::ParseModelRef(node.status.desired_model());
+      if (desired && desired->name == model) newest_deployed = std::max(newest_deployed, desired->version);
     }
     if (newest_deployed > 0) return newest_deployed;
   }

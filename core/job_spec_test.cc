@@ -1,4 +1,5 @@
 #include "core/job_spec.h"
+#include "core/model_spec.h"
 
 #include <gtest/gtest.h>
 
@@ -150,6 +151,16 @@ TEST(JobSpecTest, LearningRateSchedules) {
   EXPECT_DOUBLE_EQ(LearningRateAt(t, 0, 10), 0.02);
   EXPECT_DOUBLE_EQ(LearningRateAt(t, 3, 10), 0.08);
   EXPECT_DOUBLE_EQ(LearningRateAt(t, 4, 10), 0.1);
+}
+
+TEST(ModelRefTest, NameColonVersionAndNothingElse) {
+  auto ref = ParseModelRef("dogs.v2:12");
+  ASSERT_TRUE(ref.has_value());
+  EXPECT_EQ(ref->name, "dogs.v2");
+  EXPECT_EQ(ref->version, 12);
+  for (const char* bad : {"", "dogs", "dogs:", ":3", "dogs:0", "dogs:-1", "dogs:x"}) {
+    EXPECT_FALSE(ParseModelRef(bad).has_value()) << bad;
+  }
 }
 
 }  // namespace

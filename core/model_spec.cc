@@ -4,9 +4,21 @@
 #include <cctype>
 #include <string>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace kennel::core {
+
+std::optional<ModelRef> ParseModelRef(absl::string_view text) {
+  const size_t colon = text.rfind(':');
+  ModelRef ref;
+  if (colon == absl::string_view::npos || colon == 0 || !absl::SimpleAtoi(text.substr(colon + 1), &ref.version) ||
+      ref.version < 1) {
+    return std::nullopt;
+  }
+  ref.name = std::string(text.substr(0, colon));
+  return ref;
+}
 
 absl::Status ValidateModelName(absl::string_view name) {
   if (name.empty()) return absl::InvalidArgumentError("a model name is required");

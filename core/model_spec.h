@@ -5,6 +5,7 @@
 #define KENNEL_CORE_MODEL_SPEC_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -16,6 +17,14 @@ namespace kennel::core {
 // A model name: 1 to 128 letters, digits, '-', '_' and '.', not "." or ".." (it names a
 // folder in the coordinator's artifact store). INVALID_ARGUMENT saying what is wrong.
 absl::Status ValidateModelName(absl::string_view name);
+
+// A model version as nodes and the coordinator name it: "name:version" (version >= 1).
+struct ModelRef {
+  std::string name;
+  int64_t version = 0;
+};
+// nullopt for anything else ("" included).
+std::optional<ModelRef> ParseModelRef(absl::string_view text);
 
 // Fills defaults (in_channels 3, head LINEAR, head_hidden 128) into `spec` and checks it: the
 // spec CreateModel (core/ml/models.h) builds. INVALID_ARGUMENT naming what is wrong.
