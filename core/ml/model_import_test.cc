@@ -1,6 +1,7 @@
 #include "core/ml/model_import.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 #include <torch/torch.h>
 
 #include <filesystem>
@@ -27,8 +28,10 @@ ModelImportOptions Resnet34Options(const std::string& weights_file) {
   o.model.set_architecture(v1::RESNET34);
   o.class_names = {"beagle", "boxer", "collie", "dalmatian", "husky", "poodle", "pug"};
   o.preprocess = DefaultPreprocess(v1::RESNET34);
+  // With the pid: core_test.ParityWithoutAvx runs these tests too, at the same time.
   const std::string dir = fs::path(::testing::TempDir()) /
-                          ::testing::UnitTest::GetInstance()->current_test_info()->name();
+                          (std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + "-" +
+                           std::to_string(::getpid()));
   fs::remove_all(dir);
   o.output_dir = dir + "/artifact";
   return o;
