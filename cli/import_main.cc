@@ -101,6 +101,7 @@ int RunImport(const ImportFlags& f, const GlobalOptions& global) {
 int main(int argc, char** argv) {
   namespace cli = kennel::cli;
   kennel::core::TuneAllocator();
+  kennel::core::DisableMutexDeadlockDetection();
   cli::GlobalOptions global;
   global.coordinator = cli::DefaultCoordinator();
   CLI::App app("kennelctl-import: the half of `kennelctl import` that needs LibTorch.");

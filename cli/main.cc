@@ -19,6 +19,7 @@
 #include "cli/train_command.h"
 #include "cli/tune_command.h"
 #include "cli/up_command.h"
+#include "core/process_setup.h"
 
 namespace {
 
@@ -39,6 +40,7 @@ std::string FirstWord(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   namespace cli = kennel::cli;
+  kennel::core::DisableMutexDeadlockDetection();  // Its load generator takes locks per request.
   cli::GlobalOptions global;
   global.coordinator = cli::DefaultCoordinator();
   CLI::App app("kennelctl: show and drive a Kennel cluster (training, models, serving).");

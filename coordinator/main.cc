@@ -77,6 +77,8 @@ int main(int argc, char** argv) {
   options.autoscale.node_args = absl::StrSplit(node_args, ' ', absl::SkipEmpty());
 
   kennel::core::TuneAllocator();
+
+  kennel::core::DisableMutexDeadlockDetection();
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
   auto coordinator = kennel::coordinator::Coordinator::Create(options);

@@ -10,6 +10,11 @@ namespace kennel::core {
 // tensor memory in the heap for reuse.
 void TuneAllocator();
 
+// Debian's abseil is built without NDEBUG, so every absl::Mutex acquisition runs its deadlock
+// detector (a process-wide lock graph under a spinlock: ~2% of a serving profile, on every
+// lock). Binaries turn it off; tests keep it (they are where a lock-order bug should show).
+void DisableMutexDeadlockDetection();
+
 }  // namespace kennel::core
 
 #endif  // KENNEL_CORE_PROCESS_SETUP_H_

@@ -37,6 +37,8 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   kennel::core::TuneAllocator();
+
+  kennel::core::DisableMutexDeadlockDetection();
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
   // Before anything starts: a SIGTERM during start-up stops cleanly too.
