@@ -37,7 +37,7 @@ jobs=${JOBS:-$(nproc)}
 # What Kennel needs at build and run time (the README says why each is here).
 runtime_packages=(
   build-essential cmake ninja-build pkg-config ccache
-  libtorch-dev libopenblas0-pthread libpng-dev
+  libtorch-dev libopenblas0-pthread libpng-dev libjpeg-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev
   libgloo-dev libopencv-dev libabsl-dev libgoogle-glog-dev libgflags-dev
   nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libssl-dev zlib1g-dev libsqlite3-dev

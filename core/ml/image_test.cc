@@ -202,6 +202,47 @@ TEST(ImageTest, LargeJpegIsDecodedAtReducedScale) {
   EXPECT_EQ(full->cols, 800);
 }
 
+// DecodeImage decodes JPEGs with libjpeg-turbo straight to RGB; OpenCV's imdecode (BGR, then
+// swapped) is what it replaced: every pixel must be the same, at every scale, colour and gray,
+// progressive and odd-sized alike.
+TEST(ImageTest, JpegsDecodeToExactlyOpenCvsPixels) {
+  cv::RNG rng(11);
+  cv::Mat photo(375, 500, CV_8UC3);
+  cv::Mat small(15, 20, CV_8UC3);
+  rng.fill(small, cv::RNG::UNIFORM, 0, 255);
+  cv::resize(small, photo, photo.size(), 0, 0, cv::INTER_CUBIC);
+  cv::Mat noise(photo.size(), CV_8UC3);
+  rng.fill(noise, cv::RNG::NORMAL, 0, 20);
+  photo += noise;
+  cv::Mat gray;
+  cv::cvtColor(photo, gray, cv::COLOR_BGR2GRAY);
+  const std::vector<std::pair<std::string, std::string>> files = {
+      {"colour 4:2:0", Encode(photo, ".jpg", {cv::IMWRITE_JPEG_QUALITY, 90})},
+      {"colour, low chroma quality", Encode(photo, ".jpg", {cv::IMWRITE_JPEG_CHROMA_QUALITY, 40})},
+      {"progressive", Encode(photo, ".jpg", {cv::IMWRITE_JPEG_PROGRESSIVE, 1})},
+      {"gray", Encode(gray, ".jpg")},
+      {"odd size", Encode(photo(cv::Rect(0, 0, 333, 251)), ".jpg", {cv::IMWRITE_JPEG_QUALITY, 75})},
+  };
+  for (const auto& [what, jpeg] : files) {
+    for (int channels : {1, 3}) {
+      for (int reduce : {1, 2, 4, 8}) {
+        int flags = channels == 1 ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR;
+        if (reduce == 2) flags = channels == 1 ? cv::IMREAD_REDUCED_GRAYSCALE_2 : cv::IMREAD_REDUCED_COLOR_2;
+        if (reduce == 4) flags = channels == 1 ? cv::IMREAD_REDUCED_GRAYSCALE_4 : cv::IMREAD_REDUCED_COLOR_4;
+        if (reduce == 8) flags = channels == 1 ? cv::IMREAD_REDUCED_GRAYSCALE_8 : cv::IMREAD_REDUCED_COLOR_8;
+        cv::Mat want = cv::imdecode(cv::Mat(1, static_cast<int>(jpeg.size()), CV_8U, const_cast<char*>(jpeg.data())), flags);
+        if (channels == 3) cv::cvtColor(want, want, cv::COLOR_BGR2RGB);
+        // A hint that makes DecodeImage pick this scale for both sizes (shorter sides 375 and 251).
+        auto got = DecodeImage(jpeg, channels, {}, reduce == 1 ? 0 : 251 / reduce);
+        ASSERT_TRUE(got.ok()) << what << ": " << got.status();
+        ASSERT_EQ(got->size(), want.size()) << what << " channels " << channels << " reduce " << reduce;
+        ASSERT_EQ(got->type(), want.type()) << what;
+        EXPECT_EQ(cv::norm(*got, want, cv::NORM_INF), 0) << what << " channels " << channels << " reduce " << reduce;
+      }
+    }
+  }
+}
+
 TEST(ImageTest, PreprocessNormalisesIntoChw) {
   cv::Mat rgb(2, 2, CV_8UC3, cv::Scalar(255, 0, 51));
   v1::PreprocessSpec spec = Spec(2, 2, 3);
