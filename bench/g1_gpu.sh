@@ -107,11 +107,20 @@ L=$BUILD/bench/kennel-bench-limits
 raw=$(grep -oE '^model batch 128: [0-9.]+' "$OUT/limits.log" | grep -oE '[0-9.]+$' | cut -d. -f1)
 say "  kennel raw forward fp16 batch 128: ${raw:-?} images/s"
 grep -E '^model best|^preprocess' "$OUT/limits.log" | sed 's/^/  /' | tee -a "$SUMMARY"
+# Each CUDA setting of the inference path alone, and none, at batch 128 (kennel-inference
+# --cuda_settings; all four are on above and by default).
+for setting in none channels_last cudnn_benchmark pinned_upload own_stream; do
+  bounded 60 "$L" limits --artifact "$W/r50" --images "$W/jpegs" --device cuda --precision fp16 --threads 2 \
+    --batch 128 --cuda_settings "$setting" >"$W/limits-$setting.log" 2>&1
+  cat "$W/limits-$setting.log" >>"$OUT/limits.log"
+  one=$(grep -oE '^model batch 128: [0-9.]+' "$W/limits-$setting.log" | grep -oE '[0-9.]+$' | cut -d. -f1)
+  say "  raw forward fp16 batch 128 with --cuda_settings $setting: ${one:-?} images/s"
+done
 
 # ------------------------------------------------------------------ serving from JPEGs
 say "== serving from JPEGs ($(left) s left)"
 "$BUILD/inference_node/kennel-inference" --listen 127.0.0.1:0 --metrics_port -1 --model_dir "$W/r50" \
-  --device cuda --precision fp16 --max_batch 128 --preprocess_threads "$(nproc)" --queue 100000 >"$W/inf.log" 2>&1 &
+  --device cuda --precision fp16 --max_batch 128 --queue 100000 >"$W/inf.log" 2>&1 &
 pids+=($!)
 iport=$(port_of "$W/inf.log")
 {
@@ -132,6 +141,7 @@ say "  served (32 streams x 8): ${served:-?} req/s, p50 $(json_field "$W/bench-s
   "p99 $(json_field "$W/bench-sat.json" 'd["p99_ms"]') ms, mean batch $(json_field "$W/bench-sat.json" 'd["mean_batch"]')," \
   "failed $(json_field "$W/bench-sat.json" 'd["failed"]')"
 say "  at 1000 req/s: p50 $(json_field "$W/bench-rate.json" 'd["p50_ms"]') ms, p99 $(json_field "$W/bench-rate.json" 'd["p99_ms"]') ms"
+say "  node's $(grep -oE 'threads: .*' "$W/inf.log" | head -n1); $(grep -oE 'CUDA settings: .*' "$W/inf.log" | head -n1)"
 kill "${pids[0]}" 2>/dev/null
 
 # ------------------------------------------------------------------ training

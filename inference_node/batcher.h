@@ -1,12 +1,14 @@
 // Dynamic batching in the manner of Triton's dynamic batch scheduler: requests queue up to
-// max_queue_size; the batcher thread runs a batch as soon as max_batch_size requests wait,
-// or when the oldest has waited max_queue_delay, whichever comes first. Requests whose
-// deadline has passed are answered DEADLINE_EXCEEDED before inference and never reach the
-// model. One batcher per model instance; it owns one thread.
+// max_queue_size in ONE queue shared by every model instance; each instance has a thread that,
+// whenever it is free, takes a batch from the front: as soon as max_batch_size requests wait,
+// or when the oldest has waited max_queue_delay, whichever comes first. So a request never
+// waits behind a busy instance while another is idle, and a busy node's instances each take
+// whatever has queued while they ran. Requests whose deadline has passed are answered
+// DEADLINE_EXCEEDED before inference and never reach the model.
 //
 // Enqueue never blocks (RESOURCE_EXHAUSTED when full). Completion callbacks run on the
-// CompletionExecutor (or the batcher thread) and must not block. The destructor answers everything still queued (runs
-// it) and joins.
+// CompletionExecutor (or the instance's thread) and must not block. The destructor answers
+// everything still queued (runs it) and joins.
 #ifndef KENNEL_INFERENCE_NODE_BATCHER_H_
 #define KENNEL_INFERENCE_NODE_BATCHER_H_
 
@@ -15,6 +17,7 @@
 #include <deque>
 #include <functional>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -35,18 +38,30 @@ class RealClock : public Clock {
   absl::Time Now() override { return absl::Now(); }
 };
 
-// Runs a batch [N, C, H, W] -> class probabilities [N, K]. Called from one thread at a time.
+// Runs a batch [N, C, H, W] -> class probabilities [N, K] (float32, contiguous, on the CPU).
+// Called from one thread at a time.
 class BatchModel {
  public:
   virtual ~BatchModel() = default;
+  // Where the batcher assembles a batch of `n` inputs of `item_shape` (float32): a fresh CPU
+  // tensor unless the model has a better place (a pinned staging buffer for a CUDA upload).
+  // Valid until the next call; Run is called with it.
+  virtual torch::Tensor NewBatch(int64_t n, c10::IntArrayRef item_shape);
   virtual absl::StatusOr<torch::Tensor> Run(const torch::Tensor& batch) = 0;
 };
 
 struct BatchResult {
-  torch::Tensor probabilities;  // [K] for this request.
+  // The whole batch's output [N, K]: shared by the batch's requests (no tensor per request);
+  // this request's row is `row`.
+  torch::Tensor probabilities;
+  int64_t row = 0;
   int batch_size = 0;
   absl::Duration queue_time;
   absl::Duration inference_time;
+
+  const float* row_data() const { return probabilities.data_ptr<float>() + row * probabilities.size(1); }
+  int64_t num_classes() const { return probabilities.size(1); }
+  torch::Tensor Row() const { return probabilities[row]; }
 };
 
 struct BatchItem {
@@ -60,7 +75,7 @@ struct BatcherOptions {
   // 0: run whatever is queued as soon as the instance is free (batches fill while the
   // previous one runs); a positive delay trades latency for fuller batches.
   absl::Duration max_queue_delay = absl::ZeroDuration();
-  int max_queue_size = 1024;
+  int max_queue_size = 1024;  // The shared queue's bound, whatever the instance count.
 };
 
 // Told about every batch formed (metrics). Called on the batcher thread.
@@ -72,8 +87,13 @@ using CompletionExecutor = std::function<void(std::function<void()>)>;
 
 class DynamicBatcher {
  public:
+  // One thread per model instance, all taking batches from the one queue.
+  DynamicBatcher(BatcherOptions options, std::vector<BatchModel*> instances, Clock* clock,
+                 BatchObserver observer = nullptr, CompletionExecutor completions = nullptr);
   DynamicBatcher(BatcherOptions options, BatchModel* model, Clock* clock, BatchObserver observer = nullptr,
-                 CompletionExecutor completions = nullptr);
+                 CompletionExecutor completions = nullptr)
+      : DynamicBatcher(options, std::vector<BatchModel*>{model}, clock, std::move(observer),
+                       std::move(completions)) {}
   ~DynamicBatcher();
   DynamicBatcher(const DynamicBatcher&) = delete;
   DynamicBatcher& operator=(const DynamicBatcher&) = delete;
@@ -88,11 +108,10 @@ class DynamicBatcher {
     BatchItem item;
     absl::Time enqueued;
   };
-  void Loop();
-  void RunBatch(std::vector<Queued> batch);
+  void Loop(BatchModel* model);
+  void RunBatch(BatchModel* model, std::vector<Queued> batch);
 
   const BatcherOptions options_;
-  BatchModel* const model_;
   Clock* const clock_;
   BatchObserver observer_;
   CompletionExecutor completions_;
@@ -100,7 +119,7 @@ class DynamicBatcher {
   std::deque<Queued> queue_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   int64_t pokes_ ABSL_GUARDED_BY(mu_) = 0;
-  std::thread thread_;
+  std::vector<std::thread> threads_;
 };
 
 }  // namespace kennel::inference

@@ -92,7 +92,7 @@ TEST(DynamicBatcherTest, WaitsForTheMaxDelayThenRunsWhatIsQueued) {
   for (int i = 0; i < 3; ++i) {
     ASSERT_TRUE(results.by_id[i][0].ok());
     EXPECT_EQ(results.by_id[i][0]->batch_size, 3);
-    EXPECT_EQ(results.by_id[i][0]->probabilities.item<float>(), static_cast<float>(i));  // Own row.
+    EXPECT_EQ(results.by_id[i][0]->Row().item<float>(), static_cast<float>(i));  // Own row.
     EXPECT_EQ(results.by_id[i][0]->queue_time, absl::Milliseconds(10));
   }
 }
@@ -129,7 +129,7 @@ TEST(DynamicBatcherTest, EveryRequestIsAnsweredExactlyOnce) {
   for (auto& [id, v] : results.by_id) {
     ASSERT_EQ(v.size(), 1u) << id;
     ASSERT_TRUE(v[0].ok());
-    EXPECT_EQ(v[0]->probabilities.item<float>(), static_cast<float>(id));
+    EXPECT_EQ(v[0]->Row().item<float>(), static_cast<float>(id));
   }
   const std::vector<int> sizes = model.sizes();
   int total = 0;
@@ -165,6 +165,92 @@ TEST(DynamicBatcherTest, FullQueueIsResourceExhausted) {
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(batcher.Enqueue(Item(i, results)).ok());
   EXPECT_EQ(batcher.Enqueue(Item(3, results)).code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(batcher.queue_depth(), 3);
+}
+
+// Holds every batch whose first value is negative until released; counts the batches it ran.
+class GatedModel : public BatchModel {
+ public:
+  absl::StatusOr<torch::Tensor> Run(const torch::Tensor& batch) override {
+    const bool gated = batch.flatten()[0].item<float>() < 0;
+    absl::MutexLock lock(&mu_);
+    ++runs_;
+    if (gated) {
+      holding_ = true;
+      mu_.Await(absl::Condition(&released_));
+      holding_ = false;
+    }
+    return batch.reshape({batch.size(0), -1}).narrow(1, 0, 1).clone();
+  }
+  void WaitUntilHolding() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(&holding_));
+  }
+  void Release() {
+    absl::MutexLock lock(&mu_);
+    released_ = true;
+  }
+  int runs() {
+    absl::MutexLock lock(&mu_);
+    return runs_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  bool holding_ ABSL_GUARDED_BY(mu_) = false;
+  bool released_ ABSL_GUARDED_BY(mu_) = false;
+  int runs_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+TEST(DynamicBatcherTest, ARequestGoesToAnIdleInstanceNotBehindABusyOne) {
+  RealClock clock;
+  GatedModel a, b;
+  Results results;
+  DynamicBatcher batcher({.max_batch_size = 4}, std::vector<BatchModel*>{&a, &b}, &clock);
+  ASSERT_TRUE(batcher.Enqueue(Item(-1, results)).ok());  // Holds whichever instance takes it.
+  GatedModel& busy = [&]() -> GatedModel& {
+    while (a.runs() + b.runs() == 0) absl::SleepFor(absl::Milliseconds(1));
+    return a.runs() > 0 ? a : b;
+  }();
+  busy.WaitUntilHolding();
+  for (int i = 1; i <= 3; ++i) {
+    ASSERT_TRUE(batcher.Enqueue(Item(i, results)).ok());
+    results.WaitFor(i);  // Answered while the other instance is still held.
+  }
+  EXPECT_EQ(results.count(), 3);
+  EXPECT_EQ(results.by_id.count(-1), 0u);
+  EXPECT_EQ(busy.runs(), 1);
+  a.Release();
+  b.Release();
+  results.WaitFor(4);
+  ASSERT_EQ(results.by_id[-1].size(), 1u);
+  EXPECT_TRUE(results.by_id[-1][0].ok());
+}
+
+TEST(DynamicBatcherTest, SeveralInstancesAnswerEveryRequestExactlyOnce) {
+  RealClock clock;
+  FakeModel a, b, c;
+  Results results;
+  {
+    DynamicBatcher batcher({.max_batch_size = 8}, std::vector<BatchModel*>{&a, &b, &c}, &clock);
+    std::vector<std::thread> producers;
+    for (int t = 0; t < 3; ++t) {
+      producers.emplace_back([&, t] {
+        for (int i = 0; i < 300; ++i) ASSERT_TRUE(batcher.Enqueue(Item(t * 1000 + i, results)).ok());
+      });
+    }
+    for (auto& p : producers) p.join();
+  }
+  EXPECT_EQ(results.count(), 900);
+  for (auto& [id, v] : results.by_id) {
+    ASSERT_EQ(v.size(), 1u) << id;
+    ASSERT_TRUE(v[0].ok());
+    EXPECT_EQ(v[0]->Row().item<float>(), static_cast<float>(id));  // Its own row of its batch.
+  }
+  int total = 0;
+  for (FakeModel* m : {&a, &b, &c}) {
+    for (int s : m->sizes()) total += s;
+  }
+  EXPECT_EQ(total, 900);
 }
 
 }  // namespace

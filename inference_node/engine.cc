@@ -107,7 +107,7 @@ void Engine::Fail(const v1::ClassifyRequest& request, const absl::Status& status
   done(status, std::move(response));
 }
 
-void Engine::Classify(const v1::ClassifyRequest& request, absl::Time deadline, Done done) {
+void Engine::Classify(v1::ClassifyRequest request, absl::Time deadline, Done done) {
   const absl::Time start = clock_->Now();
   metrics_->Arrived();  // Every request is answered once, through Fail or Finish (CountRequest).
   std::shared_ptr<ServingModel> model = current();
@@ -146,8 +146,8 @@ void Engine::Classify(const v1::ClassifyRequest& request, absl::Time deadline, D
   if (request.input_case() != v1::ClassifyRequest::kImage || request.image().empty()) {
     return Fail(request, absl::InvalidArgumentError("request holds no image bytes and no tensor"), done);
   }
-  // Decode on the preprocessing pool; the request is copied (the caller's may not live on).
-  auto shared = std::make_shared<v1::ClassifyRequest>(request);
+  // Decode on the preprocessing pool. The request was moved in: its image bytes are not copied.
+  auto shared = std::make_shared<v1::ClassifyRequest>(std::move(request));
   const bool accepted = pool_->TrySubmit([this, model, shared, start, deadline, done] {
     const v1::PreprocessSpec& spec = model->manifest().preprocess();
     const absl::Time begin = clock_->Now();
@@ -165,7 +165,7 @@ void Engine::Classify(const v1::ClassifyRequest& request, absl::Time deadline, D
     if (!queued.ok()) Fail(*shared, queued, done);
   });
   if (!accepted) {
-    Fail(request, absl::ResourceExhaustedError("preprocessing queue full; retry later"), done);
+    Fail(*shared, absl::ResourceExhaustedError("preprocessing queue full; retry later"), done);
   }
 }
 
@@ -180,9 +180,8 @@ void Engine::Finish(const std::shared_ptr<ServingModel>& model, const v1::Classi
   response.set_model_version(manifest.version());
   response.set_batch_size(result->batch_size);
   // Top-k straight from the probability row: cheaper than torch::topk for a handful of values.
-  const torch::Tensor row = result->probabilities.contiguous();
-  const float* prob = row.data_ptr<float>();
-  const int classes = static_cast<int>(row.numel());
+  const float* prob = result->row_data();
+  const int classes = static_cast<int>(result->num_classes());
   // A diverged or broken model answers NaN: say so rather than rank garbage as an answer.
   for (int c = 0; c < classes; ++c) {
     if (!std::isfinite(prob[c])) {

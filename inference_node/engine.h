@@ -44,7 +44,8 @@ class Engine {
   bool ready();
   std::shared_ptr<ServingModel> current();
 
-  void Classify(const kennel::v1::ClassifyRequest& request, absl::Time deadline, Done done);
+  // Takes the request by value: callers move it in, and its image bytes are never copied.
+  void Classify(kennel::v1::ClassifyRequest request, absl::Time deadline, Done done);
   absl::StatusOr<kennel::v1::ModelInfo> Info();
   int queue_depth();
 

@@ -67,7 +67,7 @@ class StreamReactor : public grpc::ServerBidiReactor<v1::ClassifyRequest, v1::Cl
       return;
     }
     // Outside the lock: the callback may run right here (a bad request fails at once).
-    engine_->Classify(request, DeadlineOf(context_), [this](const absl::Status& status, v1::ClassifyResponse response) {
+    engine_->Classify(std::move(request), DeadlineOf(context_), [this](const absl::Status& status, v1::ClassifyResponse response) {
       if (!status.ok()) {
         response.set_error_code(static_cast<int>(status.code()));
         response.set_error_message(std::string(status.message()));

@@ -12,6 +12,8 @@
 
 #include "core/tls_flags.h"
 #include "inference_node/inference_node.h"
+#include "inference_node/serving_model.h"
+#include "inference_node/thread_plan.h"
 
 namespace {
 volatile std::sig_atomic_t g_signal = 0;
@@ -37,7 +39,7 @@ int main(int argc, char** argv) {
   app.add_option("--cache_dir", o.cache_dir, "Where downloaded artifacts are kept")->capture_default_str();
   int instances = 0;
   app.add_option("--instances", instances,
-                 "Model instances, each with its own batcher and weights (0: min(4, cores) on a CPU, "
+                 "Model instances, each with its own weights and thread, all taking batches from one queue (0: min(4, cores) on a CPU, "
                  "where several single-thread instances beat one multi-thread forward; 2 on a GPU, "
                  "so one copies its batch in while the other computes)")
       ->check(CLI::Range(0, 64))->capture_default_str();
@@ -45,7 +47,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 4096))->capture_default_str();
   app.add_option("--max_delay_us", max_delay_us, "Longest a request waits for a batch to fill")
       ->check(CLI::Range(0, 10'000'000))->capture_default_str();
-  app.add_option("--queue", o.engine.model.batcher.max_queue_size, "Requests queued per instance before RESOURCE_EXHAUSTED")
+  app.add_option("--queue", o.engine.model.batcher.max_queue_size, "Requests queued per instance before RESOURCE_EXHAUSTED (the instances share one queue of --queue x instances)")
       ->check(CLI::Range(1, 1'000'000))->capture_default_str();
   app.add_option("--preprocess_queue", o.engine.preprocess_queue,
                  "Requests waiting for decoding; with --queue x instances, the most the node holds "
@@ -54,14 +56,26 @@ int main(int argc, char** argv) {
   app.add_option("--max_stream_in_flight", o.max_in_flight_per_stream,
                  "Requests of one stream read but not yet answered (reading pauses beyond it)")
       ->check(CLI::Range(1, 100'000))->capture_default_str();
-  app.add_option("--preprocess_threads", o.engine.preprocess_threads, "Decode/resize threads")
-      ->check(CLI::Range(1, 256))->capture_default_str();
+  int preprocess_threads = 0;
+  app.add_option("--preprocess_threads", preprocess_threads,
+                 "Decode/resize threads, one pool for all streams (0: the cores the model does not use: "
+                 "cores - instances on a GPU; on a CPU, whose instances use every core by default, one per "
+                 "core, sharing them with the model)")
+      ->check(CLI::Range(0, 256))->capture_default_str();
   app.add_option("--device", o.engine.model.device, "Where the model runs: cpu, cuda or cuda:N")
       ->capture_default_str();
   app.add_option("--precision", o.engine.model.precision,
                  "fp32, bf16, or fp16 (CUDA only); requests are converted on the device")
       ->check(CLI::IsMember({"fp32", "bf16", "fp16"}))->capture_default_str();
-  app.add_option("--torch_threads", torch_threads, "Intra-op threads per forward (0: cores / instances)");
+  app.add_option("--torch_threads", torch_threads, "Intra-op threads per forward (0: cores / instances on a CPU, 1 on a GPU)")
+      ->check(CLI::Range(0, 256))->capture_default_str();
+  std::string cuda_tuning = "all";
+  app.add_option("--cuda_settings", cuda_tuning,
+                 "On CUDA: all, none, or a comma list of channels_last (NHWC weights and inputs), "
+                 "cudnn_benchmark (cuDNN times its algorithms per batch size at warm-up), pinned_upload "
+                 "(batches assembled in page-locked memory, uploaded asynchronously), own_stream (a CUDA "
+                 "stream per instance, so one's upload overlaps another's forward); ignored on a CPU")
+      ->capture_default_str();
   app.add_option("--max_message_mb", o.max_message_bytes, "Largest request, MiB")->transform([](std::string s) {
     return std::to_string(std::stoll(s) << 20);
   });
@@ -71,11 +85,28 @@ int main(int argc, char** argv) {
   o.engine.limits.max_encoded_bytes = o.max_message_bytes;
 
   kennel::core::TuneAllocator();
+
+  kennel::core::DisableMutexDeadlockDetection();
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
+  auto cuda = kennel::inference::ParseCudaTuning(cuda_tuning);
+  if (!cuda.ok()) {
+    std::cerr << "kennel-inference: --cuda_settings: " << cuda.status().message() << "\n";
+    return 2;
+  }
+  o.engine.model.cuda = *cuda;
   const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-  o.engine.model.instances = instances > 0 ? instances : (o.engine.model.on_gpu() ? 2 : std::min(4, cores));
-  torch::set_num_threads(torch_threads > 0 ? torch_threads : std::max(1, cores / o.engine.model.instances));
+  auto plan = kennel::inference::PlanThreads(cores, o.engine.model.on_gpu(), instances, torch_threads,
+                                             preprocess_threads);
+  if (!plan.ok()) {
+    std::cerr << "kennel-inference: " << plan.status().message() << "\n";
+    return 2;
+  }
+  o.engine.model.instances = plan->instances;
+  o.engine.preprocess_threads = plan->preprocess_threads;
+  torch::set_num_threads(plan->torch_threads);
+  LOG(INFO) << "threads: " << plan->summary;
+  if (o.engine.model.on_gpu()) LOG(INFO) << "CUDA settings: " << kennel::inference::CudaTuningText(o.engine.model.cuda);
   // Before anything starts: a SIGTERM during start-up stops cleanly too.
   std::signal(SIGINT, [](int s) { g_signal = s; });
   std::signal(SIGTERM, [](int s) { g_signal = s; });
