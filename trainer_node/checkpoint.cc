@@ -193,7 +193,7 @@ absl::StatusOr<torch::Tensor> Entry(const core::StateDict& saved, const std::str
   return it->second.contiguous();
 }
 
-absl::Status RestoreV2(const std::string& payload, core::Classifier& model, torch::optim::Optimizer& optimizer,
+absl::Status RestoreV2(const std::string& payload, CheckpointableModel& model, torch::optim::Optimizer& optimizer,
                        TrainingPosition* position) {
   auto parsed = core::ParseSafetensors(payload);
   if (!parsed.ok()) {
@@ -213,8 +213,8 @@ absl::Status RestoreV2(const std::string& payload, core::Classifier& model, torc
   if (w[0] < 0 || w[1] < 0 || w[2] < 0 || w[3] < 0 || w[3] > (1 << 20) || w[4] < 0) {
     return absl::InvalidArgumentError("checkpoint holds a negative or impossible training position");
   }
-  // Everything checked: apply. (LoadStateDict checks names and shapes before it copies.)
-  auto loaded = core::LoadStateDict(model, weights);
+  // Everything checked: apply. (LoadState checks names and shapes before it copies.)
+  auto loaded = model.LoadState(weights);
   if (!loaded.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("checkpoint belongs to a different model: ", loaded.message()));
   }
@@ -230,7 +230,7 @@ absl::Status RestoreV2(const std::string& payload, core::Classifier& model, torc
 }
 
 // Format 1, as Kennel wrote it before 2026-12.
-absl::Status RestoreV1(const std::string& payload, core::Classifier& model, torch::optim::Optimizer& optimizer,
+absl::Status RestoreV1(const std::string& payload, CheckpointableModel& model, torch::optim::Optimizer& optimizer,
                        TrainingPosition* position) {
   torch::serialize::InputArchive archive;
   core::StateDict state;
@@ -241,16 +241,16 @@ absl::Status RestoreV1(const std::string& payload, core::Classifier& model, torc
     archive.read("model", model_archive);
     torch::Tensor count;
     model_archive.read("__count__", count);
-    for (const auto& [name, tensor] : core::GetStateDict(model)) {
+    for (const auto& [name, tensor] : model.State()) {
       torch::Tensor t;
-      if (!model_archive.try_read(name, t)) continue;  // LoadStateDict reports it missing.
+      if (!model_archive.try_read(name, t)) continue;  // LoadState reports it missing.
       state[name] = t;
     }
     if (count.item<int64_t>() != static_cast<int64_t>(state.size())) {
       state["(checkpoint holds " + std::to_string(count.item<int64_t>()) + " tensors)"] = count;
     }
   }, absl::StatusCode::kInvalidArgument));
-  auto loaded = core::LoadStateDict(model, state);
+  auto loaded = model.LoadState(state);
   if (!loaded.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("checkpoint belongs to a different model: ", loaded.message()));
@@ -285,12 +285,12 @@ absl::Status RestoreV1(const std::string& payload, core::Classifier& model, torc
 
 }  // namespace
 
-absl::StatusOr<std::string> SerializeCheckpoint(core::Classifier& model,
+absl::StatusOr<std::string> SerializeCheckpoint(const CheckpointableModel& model,
                                                 torch::optim::Optimizer& optimizer,
                                                 const TrainingPosition& position) {
   core::StateDict entries;
   // (SerializeSafetensors brings every tensor to the CPU, contiguous.)
-  for (const auto& [name, tensor] : core::GetStateDict(model)) entries["model." + name] = tensor;
+  for (const auto& [name, tensor] : model.State()) entries["model." + name] = tensor;
   RETURN_IF_ERROR(SaveOptimizer(optimizer, entries));
   entries["position"] = torch::tensor({position.epoch, position.step_in_epoch, position.global_step,
                                        static_cast<int64_t>(position.world_size), position.stage_start},
@@ -303,14 +303,14 @@ absl::StatusOr<std::string> SerializeCheckpoint(core::Classifier& model,
 
 std::string SealCheckpoint(const std::string& payload) { return Seal(kMagic, payload); }
 
-absl::StatusOr<std::string> SerializeLegacyCheckpoint(core::Classifier& model,
+absl::StatusOr<std::string> SerializeLegacyCheckpoint(const CheckpointableModel& model,
                                                       torch::optim::Optimizer& optimizer,
                                                       const TrainingPosition& position) {
   ASSIGN_OR_RETURN(std::string payload, core::CallTorch("writing checkpoint", [&] {
     torch::serialize::OutputArchive archive;
     // Model tensors by state_dict name, so a restore can check names and shapes.
     torch::serialize::OutputArchive model_archive;
-    const core::StateDict state = core::GetStateDict(model);
+    const core::StateDict state = model.State();
     for (const auto& [name, tensor] : state) model_archive.write(name, tensor);
     model_archive.write("__count__", torch::tensor(static_cast<int64_t>(state.size())));
     archive.write("model", model_archive);
@@ -331,7 +331,7 @@ absl::StatusOr<std::string> SerializeLegacyCheckpoint(core::Classifier& model,
   return Seal(kLegacyMagic, payload);
 }
 
-absl::Status RestoreCheckpoint(const std::string& blob, core::Classifier& model,
+absl::Status RestoreCheckpoint(const std::string& blob, CheckpointableModel& model,
                                torch::optim::Optimizer& optimizer, TrainingPosition* position) {
   const bool legacy = blob.size() >= 8 && blob.compare(0, 8, kLegacyMagic) == 0;
   if (blob.size() < kHeader || (!legacy && blob.compare(0, 8, kMagic) != 0)) {
@@ -349,6 +349,24 @@ absl::Status RestoreCheckpoint(const std::string& blob, core::Classifier& model,
   }
   return legacy ? RestoreV1(payload, model, optimizer, position)
                 : RestoreV2(payload, model, optimizer, position);
+}
+
+// A built-in model's checkpoints, as the tests and the fuzzer hold them (not owned).
+namespace {
+BuiltinModel View(core::Classifier& model) {
+  return BuiltinModel(std::shared_ptr<core::Classifier>(std::shared_ptr<void>(), &model));
+}
+}  // namespace
+
+absl::StatusOr<std::string> SerializeCheckpoint(core::Classifier& model, torch::optim::Optimizer& optimizer,
+                                                const TrainingPosition& position) {
+  return SerializeCheckpoint(View(model), optimizer, position);
+}
+
+absl::Status RestoreCheckpoint(const std::string& blob, core::Classifier& model, torch::optim::Optimizer& optimizer,
+                               TrainingPosition* position) {
+  BuiltinModel view = View(model);
+  return RestoreCheckpoint(blob, view, optimizer, position);
 }
 
 absl::Status LocalCheckpointStore::Save(const std::string& blob, const TrainingPosition&) {

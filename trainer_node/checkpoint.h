@@ -19,6 +19,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/ml/models.h"
+#include "trainer_node/trainable_model.h"
 
 namespace kennel::trainer {
 
@@ -47,6 +48,10 @@ struct TrainingPosition {
   }
 };
 
+// The model's state (any kind of model), the optimizer's, the position and the CPU RNG.
+absl::StatusOr<std::string> SerializeCheckpoint(const CheckpointableModel& model,
+                                                torch::optim::Optimizer& optimizer,
+                                                const TrainingPosition& position);
 absl::StatusOr<std::string> SerializeCheckpoint(core::Classifier& model,
                                                 torch::optim::Optimizer& optimizer,
                                                 const TrainingPosition& position);
@@ -56,13 +61,15 @@ absl::StatusOr<std::string> SerializeCheckpoint(core::Classifier& model,
 std::string SealCheckpoint(const std::string& payload);
 
 // The format-1 checkpoint Kennel wrote before 2026-12 (tests that old checkpoints restore).
-absl::StatusOr<std::string> SerializeLegacyCheckpoint(core::Classifier& model,
+absl::StatusOr<std::string> SerializeLegacyCheckpoint(const CheckpointableModel& model,
                                                       torch::optim::Optimizer& optimizer,
                                                       const TrainingPosition& position);
 
 // Restores into an already built model and optimizer (same spec). A format-2 checkpoint is
 // checked whole before anything changes. DATA_LOSS when the blob
 // is damaged, INVALID_ARGUMENT when it belongs to a different model.
+absl::Status RestoreCheckpoint(const std::string& blob, CheckpointableModel& model,
+                               torch::optim::Optimizer& optimizer, TrainingPosition* position);
 absl::Status RestoreCheckpoint(const std::string& blob, core::Classifier& model,
                                torch::optim::Optimizer& optimizer, TrainingPosition* position);
 

@@ -19,6 +19,7 @@
 #include "core/ml/weights.h"
 #include "trainer_node/batch_loader.h"
 #include "trainer_node/grad_sync.h"
+#include "trainer_node/trainable_model.h"
 
 namespace kennel::trainer {
 namespace {
@@ -118,14 +119,6 @@ std::string TimelineSummary(const v1::StepTimeline& t) {
   return s;
 }
 
-std::vector<torch::Tensor> FloatBuffers(const torch::nn::Module& m) {
-  std::vector<torch::Tensor> out;
-  for (const auto& b : m.buffers()) {
-    if (b.is_floating_point()) out.push_back(b);
-  }
-  return out;
-}
-
 // Overwrites `tensors` on every rank with rank 0's values, in one flattened broadcast.
 absl::Status BroadcastFromRankZero(Communicator& comm, const std::vector<torch::Tensor>& tensors) {
   if (tensors.empty() || comm.world_size() == 1) return absl::OkStatus();
@@ -153,7 +146,7 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const v1::TrainingSpec& t
       torch::optim::SGDOptions(t.learning_rate()).momentum(t.momentum()).weight_decay(t.weight_decay()));
 }
 
-torch::Device DeviceOf(const torch::nn::Module& m) { return m.parameters().front().device(); }
+torch::Device DeviceOf(const TrainableModel& m) { return m.Parameters().front().device(); }
 
 void SetLearningRate(torch::optim::Optimizer& optimizer, double lr) {
   for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
@@ -161,9 +154,9 @@ void SetLearningRate(torch::optim::Optimizer& optimizer, double lr) {
 
 // Evaluates on this rank's share of the evaluation set; sums are combined over ranks, so the
 // result counts every sample exactly once.
-absl::StatusOr<v1::EpochMetrics> Evaluate(const TrainingRun& run, core::Classifier& model,
+absl::StatusOr<v1::EpochMetrics> Evaluate(const TrainingRun& run, TrainableModel& model,
                                           const core::DatasetReader& reader) {
-  model.eval();
+  model.SetTraining(false);
   torch::NoGradGuard no_grad;
   BatchLoader loader({.reader = &reader,
                       .pin_memory = DeviceOf(model).is_cuda(),
@@ -176,7 +169,7 @@ absl::StatusOr<v1::EpochMetrics> Evaluate(const TrainingRun& run, core::Classifi
     ASSIGN_OR_RETURN(Batch batch, loader.Next());
     const torch::Device device = DeviceOf(model);
     batch.labels = batch.labels.to(device);
-    torch::Tensor logits = model.forward(batch.images.to(device));
+    torch::Tensor logits = model.Forward(batch.images.to(device));
     loss_sum += torch::nn::functional::cross_entropy(
                     logits, batch.labels,
                     torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
@@ -192,291 +185,354 @@ absl::StatusOr<v1::EpochMetrics> Evaluate(const TrainingRun& run, core::Classifi
   m.set_eval_count(static_cast<int64_t>(total));
   m.set_eval_loss(total > 0 ? sums[0].item<double>() / total : 0);
   m.set_eval_accuracy(total > 0 ? sums[1].item<double>() / total : 0);
-  model.train();
+  model.SetTraining(true);
   return m;
 }
 
-absl::StatusOr<TrainingResult> TrainImpl(const TrainingRun& run) {
-  const v1::JobSpec& spec = run.spec;
-  const v1::TrainingSpec& t = spec.training();
-  torch::set_num_threads(t.torch_threads());
-  torch::manual_seed(t.seed());
+// One rank's run, in named parts: Setup (data, model, optimizer, resume, rank 0's state,
+// gradient sync), then per epoch StartEpoch (its shard and loader), Step (data, forward and
+// loss, backward with bucketed all-reduce, optimizer), Report and MaybeCheckpoint after each
+// step, and FinishEpoch (evaluation, metrics, the epoch's checkpoint).
+class TrainingLoop {
+ public:
+  explicit TrainingLoop(const TrainingRun& run) : run_(run), spec_(run.spec), t_(run.spec.training()) {}
 
-  ASSIGN_OR_RETURN(auto train_reader, core::DatasetReader::Create(*run.train, run.dataset_root));
-  ASSIGN_OR_RETURN(auto eval_reader, core::DatasetReader::Create(*run.eval, run.dataset_root));
-  if (run.train->class_names_size() != spec.model().num_classes()) {
-    return absl::InvalidArgumentError(absl::StrCat("the dataset has ", run.train->class_names_size(),
-                                                   " classes, the model ", spec.model().num_classes()));
-  }
-
-  ASSIGN_OR_RETURN(std::shared_ptr<core::Classifier> model, core::CreateModel(spec.model()));
-  if (!t.init_weights().empty()) {
-    ASSIGN_OR_RETURN(core::StateDict weights, core::ReadWeightsFile(t.init_weights()));
-    RETURN_IF_ERROR(core::LoadStateDict(*model, weights, {.strict = false}));
-    LOG(INFO) << "rank " << run.rank << ": initial weights from " << t.init_weights();
-  }
-  if (t.freeze_backbone()) model->FreezeBackbone();
-  // NCCL groups train on this process's CUDA device; Gloo groups on the CPU.
-  const torch::Device device = spec.backend() == "nccl" ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
-  model->to(device);
-  // On a GPU with mixed precision: cuDNN picks its fastest kernels per shape (benchmark mode)
-  // and convolutions run channels-last, the layout bf16 tensor cores want.
-  const bool channels_last = device.is_cuda() && t.mixed_precision();
-  if (device.is_cuda()) at::globalContext().setBenchmarkCuDNN(true);
-  if (channels_last) {
-    torch::NoGradGuard no_grad;
-    for (auto& p : model->parameters()) {
-      if (p.dim() == 4) p.set_data(p.data().contiguous(at::MemoryFormat::ChannelsLast));
+  absl::StatusOr<TrainingResult> Run() {
+    RETURN_IF_ERROR(Setup());
+    for (int64_t epoch = position_.epoch; epoch < t_.epochs(); ++epoch) {
+      RETURN_IF_ERROR(StartEpoch(epoch));
+      for (int64_t step = epoch_.first_step; step < epoch_.stage_steps; ++step) {
+        if (run_.cancelled != nullptr && run_.cancelled->load()) return absl::CancelledError("training cancelled");
+        ASSIGN_OR_RETURN(const StepOutcome outcome, Step(step));
+        const bool last = step + 1 == epoch_.stage_steps;
+        if (run_.after_step) run_.after_step(outcome.global_step + 1, *model_);
+        Report(step, outcome, last);
+        if (!last) RETURN_IF_ERROR(MaybeCheckpoint(step, outcome.global_step));
+      }
+      RETURN_IF_ERROR(FinishEpoch());
     }
+    result_.metrics.set_images_per_second(total_seconds_ > 0 ? total_images_ / total_seconds_ : 0);
+    model_->SetTraining(false);
+    result_.param_digest = ParamDigest(*model_);
+    result_.model = model_->classifier();
+    return std::move(result_);
   }
-  model->train();
 
-  std::vector<torch::Tensor> trainable;
-  for (const auto& p : model->parameters()) {
-    if (p.requires_grad()) trainable.push_back(p);
-  }
-  auto optimizer = MakeOptimizer(t, trainable);
+ private:
+  struct StepOutcome {
+    int64_t global_step = 0;
+    int64_t images = 0;
+    double loss = 0;
+    double lr = 0;
+  };
+  // What one epoch (or the rest of a resumed one) trains on, and its running sums.
+  struct Epoch {
+    int64_t epoch = 0;
+    int64_t stage_start = 0;   // Where this group's part of the epoch's permutation starts.
+    int64_t first_step = 0;    // A resumed epoch's next step.
+    int64_t stage_steps = 0;
+    int64_t steps_before = 0;  // Steps an earlier membership took, in this group's steps.
+    bool resumed = false;
+    std::vector<int64_t> shard;  // Kept only for on_batch_samples.
+    std::unique_ptr<BatchLoader> loader;
+    Clock::time_point start, window_start;
+    int64_t window_images = 0, images = 0;
+    double loss_sum = 0, loss_count = 0;
+    TimelineAccumulator timeline;
+  };
 
-  TrainingPosition position;
-  if (run.resume) {
-    ASSIGN_OR_RETURN(std::optional<std::string> blob, run.checkpoints->LoadLatest());
-    if (blob.has_value()) {
-      RETURN_IF_ERROR(RestoreCheckpoint(*blob, *model, *optimizer, &position));
-      LOG(INFO) << "rank " << run.rank << ": resumed at epoch " << position.epoch << " step "
-                << position.step_in_epoch;
+  absl::Status Setup() {
+    torch::set_num_threads(t_.torch_threads());
+    torch::manual_seed(t_.seed());
+    ASSIGN_OR_RETURN(train_reader_, core::DatasetReader::Create(*run_.train, run_.dataset_root));
+    ASSIGN_OR_RETURN(eval_reader_, core::DatasetReader::Create(*run_.eval, run_.dataset_root));
+    if (run_.train->class_names_size() != spec_.model().num_classes()) {
+      return absl::InvalidArgumentError(absl::StrCat("the dataset has ", run_.train->class_names_size(),
+                                                     " classes, the model ", spec_.model().num_classes()));
     }
-  }
-  // Every rank starts from rank 0's parameters and buffers.
-  std::vector<torch::Tensor> state = model->parameters();
-  for (const auto& b : FloatBuffers(*model)) state.push_back(b);
-  RETURN_IF_ERROR(BroadcastFromRankZero(*run.comm, state));
-  const std::vector<torch::Tensor> buffers = FloatBuffers(*model);
+    ASSIGN_OR_RETURN(model_, CreateBuiltinModel(spec_));
+    // NCCL groups train on this process's CUDA device; Gloo groups on the CPU. On a GPU with
+    // mixed precision: cuDNN picks its fastest kernels per shape (benchmark mode) and
+    // convolutions run channels-last, the layout bf16 tensor cores want.
+    device_ = spec_.backend() == "nccl" ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+    channels_last_ = device_.is_cuda() && t_.mixed_precision();
+    if (device_.is_cuda()) at::globalContext().setBenchmarkCuDNN(true);
+    model_->To(device_, channels_last_);
+    model_->SetTraining(true);
 
-  const torch::ScalarType wire = t.gradient_compression() == v1::FP16   ? torch::kHalf
-                                 : t.gradient_compression() == v1::BF16 ? torch::kBFloat16
-                                                                        : torch::kFloat32;
-  GradientSynchronizer::LowRank low_rank;
-  if (t.gradient_compression() == v1::POWERSGD) {
-    // A resumed run starts a fresh Q and no error feedback (neither is checkpointed): the next
-    // step's approximation is a cold start's, as after the warm-up.
-    low_rank = {.rank = t.powersgd_rank(), .warmup_steps = t.powersgd_warmup_steps(),
-                .steps_done = position.global_step, .seed = t.seed()};
+    std::vector<torch::Tensor> trainable;
+    for (const auto& p : model_->Parameters()) {
+      if (p.requires_grad()) trainable.push_back(p);
+    }
+    optimizer_ = MakeOptimizer(t_, trainable);
+    if (run_.resume) {
+      ASSIGN_OR_RETURN(std::optional<std::string> blob, run_.checkpoints->LoadLatest());
+      if (blob.has_value()) {
+        RETURN_IF_ERROR(RestoreCheckpoint(*blob, *model_, *optimizer_, &position_));
+        LOG(INFO) << "rank " << run_.rank << ": resumed at epoch " << position_.epoch << " step "
+                  << position_.step_in_epoch;
+      }
+    }
+    // Every rank starts from rank 0's parameters and buffers.
+    buffers_ = model_->FloatBuffers();
+    std::vector<torch::Tensor> state = model_->Parameters();
+    state.insert(state.end(), buffers_.begin(), buffers_.end());
+    RETURN_IF_ERROR(BroadcastFromRankZero(*run_.comm, state));
+
+    const torch::ScalarType wire = t_.gradient_compression() == v1::FP16   ? torch::kHalf
+                                   : t_.gradient_compression() == v1::BF16 ? torch::kBFloat16
+                                                                           : torch::kFloat32;
+    GradientSynchronizer::LowRank low_rank;
+    if (t_.gradient_compression() == v1::POWERSGD) {
+      // A resumed run starts a fresh Q and no error feedback (neither is checkpointed): the next
+      // step's approximation is a cold start's, as after the warm-up.
+      low_rank = {.rank = t_.powersgd_rank(), .warmup_steps = t_.powersgd_warmup_steps(),
+                  .steps_done = position_.global_step, .seed = t_.seed()};
+    }
+    ASSIGN_OR_RETURN(sync_, GradientSynchronizer::Create(model_->Parameters(), run_.comm, t_.bucket_cap_bytes(),
+                                                         wire, low_rank));
+    steps_per_epoch_ =
+        (core::ShardSize(train_reader_->size(), run_.world_size) + t_.batch_size() - 1) / t_.batch_size();
+    // A resumed run's clock starts where its checkpoint's left off.
+    run_start_ = Clock::now() - std::chrono::duration_cast<Clock::duration>(
+                                    std::chrono::duration<double>(position_.elapsed_seconds));
+    last_checkpoint_ = Clock::now();
+    next_global_step_ = position_.global_step;
+    return absl::OkStatus();
   }
-  ASSIGN_OR_RETURN(auto sync, GradientSynchronizer::Create(model->parameters(), run.comm,
-                                                           t.bucket_cap_bytes(), wire, low_rank));
-  const int64_t steps_per_epoch =
-      (core::ShardSize(train_reader->size(), run.world_size) + t.batch_size() - 1) / t.batch_size();
-  TrainingResult result;
-  double total_images = 0, total_seconds = 0;
-  // A resumed run's clock starts where its checkpoint's left off.
-  const auto run_start = Clock::now() - std::chrono::duration_cast<Clock::duration>(
-                                            std::chrono::duration<double>(position.elapsed_seconds));
-  auto last_checkpoint = Clock::now();
+
+  // Which part of the epoch this group trains on (the shard ledger): all of it, or, when
+  // resuming, the rest after what the checkpointing group had done. The same group goes on at
+  // its step; a group of another size shards the rest of the permutation anew.
+  absl::Status StartEpoch(int64_t epoch) {
+    const int64_t dataset_size = train_reader_->size();
+    const int64_t batch_size = t_.batch_size();
+    Epoch& e = epoch_;
+    e = Epoch();
+    e.epoch = epoch;
+    e.resumed = epoch == position_.epoch && position_.step_in_epoch > 0;
+    if (epoch == position_.epoch) {
+      const int32_t saved_world = position_.world_size > 0 ? position_.world_size : run_.world_size;
+      if (saved_world == run_.world_size) {
+        e.stage_start = position_.stage_start;
+        e.first_step = position_.step_in_epoch;
+      } else {
+        e.stage_start = position_.EpochSamplesDone(batch_size, dataset_size, run_.world_size);
+        LOG(INFO) << "rank " << run_.rank << ": the group changed from " << saved_world << " to " << run_.world_size
+                  << " trainers; epoch " << epoch + 1
+                  << (e.stage_start > 0 ? absl::StrCat(" goes on from sample ", e.stage_start, " of ", dataset_size)
+                                        : std::string(" starts"));
+      }
+    }
+    ASSIGN_OR_RETURN(std::vector<int64_t> indices,
+                     core::ShardIndices({.seed = t_.seed(), .epoch = epoch, .rank = run_.rank,
+                                         .world_size = run_.world_size, .dataset_size = dataset_size,
+                                         .start = e.stage_start}));
+    e.stage_steps = (static_cast<int64_t>(indices.size()) + batch_size - 1) / batch_size;
+    e.steps_before = (e.stage_start + run_.world_size * batch_size - 1) / (run_.world_size * batch_size);
+    if (run_.on_batch_samples) e.shard = indices;
+    e.loader = std::make_unique<BatchLoader>(BatchLoaderOptions{.reader = train_reader_.get(),
+                                                                  .pin_memory = device_.is_cuda(),
+                                                                  .preprocess = spec_.preprocess(),
+                                                                  .augment = t_.augment(),
+                                                                  .seed = t_.seed(),
+                                                                  .epoch = epoch,
+                                                                  .batch_size = t_.batch_size(),
+                                                                  .workers = t_.data_workers()},
+                                             std::move(indices), e.first_step);
+    // A resumed epoch carries on from its checkpoint's partial sums (on rank 0 only, so the
+    // sums over ranks count them once) and time.
+    e.start = Clock::now() - std::chrono::duration_cast<Clock::duration>(
+                                 std::chrono::duration<double>(e.resumed ? position_.epoch_seconds : 0.0));
+    e.window_start = Clock::now();
+    e.images = e.resumed ? static_cast<int64_t>(position_.epoch_images) : 0;
+    e.loss_sum = e.resumed && run_.rank == 0 ? position_.epoch_loss_sum : 0;
+    e.loss_count = e.resumed && run_.rank == 0 ? position_.epoch_loss_count : 0;
+    return absl::OkStatus();
+  }
+
+  // Data, forward and loss, backward with bucketed all-reduce, optimizer.
+  absl::StatusOr<StepOutcome> Step(int64_t step) {
+    Epoch& e = epoch_;
+    const int64_t batch_size = t_.batch_size();
+    TimelineAccumulator::Step times;
+    times.start = Clock::now();
+    ASSIGN_OR_RETURN(Batch batch, e.loader->Next());
+    times.batch = Clock::now();
+    if (run_.on_batch_samples) {
+      const auto from = e.shard.begin() + step * batch_size;
+      run_.on_batch_samples(std::vector<int64_t>(from, std::min(from + batch_size, e.shard.end())));
+    }
+    StepOutcome out;
+    out.global_step = next_global_step_++;
+    // The schedule follows the epoch's progress (equal to global_step while the group is
+    // unchanged).
+    out.lr = core::LearningRateAt(t_, e.epoch * steps_per_epoch_ + e.steps_before + step, steps_per_epoch_);
+    SetLearningRate(*optimizer_, out.lr);
+    RETURN_IF_ERROR(BroadcastFromRankZero(*run_.comm, buffers_));  // As DDP's broadcast_buffers.
+    times.broadcast = Clock::now();
+    optimizer_->zero_grad();
+    sync_->BeginStep();
+    batch.images = batch.images.to(device_, /*non_blocking=*/true);
+    if (channels_last_) batch.images = batch.images.contiguous(at::MemoryFormat::ChannelsLast);
+    batch.labels = batch.labels.to(device_, /*non_blocking=*/true);
+    torch::Tensor loss;
+    {
+      // bf16 autocast on GPU (no loss scaling needed, unlike fp16).
+      MixedPrecision amp(t_.mixed_precision() && device_.is_cuda());
+      loss = torch::nn::functional::cross_entropy(model_->Forward(batch.images), batch.labels);
+    }
+    times.forward = Clock::now();
+    loss.backward();
+    times.backward = Clock::now();
+    RETURN_IF_ERROR(sync_->FinishStep());
+    times.synced = Clock::now();
+    optimizer_->step();
+    times.optimized = Clock::now();
+    e.timeline.Add(times, sync_->LastStepTimes());
+
+    out.images = batch.labels.size(0);
+    out.loss = loss.item<double>();
+    if (!std::isfinite(out.loss)) {
+      // Diverged: every later step is NaN too, and a model trained on would register as if
+      // it were fine. Fail the job, saying where and why.
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "training diverged: the loss is %f at epoch %d step %d (learning rate %g); lower --lr "
+          "or add warm-up (--warmup-steps)",
+          out.loss, e.epoch + 1, step + 1, out.lr));
+    }
+    e.loss_sum += out.loss * static_cast<double>(out.images);
+    e.loss_count += static_cast<double>(out.images);
+    e.window_images += out.images * run_.world_size;
+    e.images += out.images * run_.world_size;
+    return out;
+  }
+
+  // Step metrics, at most once per report interval and after the epoch's last step.
+  void Report(int64_t step, const StepOutcome& s, bool last) {
+    Epoch& e = epoch_;
+    const auto now = Clock::now();
+    if (!run_.on_step || (!last && now - e.window_start < absl::ToChronoNanoseconds(run_.report_interval))) return;
+    v1::StepMetrics m;
+    m.set_epoch(e.epoch);
+    m.set_step(e.steps_before + step + 1);
+    m.set_steps_per_epoch(e.steps_before + e.stage_steps);
+    m.set_global_step(s.global_step + 1);
+    m.set_loss(s.loss);
+    m.set_images_per_second(static_cast<double>(e.window_images) / Seconds(now - e.window_start));
+    m.set_learning_rate(s.lr);
+    run_.on_step(m);
+    e.window_start = now;
+    e.window_images = 0;
+  }
+
+  // Mid-epoch checkpoints. Every rank takes the same branch (it depends on the step only):
+  // every N steps when asked for, and every kCheckpointPollSteps steps the ranks agree whether
+  // rank 0 wants one (its interval passed, or the coordinator asked). The same all-reduce sums
+  // the epoch's partial loss, so the checkpoint holds the whole group's.
+  absl::Status MaybeCheckpoint(int64_t step, int64_t global_step) {
+    Epoch& e = epoch_;
+    const bool every_n = t_.checkpoint_every_steps() > 0 && (global_step + 1) % t_.checkpoint_every_steps() == 0;
+    if (run_.checkpoints == nullptr || !(every_n || (global_step + 1) % kCheckpointPollSteps == 0)) {
+      return absl::OkStatus();
+    }
+    bool want = every_n;
+    if (run_.rank == 0) {
+      const bool interval_passed = t_.checkpoint_interval_s() > 0 &&
+                                   Clock::now() - last_checkpoint_ >= std::chrono::seconds(t_.checkpoint_interval_s());
+      const bool asked = run_.checkpoint_now != nullptr && run_.checkpoint_now->exchange(false);
+      want = want || interval_passed || asked;
+    }
+    torch::Tensor poll = torch::tensor({want ? 1.0 : 0.0, e.loss_sum, e.loss_count}, torch::kFloat64).to(device_);
+    RETURN_IF_ERROR(run_.comm->AllReduceSum(poll));
+    poll = poll.cpu();
+    const double* p = poll.data_ptr<double>();
+    if (p[0] > 0 && run_.rank == 0) {
+      SaveCheckpoint({.epoch = e.epoch, .step_in_epoch = step + 1, .global_step = global_step + 1,
+                      .world_size = run_.world_size, .stage_start = e.stage_start,
+                      .epoch_loss_sum = p[1], .epoch_loss_count = p[2],
+                      .epoch_images = static_cast<double>(e.images),
+                      .epoch_seconds = Seconds(Clock::now() - e.start)},
+                     every_n ? "every N steps" : "interval or request");
+    }
+    return absl::OkStatus();
+  }
+
+  // The epoch's training loss over all ranks, evaluation, metrics, and the epoch-end checkpoint.
+  absl::Status FinishEpoch() {
+    Epoch& e = epoch_;
+    const double epoch_seconds = Seconds(Clock::now() - e.start);
+    torch::Tensor train_sums = torch::tensor({e.loss_sum, e.loss_count}, torch::kFloat64).to(device_);
+    RETURN_IF_ERROR(run_.comm->AllReduceSum(train_sums));
+    train_sums = train_sums.cpu();
+    ASSIGN_OR_RETURN(v1::EpochMetrics metrics, Evaluate(run_, *model_, *eval_reader_));
+    if (!std::isfinite(metrics.eval_loss())) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "training diverged: the evaluation loss after epoch %d is %f", e.epoch + 1, metrics.eval_loss()));
+    }
+    metrics.set_epoch(e.epoch);
+    metrics.set_train_loss(train_sums[1].item<double>() > 0
+                               ? train_sums[0].item<double>() / train_sums[1].item<double>() : 0);
+    metrics.set_images_per_second(static_cast<double>(e.images) / epoch_seconds);
+    metrics.set_seconds(epoch_seconds);
+    metrics.set_train_samples(e.images);
+    metrics.set_elapsed_seconds(Seconds(Clock::now() - run_start_));
+    *metrics.mutable_timeline() = e.timeline.Mean();
+    if (run_.rank == 0) LOG(INFO) << "epoch " << e.epoch + 1 << " " << TimelineSummary(metrics.timeline());
+    total_images_ += static_cast<double>(e.images);
+    total_seconds_ += epoch_seconds;
+    // The checkpoint first: a coordinator that re-forms the group on this epoch's report
+    // (to grow it) finds the epoch's end saved.
+    if (run_.rank == 0 && run_.checkpoints != nullptr) {
+      SaveCheckpoint({.epoch = e.epoch + 1, .step_in_epoch = 0, .global_step = next_global_step_,
+                      .world_size = run_.world_size},
+                     "epoch end");
+    }
+    if (run_.on_epoch) run_.on_epoch(metrics);
+    result_.metrics.set_epochs(static_cast<int32_t>(e.epoch + 1));
+    result_.metrics.set_train_loss(metrics.train_loss());
+    result_.metrics.set_validation_loss(metrics.eval_loss());
+    result_.metrics.set_validation_accuracy(metrics.eval_accuracy());
+    return absl::OkStatus();
+  }
+
   // Rank 0 saves a checkpoint at `at` with the epoch's partial sums (already summed over ranks).
-  auto save_checkpoint = [&](TrainingPosition at, const char* why) {
-    at.elapsed_seconds = Seconds(Clock::now() - run_start);
-    auto blob = SerializeCheckpoint(*model, *optimizer, at);
-    absl::Status saved = blob.ok() ? run.checkpoints->Save(*blob, at) : blob.status();
-    last_checkpoint = Clock::now();
+  void SaveCheckpoint(TrainingPosition at, const char* why) {
+    at.elapsed_seconds = Seconds(Clock::now() - run_start_);
+    auto blob = SerializeCheckpoint(*model_, *optimizer_, at);
+    absl::Status saved = blob.ok() ? run_.checkpoints->Save(*blob, at) : blob.status();
+    last_checkpoint_ = Clock::now();
     if (!saved.ok()) {
       LOG(ERROR) << "checkpoint (" << why << ") at step " << at.global_step << " failed: " << saved;
       return;
     }
-    if (run.on_checkpoint) run.on_checkpoint(at);
-  };
-
-  const int64_t dataset_size = train_reader->size();
-  const int64_t batch_size = t.batch_size();
-  int64_t next_global_step = position.global_step;  // Optimizer steps taken in the whole run.
-  for (int64_t epoch = position.epoch; epoch < t.epochs(); ++epoch) {
-    // Which part of the epoch this group trains on (the shard ledger): all of it, or, when
-    // resuming, the rest after what the checkpointing group had done. The same group goes on
-    // at its step; a group of another size shards the rest of the permutation anew.
-    int64_t stage_start = 0, first_step = 0;
-    const bool resumed_epoch = epoch == position.epoch && position.step_in_epoch > 0;
-    if (epoch == position.epoch) {
-      const int32_t saved_world = position.world_size > 0 ? position.world_size : run.world_size;
-      if (saved_world == run.world_size) {
-        stage_start = position.stage_start;
-        first_step = position.step_in_epoch;
-      } else {
-        stage_start = position.EpochSamplesDone(batch_size, dataset_size, run.world_size);
-        LOG(INFO) << "rank " << run.rank << ": the group changed from " << saved_world << " to " << run.world_size
-                  << " trainers; epoch " << epoch + 1
-                  << (stage_start > 0 ? absl::StrCat(" goes on from sample ", stage_start, " of ", dataset_size)
-                                      : std::string(" starts"));
-      }
-    }
-    ASSIGN_OR_RETURN(std::vector<int64_t> indices,
-                     core::ShardIndices({.seed = t.seed(), .epoch = epoch, .rank = run.rank,
-                                         .world_size = run.world_size, .dataset_size = dataset_size,
-                                         .start = stage_start}));
-    const int64_t stage_steps = (static_cast<int64_t>(indices.size()) + batch_size - 1) / batch_size;
-    // Steps an earlier membership took, in this group's steps (for progress and the schedule).
-    const int64_t steps_before = (stage_start + run.world_size * batch_size - 1) / (run.world_size * batch_size);
-    const std::vector<int64_t> shard = run.on_batch_samples ? indices : std::vector<int64_t>();
-    BatchLoader loader({.reader = train_reader.get(),
-                        .pin_memory = device.is_cuda(),
-                        .preprocess = spec.preprocess(),
-                        .augment = t.augment(),
-                        .seed = t.seed(),
-                        .epoch = epoch,
-                        .batch_size = t.batch_size(),
-                        .workers = t.data_workers()},
-                       std::move(indices), first_step);
-    // A resumed epoch carries on from its checkpoint's partial sums (on rank 0 only, so the
-    // sums over ranks count them once) and time.
-    const auto epoch_start =
-        Clock::now() - std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(
-                           resumed_epoch ? position.epoch_seconds : 0.0));
-    auto window_start = Clock::now();
-    int64_t window_images = 0;
-    int64_t epoch_images = resumed_epoch ? static_cast<int64_t>(position.epoch_images) : 0;
-    double loss_sum = resumed_epoch && run.rank == 0 ? position.epoch_loss_sum : 0;
-    double loss_count = resumed_epoch && run.rank == 0 ? position.epoch_loss_count : 0;
-    TimelineAccumulator timeline;
-    for (int64_t step = first_step; step < stage_steps; ++step) {
-      if (run.cancelled != nullptr && run.cancelled->load()) {
-        return absl::CancelledError("training cancelled");
-      }
-      TimelineAccumulator::Step times;
-      times.start = Clock::now();
-      ASSIGN_OR_RETURN(Batch batch, loader.Next());
-      times.batch = Clock::now();
-      if (run.on_batch_samples) {
-        const auto from = shard.begin() + step * batch_size;
-        run.on_batch_samples(std::vector<int64_t>(from, std::min(from + batch_size, shard.end())));
-      }
-      const int64_t global_step = next_global_step++;
-      // The schedule follows the epoch's progress (equal to global_step while the group is
-      // unchanged).
-      const double lr = core::LearningRateAt(t, epoch * steps_per_epoch + steps_before + step, steps_per_epoch);
-      SetLearningRate(*optimizer, lr);
-      RETURN_IF_ERROR(BroadcastFromRankZero(*run.comm, buffers));  // As DDP's broadcast_buffers.
-      times.broadcast = Clock::now();
-      optimizer->zero_grad();
-      sync->BeginStep();
-      batch.images = batch.images.to(device, /*non_blocking=*/true);
-      if (channels_last) batch.images = batch.images.contiguous(at::MemoryFormat::ChannelsLast);
-      batch.labels = batch.labels.to(device, /*non_blocking=*/true);
-      torch::Tensor loss;
-      {
-        // bf16 autocast on GPU (no loss scaling needed, unlike fp16).
-        MixedPrecision amp(t.mixed_precision() && device.is_cuda());
-        loss = torch::nn::functional::cross_entropy(model->forward(batch.images), batch.labels);
-      }
-      times.forward = Clock::now();
-      loss.backward();
-      times.backward = Clock::now();
-      RETURN_IF_ERROR(sync->FinishStep());
-      times.synced = Clock::now();
-      optimizer->step();
-      times.optimized = Clock::now();
-      timeline.Add(times, sync->LastStepTimes());
-
-      const int64_t n = batch.labels.size(0);
-      const double step_loss = loss.item<double>();
-      if (!std::isfinite(step_loss)) {
-        // Diverged: every later step is NaN too, and a model trained on would register as if
-        // it were fine. Fail the job, saying where and why.
-        return absl::FailedPreconditionError(absl::StrFormat(
-            "training diverged: the loss is %f at epoch %d step %d (learning rate %g); lower --lr "
-            "or add warm-up (--warmup-steps)",
-            step_loss, epoch + 1, step + 1, lr));
-      }
-      loss_sum += step_loss * static_cast<double>(n);
-      loss_count += static_cast<double>(n);
-      window_images += n * run.world_size;
-      epoch_images += n * run.world_size;
-      const auto now = Clock::now();
-      const bool last = step + 1 == stage_steps;
-      if (run.after_step) run.after_step(global_step + 1, *model);
-      if (run.on_step &&
-          (last || now - window_start >= absl::ToChronoNanoseconds(run.report_interval))) {
-        v1::StepMetrics m;
-        m.set_epoch(epoch);
-        m.set_step(steps_before + step + 1);
-        m.set_steps_per_epoch(steps_before + stage_steps);
-        m.set_global_step(global_step + 1);
-        m.set_loss(step_loss);
-        m.set_images_per_second(static_cast<double>(window_images) / Seconds(now - window_start));
-        m.set_learning_rate(lr);
-        run.on_step(m);
-        window_start = now;
-        window_images = 0;
-      }
-      // Mid-epoch checkpoints. Every rank takes the same branch (it depends on the step only):
-      // every N steps when asked for, and every kCheckpointPollSteps steps the ranks agree
-      // whether rank 0 wants one (its interval passed, or the coordinator asked). The same
-      // all-reduce sums the epoch's partial loss, so the checkpoint holds the whole group's.
-      const bool every_n = t.checkpoint_every_steps() > 0 && (global_step + 1) % t.checkpoint_every_steps() == 0;
-      if (run.checkpoints != nullptr && !last && (every_n || (global_step + 1) % kCheckpointPollSteps == 0)) {
-        bool want = every_n;
-        if (run.rank == 0) {
-          const bool interval_passed =
-              t.checkpoint_interval_s() > 0 && now - last_checkpoint >= std::chrono::seconds(t.checkpoint_interval_s());
-          const bool asked = run.checkpoint_now != nullptr && run.checkpoint_now->exchange(false);
-          want = want || interval_passed || asked;
-        }
-        torch::Tensor poll = torch::tensor({want ? 1.0 : 0.0, loss_sum, loss_count}, torch::kFloat64).to(device);
-        RETURN_IF_ERROR(run.comm->AllReduceSum(poll));
-        poll = poll.cpu();
-        const double* p = poll.data_ptr<double>();
-        if (p[0] > 0 && run.rank == 0) {
-          save_checkpoint({.epoch = epoch, .step_in_epoch = step + 1, .global_step = global_step + 1,
-                           .world_size = run.world_size, .stage_start = stage_start,
-                           .epoch_loss_sum = p[1], .epoch_loss_count = p[2],
-                           .epoch_images = static_cast<double>(epoch_images),
-                           .epoch_seconds = Seconds(Clock::now() - epoch_start)},
-                          every_n ? "every N steps" : "interval or request");
-        }
-      }
-    }
-    const double epoch_seconds = Seconds(Clock::now() - epoch_start);
-    torch::Tensor train_sums = torch::tensor({loss_sum, loss_count}, torch::kFloat64).to(device);
-    RETURN_IF_ERROR(run.comm->AllReduceSum(train_sums));
-    train_sums = train_sums.cpu();
-    ASSIGN_OR_RETURN(v1::EpochMetrics metrics, Evaluate(run, *model, *eval_reader));
-    if (!std::isfinite(metrics.eval_loss())) {
-      return absl::FailedPreconditionError(absl::StrFormat(
-          "training diverged: the evaluation loss after epoch %d is %f", epoch + 1, metrics.eval_loss()));
-    }
-    metrics.set_epoch(epoch);
-    metrics.set_train_loss(train_sums[1].item<double>() > 0
-                               ? train_sums[0].item<double>() / train_sums[1].item<double>() : 0);
-    metrics.set_images_per_second(static_cast<double>(epoch_images) / epoch_seconds);
-    metrics.set_seconds(epoch_seconds);
-    metrics.set_train_samples(epoch_images);
-    metrics.set_elapsed_seconds(Seconds(Clock::now() - run_start));
-    *metrics.mutable_timeline() = timeline.Mean();
-    if (run.rank == 0) LOG(INFO) << "epoch " << epoch + 1 << " " << TimelineSummary(metrics.timeline());
-    total_images += static_cast<double>(epoch_images);
-    total_seconds += epoch_seconds;
-    // The checkpoint first: a coordinator that re-forms the group on this epoch's report
-    // (to grow it) finds the epoch's end saved.
-    if (run.rank == 0 && run.checkpoints != nullptr) {
-      save_checkpoint({.epoch = epoch + 1, .step_in_epoch = 0, .global_step = next_global_step,
-                       .world_size = run.world_size},
-                      "epoch end");
-    }
-    if (run.on_epoch) run.on_epoch(metrics);
-    result.metrics.set_epochs(static_cast<int32_t>(epoch + 1));
-    result.metrics.set_train_loss(metrics.train_loss());
-    result.metrics.set_validation_loss(metrics.eval_loss());
-    result.metrics.set_validation_accuracy(metrics.eval_accuracy());
+    if (run_.on_checkpoint) run_.on_checkpoint(at);
   }
-  result.metrics.set_images_per_second(total_seconds > 0 ? total_images / total_seconds : 0);
-  model->eval();
-  result.param_digest = ParamDigest(*model);
-  result.model = std::move(model);
-  return result;
-}
+
+  const TrainingRun& run_;
+  const v1::JobSpec& spec_;
+  const v1::TrainingSpec& t_;
+  std::unique_ptr<core::DatasetReader> train_reader_, eval_reader_;
+  std::unique_ptr<BuiltinModel> model_;
+  torch::Device device_ = torch::kCPU;
+  bool channels_last_ = false;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  std::vector<torch::Tensor> buffers_;
+  std::unique_ptr<GradientSynchronizer> sync_;
+  TrainingPosition position_;
+  int64_t steps_per_epoch_ = 0;
+  int64_t next_global_step_ = 0;  // Optimizer steps taken in the whole run.
+  Clock::time_point run_start_, last_checkpoint_;
+  Epoch epoch_;
+  double total_images_ = 0, total_seconds_ = 0;
+  TrainingResult result_;
+};
 
 }  // namespace
 
-std::string ParamDigest(const torch::nn::Module& module) {
+std::string ParamDigest(const CheckpointableModel& model) {
   std::string bytes;
-  for (const auto& [name, tensor] : core::GetStateDict(module)) {
+  for (const auto& [name, tensor] : model.State()) {
     torch::Tensor t = tensor.contiguous().cpu();
     bytes += name;
     bytes.append(static_cast<const char*>(t.data_ptr()), t.numel() * t.element_size());
@@ -492,7 +548,7 @@ absl::StatusOr<TrainingResult> Train(const TrainingRun& run) {
     return absl::InvalidArgumentError("resuming needs a checkpoint store");
   }
   // LibTorch throws on shape errors and the like; none may escape this library.
-  auto result = core::CallTorch("training", [&] { return TrainImpl(run); });
+  auto result = core::CallTorch("training", [&] { return TrainingLoop(run).Run(); });
   if (!result.ok()) return result.status();
   return *std::move(result);
 }

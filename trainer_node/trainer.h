@@ -21,6 +21,7 @@
 #include "kennel/v1/job.pb.h"
 #include "trainer_node/checkpoint.h"
 #include "trainer_node/communicator.h"
+#include "trainer_node/trainable_model.h"
 
 namespace kennel::trainer {
 
@@ -45,7 +46,7 @@ struct TrainingRun {
   // Called with each batch's sample indices before its step (tests count samples with it).
   std::function<void(const std::vector<int64_t>&)> on_batch_samples = nullptr;
   // Called after every optimizer step with the model (diagnostics and tests).
-  std::function<void(int64_t global_step, const core::Classifier&)> after_step = nullptr;
+  std::function<void(int64_t global_step, const TrainableModel&)> after_step = nullptr;
 };
 
 // Every this many steps the ranks agree (one small all-reduce) whether rank 0 checkpoints now:
@@ -63,7 +64,8 @@ struct TrainingResult {
 // missing rank) when a peer was lost; INVALID_ARGUMENT / NOT_FOUND for bad data or weights.
 absl::StatusOr<TrainingResult> Train(const TrainingRun& run);
 
-std::string ParamDigest(const torch::nn::Module& module);
+// SHA-256 over the model's state, name by name.
+std::string ParamDigest(const CheckpointableModel& model);
 
 }  // namespace kennel::trainer
 

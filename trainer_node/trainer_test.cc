@@ -67,7 +67,7 @@ TEST(TrainerTest, TwoRanksHoldBitIdenticalParametersAfterEveryStepAndLearn) {
   OnTwoRanks([&](int r, Communicator* comm) {
     TrainingRun run{.spec = SmallCnnSpec(2, 2), .rank = r, .world_size = 2, .train = &train,
                     .eval = &eval, .dataset_root = core::kDebianFashionMnistRoot, .comm = comm};
-    run.after_step = [&, r](int64_t, const core::Classifier& model) { digests[r].push_back(ParamDigest(model)); };
+    run.after_step = [&, r](int64_t, const TrainableModel& model) { digests[r].push_back(ParamDigest(model)); };
     if (r == 0) run.on_epoch = [&](const v1::EpochMetrics& m) { epochs.push_back(m); };
     results[r] = Train(run);
   });
@@ -121,7 +121,7 @@ TEST(TrainerTest, ResumedRunEndsExactlyLikeAnUninterruptedOne) {
   run.checkpoints = &checkpoints;
   run.cancelled = &cancelled;
   run.on_epoch = nullptr;
-  run.after_step = [&](int64_t step, const core::Classifier&) { if (step == 65) cancelled = true; };
+  run.after_step = [&](int64_t step, const TrainableModel&) { if (step == 65) cancelled = true; };
   EXPECT_EQ(Train(run).status().code(), absl::StatusCode::kCancelled);
   cancelled = false;
   run.after_step = nullptr;
@@ -164,7 +164,7 @@ TEST(TrainerTest, CheckpointNowIsTakenAtTheNextPollOnEveryRank) {
     if (r == 0) {
       run.checkpoint_now = &checkpoint_now;
       run.on_checkpoint = [&](const TrainingPosition& p) { saved.push_back(p); };
-      run.after_step = [&](int64_t step, const core::Classifier&) { if (step == 5) checkpoint_now = true; };
+      run.after_step = [&](int64_t step, const TrainableModel&) { if (step == 5) checkpoint_now = true; };
     }
     results[r] = Train(run);
   });
@@ -203,7 +203,7 @@ TEST(TrainerTest, ResumingOnFewerRanksTrainsOnEverySampleOfTheEpochExactlyOnce) 
                     .checkpoints = &checkpoints, .cancelled = &cancelled};
     run.spec.mutable_training()->set_checkpoint_every_steps(5);
     run.on_batch_samples = [&, r](const std::vector<int64_t>& samples) { batches[r].push_back(samples); };
-    run.after_step = [&](int64_t step, const core::Classifier&) { if (step == 7) cancelled = true; };
+    run.after_step = [&](int64_t step, const TrainableModel&) { if (step == 7) cancelled = true; };
     stopped[r] = Train(run).status();
   });
   ASSERT_EQ(stopped[0].code(), absl::StatusCode::kCancelled) << stopped[0];
@@ -311,7 +311,7 @@ void ExpectRestoreContinuesTheRun(
   saved.stage_start = 640;
   saved.epoch_loss_sum = 12.5;
   saved.elapsed_seconds = 99;
-  auto blob = legacy ? SerializeLegacyCheckpoint(*model, *optimizer, saved)
+  auto blob = legacy ? SerializeLegacyCheckpoint(BuiltinModel(model), *optimizer, saved)
                      : SerializeCheckpoint(*model, *optimizer, saved);
   ASSERT_TRUE(blob.ok()) << blob.status();
   EXPECT_EQ(blob->substr(0, 8), legacy ? "KNLCKPT1" : "KNLCKPT2");
