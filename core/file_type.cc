@@ -27,9 +27,13 @@ FileType DetectFileType(absl::string_view head) {
   if (head.empty()) return FileType::kEmpty;
   if (absl::StartsWith(head, "PK\x03\x04")) {
     // torch.save writes <archive>/data.pkl first; torch.jit.save writes the tensors
-    // (<archive>/data/0, ...) first and its code and constants after them.
+    // (<archive>/data/0, ...) first and its code and constants after them, and a module
+    // without tensors (torch.jit.freeze keeps them as constants) starts with data.pkl and
+    // then its code/, which no torch.save file has.
     const absl::string_view first = FirstZipEntry(head);
-    if (absl::EndsWith(first, "/data.pkl")) return FileType::kTorchZip;
+    if (absl::EndsWith(first, "/data.pkl")) {
+      return Contains(head, "/code/__torch__") ? FileType::kTorchScript : FileType::kTorchZip;
+    }
     if (Contains(first, "/data/") || Contains(first, "/code/") || absl::EndsWith(first, "/constants.pkl")) {
       return FileType::kTorchScript;
     }

@@ -21,6 +21,9 @@ TEST(FileTypeTest, RecognisesWhatUsersHandKennelInsteadOfWeights) {
   EXPECT_EQ(DetectFileType(ZipWithFirstEntry("resnet18/data.pkl")), FileType::kTorchZip);
   EXPECT_EQ(DetectFileType(ZipWithFirstEntry("model/constants.pkl")), FileType::kTorchScript);
   EXPECT_EQ(DetectFileType(ZipWithFirstEntry("torchscript/data/0")), FileType::kTorchScript);
+  // A frozen module has no data/ tensors: data.pkl first, then its code.
+  EXPECT_EQ(DetectFileType(ZipWithFirstEntry("frozen/data.pkl") + "...PK\x03\x04...frozen/code/__torch__/m.py"),
+            FileType::kTorchScript);
   EXPECT_EQ(DetectFileType(ZipWithFirstEntry("arr_0.npy")), FileType::kZip);
   EXPECT_EQ(DetectFileType(std::string("\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.", 15)),
             FileType::kTorchLegacy);
