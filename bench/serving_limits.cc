@@ -91,7 +91,7 @@ int Register(const std::string& artifact, const std::string& coordinator) {
   v1::ArtifactRef ref;
   ref.set_kind(v1::ArtifactRef::MODEL);
   ref.set_name(manifest->name());
-  auto stored = kennel::core::UploadFolder(*stub, artifact, {kennel::core::kManifestFile, kennel::core::kWeightsFile},
+  auto stored = kennel::core::UploadFolder(*stub, artifact, {kennel::core::kManifestFile, manifest->weights_file()},
                                            ref, absl::Minutes(5));
   if (!stored.ok()) return (std::cerr << stored.status() << "\n", 1);
   std::cout << "registered " << stored->name() << " version " << stored->version() << std::endl;
@@ -137,8 +137,8 @@ int Limits(const std::string& artifact, const std::string& images_dir, int fashi
   if (!loaded.ok()) return (std::cerr << loaded.status() << "\n", 1);
   const bool cuda = placement->device.is_cuda();
   using kennel::inference::BatchModel;
-  auto place = [&](std::shared_ptr<kennel::core::Classifier> m) -> std::unique_ptr<BatchModel> {
-    auto model = kennel::inference::CreateBatchModel(std::move(m), *placement, *tuning, 256);
+  auto place = [&](const kennel::core::LoadedModel& m) -> std::unique_ptr<BatchModel> {
+    auto model = kennel::inference::CreateBatchModel(m, *placement, *tuning, 256);
     if (!model.ok()) {
       std::cerr << model.status() << "\n";
       std::exit(1);
@@ -155,7 +155,7 @@ int Limits(const std::string& artifact, const std::string& images_dir, int fashi
       std::exit(1);
     }
   };
-  std::unique_ptr<BatchModel> model = place(loaded->model);
+  std::unique_ptr<BatchModel> model = place(*loaded);
   if (cuda) std::cout << "CUDA settings: " << kennel::inference::CudaTuningText(*tuning) << "\n";
   const auto& spec = loaded->manifest.preprocess();
   std::vector<std::string> payloads;
@@ -216,7 +216,7 @@ int Limits(const std::string& artifact, const std::string& images_dir, int fashi
   // The other layout the server offers: `threads` instances of one thread each, run at once.
   if (threads > 1 && !cuda && only_batch == 0) {
     std::vector<std::unique_ptr<BatchModel>> copies;
-    for (int t = 0; t < threads; ++t) copies.push_back(place(kennel::core::LoadArtifact(artifact)->model));
+    for (int t = 0; t < threads; ++t) copies.push_back(place(*kennel::core::LoadArtifact(artifact)));
     torch::set_num_threads(1);
     for (int batch : big ? std::vector<int>{1, 4, 8} : std::vector<int>{1, 8, 16, 32, 64}) {
       const std::vector<torch::Tensor> xs = batches_of(batch);

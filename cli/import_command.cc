@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -12,6 +13,7 @@
 #include "absl/strings/strip.h"
 #include "cli/client.h"
 #include "core/dataset_index.h"
+#include "core/file_type.h"
 #include "core/files.h"
 #include "core/model_spec.h"
 #include "core/status_macros.h"
@@ -47,8 +49,34 @@ absl::StatusOr<std::vector<std::string>> ClassNamesFromFlags(const ImportFlags& 
   return names;
 }
 
+bool IsTorchScriptFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::string head(core::kFileTypeProbeBytes, '\0');
+  in.read(head.data(), static_cast<std::streamsize>(head.size()));
+  head.resize(static_cast<size_t>(std::max<std::streamsize>(0, in.gcount())));
+  return core::DetectFileType(head) == core::FileType::kTorchScript;
+}
+
 absl::StatusOr<kennel::v1::ModelSpec> ModelSpecFromFlags(const ImportFlags& f) {
   kennel::v1::ModelSpec model;
+  if (IsTorchScriptFile(f.weights)) {
+    if (!f.arch.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          f.weights, " is a TorchScript archive, which carries its own architecture: drop --arch ", f.arch));
+    }
+    model.set_architecture(kennel::v1::TORCHSCRIPT);
+    model.set_in_channels(f.in_channels > 0 ? f.in_channels : 3);
+    model.set_num_classes(1);
+    return core::NormalizeModelSpec(model);
+  }
+  if (f.output_kind != "logits") {
+    return absl::InvalidArgumentError("--output-kind applies to TorchScript models; built-in architectures output logits");
+  }
+  if (f.arch.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--arch is required for weights (", f.weights,
+        " is not a TorchScript archive): small_cnn, resnet18, resnet34 or resnet50"));
+  }
   ASSIGN_OR_RETURN(auto arch, core::ParseArchitecture(f.arch));
   model.set_architecture(arch);
   model.set_head(f.head == "mlp" ? kennel::v1::MLP : kennel::v1::LINEAR);
@@ -88,18 +116,25 @@ void AddImportCommand(CLI::App& app, GlobalOptions& global, ImportRunner run) {
   auto f = std::make_shared<ImportFlags>();
   CLI::App* cmd = app.add_subcommand(
       "import",
-      "Turn weights trained elsewhere into a Kennel model artifact: a torchvision "
-      "torch.save(model.state_dict()) .pth file or a .safetensors file, plus the architecture, "
-      "head, class names and preprocessing. Every tensor's name, shape and dtype is checked "
-      "(all mismatches listed); --register adds it to the coordinator as a model version that "
-      "`kennelctl deploy` rolls out.");
-  cmd->add_option("weights", f->weights, ".pth (torch.save state_dict) or .safetensors file")
+      "Turn a model trained elsewhere into a Kennel model artifact: weights for a built-in "
+      "architecture (a torchvision torch.save(model.state_dict()) .pth file or a .safetensors "
+      "file, with --arch and --head: every tensor's name, shape and dtype is checked, all "
+      "mismatches listed), or any model as a TorchScript archive (torch.jit.script or trace, "
+      "saved with torch.jit.save; run once on a batch of two at the input size, its output "
+      "checked against the class names). A TorchScript archive is code: registering one needs "
+      "the admin role. --register adds it to the coordinator as a model version that `kennelctl "
+      "deploy` rolls out.");
+  cmd->add_option("weights", f->weights,
+                  ".pth (torch.save state_dict) or .safetensors weights, or a TorchScript archive (.pt)")
       ->required()
       ->check(CLI::ExistingFile);
   cmd->add_option("--name", f->name, "Model name (letters, digits, '-', '_', '.')")->required();
-  cmd->add_option("--arch", f->arch, "small_cnn, resnet18, resnet34 or resnet50")
-      ->required()
+  cmd->add_option("--arch", f->arch, "small_cnn, resnet18, resnet34 or resnet50 (weights only; not for TorchScript)")
       ->check(CLI::IsMember({"small_cnn", "resnet18", "resnet34", "resnet50"}, CLI::ignore_case));
+  cmd->add_option("--output-kind", f->output_kind, "What a TorchScript model returns: logits (softmax applied when "
+                                              "serving) or probabilities (served as they are)")
+      ->check(CLI::IsMember({"logits", "probabilities"}))
+      ->capture_default_str();
   cmd->add_option("--head", f->head, "linear (torchvision's fc) or mlp (fc.0 Linear, ReLU, fc.2 Linear)")
       ->check(CLI::IsMember({"linear", "mlp"}))
       ->capture_default_str();
@@ -114,7 +149,7 @@ void AddImportCommand(CLI::App& app, GlobalOptions& global, ImportRunner run) {
       ->check(CLI::ExistingDirectory);
   cmd->add_option("--in-channels", f->in_channels, "1 (grayscale) or 3 (RGB); default by architecture")
       ->check(CLI::IsMember({1, 3}));
-  cmd->add_option("--image-size", f->image_size, "Input height and width (default 28 / 224)")
+  cmd->add_option("--image-size,--input-size", f->image_size, "Input height and width (default 28 / 224)")
       ->check(CLI::Range(1, 4096));
   cmd->add_option("--resize-shorter", f->resize_shorter,
                   "Resize the shorter side to this before the center crop (0: resize straight to "

@@ -37,7 +37,11 @@ struct ImportFlags {
   std::string interpolation = "bilinear";
   std::string output;
   bool register_model = false;
+  std::string output_kind = "logits";  // A TorchScript model's output: logits or probabilities.
 };
+
+// True when `path` holds a TorchScript archive (torch.jit.save), judged from its first bytes.
+bool IsTorchScriptFile(const std::string& path);
 
 using ImportRunner = std::function<int(const ImportFlags&, const GlobalOptions&)>;
 

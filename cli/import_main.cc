@@ -34,6 +34,7 @@ int RunImport(const ImportFlags& f, const GlobalOptions& global) {
   auto preprocess = PreprocessFromFlags(f, *model);
   if (!preprocess.ok()) return Fail(preprocess.status());
   options.preprocess = *preprocess;
+  options.output = f.output_kind == "probabilities" ? v1::PROBABILITIES : v1::LOGITS;
   // Registering without --output: a scratch folder, removed afterwards.
   std::string scratch;
   if (f.output.empty()) {
@@ -60,8 +61,8 @@ int RunImport(const ImportFlags& f, const GlobalOptions& global) {
     ref.set_kind(v1::ArtifactRef::MODEL);
     ref.set_name(f.name);
     auto stub = CoordinatorStub(global.coordinator);
-    auto stored = core::UploadFolder(*stub, options.output_dir, {core::kManifestFile, core::kWeightsFile}, ref,
-                                     absl::Minutes(10));
+    auto stored = core::UploadFolder(*stub, options.output_dir,
+                                     {core::kManifestFile, result->manifest.weights_file()}, ref, absl::Minutes(10));
     if (!stored.ok()) {
       cleanup();
       return Fail(RpcError(core::ToGrpcStatus(stored.status()), Peer::kCoordinator, global.coordinator));
@@ -83,7 +84,11 @@ int RunImport(const ImportFlags& f, const GlobalOptions& global) {
   std::cout << "imported " << f.weights << ": " << core::ArchitectureName(m.model().architecture()) << ", "
             << m.model().num_classes() << " classes, " << result->tensors << " tensors, " << result->parameters
             << " parameters, input " << m.preprocess().channels() << "x" << m.preprocess().height() << "x"
-            << m.preprocess().width() << "\n";
+            << m.preprocess().width()
+            << (m.has_scripted() ? (m.scripted().output() == v1::PROBABILITIES ? ", outputs probabilities"
+                                                                               : ", outputs logits")
+                                 : "")
+            << "\n";
   if (!result->conversions.empty()) {
     std::cout << "converted to float32: " << absl::StrJoin(result->conversions, ", ") << "\n";
   }

@@ -186,8 +186,9 @@ absl::StatusOr<std::pair<std::string, std::vector<std::string>>> ArtifactStore::
   if (!fs::exists(dir / core::kManifestFile, ec)) {
     return absl::NotFoundError(absl::StrCat("no model ", ref.name(), " version ", version));
   }
-  return std::make_pair(dir.string(),
-                        std::vector<std::string>{core::kManifestFile, core::kWeightsFile});
+  // The weights file the manifest names (a TorchScript model's archive is model.pt).
+  ASSIGN_OR_RETURN(v1::ModelManifest manifest, core::ReadManifest(dir.string()));
+  return std::make_pair(dir.string(), std::vector<std::string>{core::kManifestFile, manifest.weights_file()});
 }
 
 }  // namespace kennel::coordinator

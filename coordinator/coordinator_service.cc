@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/grpc_status.h"
 #include "core/auth.h"
+#include "core/ml/artifact.h"
 #include "core/tls.h"
 
 namespace kennel::coordinator {
@@ -208,6 +209,18 @@ grpc::Status CoordinatorService::UploadArtifact(grpc::ServerContext* context,
   if (!status.ok()) {
     artifacts_->Discard(receiver->dir());
     return ToGrpcStatus(status);
+  }
+  if (imported && enforce_) {
+    // A TorchScript model is code that every inference node will run: importing one is an
+    // admin's decision (a trainer registers what an admin's job trained).
+    auto manifest = core::ReadManifest(receiver->dir());
+    const core::Caller caller = core::CallerOf(*context, enforce_);
+    if (manifest.ok() && manifest->model().architecture() == v1::TORCHSCRIPT && caller.role != "admin") {
+      artifacts_->Discard(receiver->dir());
+      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                          absl::StrCat("a TorchScript model is code the inference nodes run: only the admin role "
+                                       "may import one (", caller.name, " has role '", caller.role, "')"));
+    }
   }
   *response->mutable_stored() = ref;
   if (ref.kind() == v1::ArtifactRef::CHECKPOINT) {

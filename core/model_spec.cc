@@ -47,6 +47,15 @@ absl::StatusOr<kennel::v1::ModelSpec> NormalizeModelSpec(kennel::v1::ModelSpec s
     return absl::InvalidArgumentError(
         absl::StrCat("in_channels must be 1 or 3, got ", spec.in_channels()));
   }
+  if (spec.architecture() == kennel::v1::TORCHSCRIPT) {
+    // The module is what it is: no head to choose.
+    if (spec.head() == kennel::v1::MLP) {
+      return absl::InvalidArgumentError("a TorchScript model has no head to choose (--head applies to built-in architectures)");
+    }
+    spec.set_head(kennel::v1::HEAD_UNSPECIFIED);
+    spec.set_head_hidden(0);
+    return spec;
+  }
   if (spec.head() == kennel::v1::HEAD_UNSPECIFIED) spec.set_head(kennel::v1::LINEAR);
   if (spec.head() == kennel::v1::MLP) {
     if (spec.architecture() == kennel::v1::SMALL_CNN) {
@@ -81,6 +90,7 @@ std::string ArchitectureName(kennel::v1::Architecture arch) {
     case kennel::v1::RESNET18: return "resnet18";
     case kennel::v1::RESNET34: return "resnet34";
     case kennel::v1::RESNET50: return "resnet50";
+    case kennel::v1::TORCHSCRIPT: return "torchscript";
     default: return "unspecified";
   }
 }

@@ -1,5 +1,6 @@
 #include "inference_node/serving_model.h"
 
+#include <torch/script.h>
 #include <torch/torch.h>
 
 #include <optional>
@@ -16,24 +17,68 @@
 #include "absl/strings/str_split.h"
 #include "core/logging.h"
 #include "core/ml/artifact.h"
+#include "core/ml/scripted_model.h"
 #include "core/status_macros.h"
 #include "core/ml/torch_errors.h"
 
 namespace kennel::inference {
 namespace {
 
+// What TorchBatchModel runs, whatever the model's kind.
+class Net {
+ public:
+  virtual ~Net() = default;
+  virtual void To(torch::Device device, torch::ScalarType dtype) = 0;
+  virtual std::vector<torch::Tensor> Parameters() = 0;
+  virtual torch::Tensor Output(const torch::Tensor& x) = 0;  // Logits or probabilities.
+  virtual bool outputs_probabilities() const { return false; }
+};
+
+class BuiltinNet : public Net {
+ public:
+  explicit BuiltinNet(std::shared_ptr<core::Classifier> model) : model_(std::move(model)) {}
+  void To(torch::Device device, torch::ScalarType dtype) override { model_->to(device, dtype); }
+  std::vector<torch::Tensor> Parameters() override { return model_->parameters(); }
+  torch::Tensor Output(const torch::Tensor& x) override { return model_->forward(x); }
+
+ private:
+  std::shared_ptr<core::Classifier> model_;
+};
+
+class ScriptNet : public Net {
+ public:
+  ScriptNet(std::shared_ptr<torch::jit::Module> module, bool probabilities)
+      : module_(std::move(module)), probabilities_(probabilities) {}
+  void To(torch::Device device, torch::ScalarType dtype) override { module_->to(device, dtype); }
+  std::vector<torch::Tensor> Parameters() override {
+    std::vector<torch::Tensor> out;
+    for (const auto& p : module_->parameters()) out.push_back(p);
+    return out;
+  }
+  torch::Tensor Output(const torch::Tensor& x) override {
+    auto y = core::ScriptForward(*module_, x);
+    if (!y.ok()) throw std::runtime_error(std::string(y.status().message()));
+    return *y;
+  }
+  bool outputs_probabilities() const override { return probabilities_; }
+
+ private:
+  std::shared_ptr<torch::jit::Module> module_;
+  const bool probabilities_;
+};
+
 class TorchBatchModel : public BatchModel {
  public:
-  TorchBatchModel(std::shared_ptr<core::Classifier> model, Placement placement, CudaTuning cuda, int max_batch)
+  TorchBatchModel(std::unique_ptr<Net> model, Placement placement, CudaTuning cuda, int max_batch)
       : model_(std::move(model)), placement_(placement), cuda_(cuda), max_batch_(max_batch) {}
 
   absl::Status Init() {
     return core::CallTorch("moving the model to its device", [&] {
-      model_->to(placement_.device, placement_.dtype);
+      model_->To(placement_.device, placement_.dtype);
       if (!placement_.device.is_cuda()) return;
       if (cuda_.channels_last) {
         torch::NoGradGuard no_grad;
-        for (auto& p : model_->parameters()) {
+        for (auto& p : model_->Parameters()) {
           if (p.dim() == 4) p.set_data(p.data().contiguous(torch::MemoryFormat::ChannelsLast));
         }
       }
@@ -67,7 +112,7 @@ class TorchBatchModel : public BatchModel {
       c10::InferenceMode guard;
       if (!placement_.device.is_cuda()) {
         torch::Tensor x = batch.to(placement_.device).to(placement_.dtype);
-        return torch::softmax(model_->forward(x).to(torch::kFloat), 1);
+        return Probabilities(model_->Output(x));
       }
 #ifdef KENNEL_WITH_CUDA
       std::optional<c10::cuda::CUDAStreamGuard> on_stream;
@@ -76,12 +121,16 @@ class TorchBatchModel : public BatchModel {
       // Copy float32 to the device first, convert there: cheaper than converting on the host.
       torch::Tensor x = batch.to(placement_.device, torch::kFloat, /*non_blocking=*/batch.is_pinned()).to(placement_.dtype);
       if (cuda_.channels_last) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
-      return torch::softmax(model_->forward(x).to(torch::kFloat), 1).to(torch::kCPU);
+      return Probabilities(model_->Output(x)).to(torch::kCPU);
     });
   }
 
  private:
-  std::shared_ptr<core::Classifier> model_;
+  torch::Tensor Probabilities(const torch::Tensor& out) {
+    return model_->outputs_probabilities() ? out.to(torch::kFloat) : torch::softmax(out.to(torch::kFloat), 1);
+  }
+
+  std::unique_ptr<Net> model_;
   const Placement placement_;
   const CudaTuning cuda_;
   const int max_batch_;
@@ -143,7 +192,18 @@ absl::StatusOr<Placement> ResolvePlacement(const std::string& device, const std:
 absl::StatusOr<std::unique_ptr<BatchModel>> CreateBatchModel(std::shared_ptr<core::Classifier> model,
                                                              const Placement& placement, const CudaTuning& cuda,
                                                              int max_batch) {
-  auto out = std::make_unique<TorchBatchModel>(std::move(model), placement, cuda, max_batch);
+  auto out = std::make_unique<TorchBatchModel>(std::make_unique<BuiltinNet>(std::move(model)), placement, cuda,
+                                               max_batch);
+  RETURN_IF_ERROR(out->Init());
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<BatchModel>> CreateBatchModel(const core::LoadedModel& loaded, const Placement& placement,
+                                                             const CudaTuning& cuda, int max_batch) {
+  if (!loaded.script) return CreateBatchModel(loaded.model, placement, cuda, max_batch);
+  const bool probabilities = loaded.manifest.scripted().output() == v1::PROBABILITIES;
+  auto out = std::make_unique<TorchBatchModel>(std::make_unique<ScriptNet>(loaded.script, probabilities), placement,
+                                               cuda, max_batch);
   RETURN_IF_ERROR(out->Init());
   return out;
 }
@@ -226,7 +286,7 @@ absl::StatusOr<std::shared_ptr<ServingModel>> ServingModel::Load(const std::stri
   for (int i = 0; i < options.instances; ++i) {
     ASSIGN_OR_RETURN(core::LoadedModel loaded, core::LoadArtifact(artifact_dir));
     out->manifest_ = loaded.manifest;
-    ASSIGN_OR_RETURN(auto model, CreateBatchModel(loaded.model, placement, options.cuda, max_batch));
+    ASSIGN_OR_RETURN(auto model, CreateBatchModel(loaded, placement, options.cuda, max_batch));
     const auto& p = loaded.manifest.preprocess();
     for (int n : warm_sizes) {
       torch::Tensor x = model->NewBatch(n, {p.channels(), p.height(), p.width()});
@@ -246,7 +306,7 @@ absl::StatusOr<std::shared_ptr<ServingModel>> ServingModel::Load(const std::stri
       const int n = std::min(max_batch, 8);
       ASSIGN_OR_RETURN(const absl::Duration reduced, TimeRun(*model, n, p));
       ASSIGN_OR_RETURN(core::LoadedModel fp32_copy, core::LoadArtifact(artifact_dir));
-      ASSIGN_OR_RETURN(auto fp32, CreateBatchModel(fp32_copy.model, Placement{placement.device, torch::kFloat},
+      ASSIGN_OR_RETURN(auto fp32, CreateBatchModel(fp32_copy, Placement{placement.device, torch::kFloat},
                                                    options.cuda, max_batch));
       ASSIGN_OR_RETURN(const absl::Duration full, TimeRun(*fp32, n, p));
       out->precision_slowdown_ = absl::FDivDuration(reduced, full);

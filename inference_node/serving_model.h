@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "core/ml/artifact.h"
 #include "core/ml/models.h"
 #include "inference_node/batcher.h"
 #include "inference_node/thread_pool.h"
@@ -59,6 +60,11 @@ absl::StatusOr<Placement> ResolvePlacement(const std::string& device, const std:
 // copied to the device, converted there), float32 softmax probabilities back on the CPU.
 // `max_batch` sizes a CUDA model's pinned staging buffer.
 absl::StatusOr<std::unique_ptr<BatchModel>> CreateBatchModel(std::shared_ptr<core::Classifier> model,
+                                                             const Placement& placement, const CudaTuning& cuda,
+                                                             int max_batch);
+// The same for a loaded artifact of either kind (a TorchScript module's output taken as it
+// declares: logits go through softmax, probabilities do not).
+absl::StatusOr<std::unique_ptr<BatchModel>> CreateBatchModel(const core::LoadedModel& loaded,
                                                              const Placement& placement, const CudaTuning& cuda,
                                                              int max_batch);
 

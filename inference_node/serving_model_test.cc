@@ -1,6 +1,15 @@
 #include "inference_node/serving_model.h"
 
 #include <gtest/gtest.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "core/files.h"
+#include "core/ml/model_import.h"
+#include "core/ml/weights.h"
+#include "core/testing/paths.h"
 
 namespace kennel::inference {
 namespace {
@@ -31,6 +40,59 @@ TEST(ServingModelTest, CudaSettingsParseAndPrint) {
   auto bad = ParseCudaTuning("channels_last,tf32");
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(bad.status().message().find("\"tf32\""), std::string::npos) << bad.status();
+}
+
+// A TorchScript artifact (tests/fixtures: scripted_cnn.pt, 7 classes at 3x32x32) served through
+// the batcher on two instances: PyTorch's probabilities (its logits through softmax) within
+// 1e-5; the same module traced with a softmax and imported as PROBABILITIES is not put
+// through softmax again.
+TEST(ServingModelTest, ATorchScriptModelServesPyTorchsProbabilities) {
+  auto io = core::ParseSafetensors(*core::ReadFile(core::testing::FixtureDir() + "/scripted_cnn_io.safetensors"));
+  ASSERT_TRUE(io.ok()) << io.status();
+  const torch::Tensor want = torch::softmax(io->at("logits"), 1);
+  for (const auto& [file, output] : {std::pair<std::string, v1::OutputKind>{"scripted_cnn.pt", v1::LOGITS},
+                                     {"scripted_cnn_probs.pt", v1::PROBABILITIES}}) {
+    core::ModelImportOptions o;
+    o.weights_path = core::testing::FixtureDir() + "/" + file;
+    o.name = "scripted";
+    o.model.set_architecture(v1::TORCHSCRIPT);
+    o.model.set_in_channels(3);
+    for (int i = 0; i < 7; ++i) o.class_names.push_back(std::to_string(i));
+    o.preprocess.set_height(32);
+    o.preprocess.set_width(32);
+    o.preprocess.set_channels(3);
+    o.output = output;
+    o.output_dir = ::testing::TempDir() + "/served-" + file + "-" + std::to_string(::getpid());
+    std::filesystem::remove_all(o.output_dir);
+    ASSERT_TRUE(core::ImportModel(o).ok()) << file;
+    RealClock clock;
+    ServingModelOptions options;
+    options.instances = 2;
+    options.batcher.max_batch_size = 4;
+    auto model = ServingModel::Load(o.output_dir, options, &clock, nullptr);
+    ASSERT_TRUE(model.ok()) << model.status();
+    absl::Mutex mu;
+    std::vector<torch::Tensor> got(3);
+    int answered = 0;
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_TRUE((*model)->Submit(BatchItem{io->at("input")[i].clone(), absl::InfiniteFuture(),
+                                             [&, i](absl::StatusOr<BatchResult> r) {
+                                               ASSERT_TRUE(r.ok()) << r.status();
+                                               absl::MutexLock lock(&mu);
+                                               got[static_cast<size_t>(i)] = r->Row().clone();
+                                               ++answered;
+                                             }})
+                      .ok());
+    }
+    {
+      absl::MutexLock lock(&mu);
+      auto all = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return answered == 3; };
+      ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(&all), absl::Seconds(60)));
+    }
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_LE((got[static_cast<size_t>(i)] - want[i]).abs().max().item<double>(), 1e-5) << file << " row " << i;
+    }
+  }
 }
 
 }  // namespace

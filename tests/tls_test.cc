@@ -220,6 +220,22 @@ TEST_F(TlsTest, EachRoleMayCallOnlyItsMethods) {
   EXPECT_EQ(bad_role.code, 2) << bad_role.out;
 }
 
+// A TorchScript model is code every inference node would run: only an admin imports one. A
+// member's certificate (a node's) may upload weights models, not this.
+TEST_F(TlsTest, OnlyAnAdminMayImportATorchScriptModel) {
+  const std::string classes = dir_ + "/classes.txt";
+  ASSERT_TRUE(core::WriteFileAtomic(classes, "a\nb\nc\nd\ne\nf\ng\n").ok());
+  const std::vector<std::string> import = {"-c", address_, "import", core::testing::FixtureDir() + "/scripted_cnn.pt",
+                                           "--name", "scripted", "--classes-file", classes, "--input-size", "32",
+                                           "--resize-shorter", "0", "--register"};
+  CtlRun member = Ctl(import, EnvOf("trainer-a"));
+  EXPECT_NE(member.code, 0) << member.out;
+  EXPECT_NE(member.out.find("only the admin role may import one"), std::string::npos) << member.out;
+  CtlRun admin = Ctl(import, AdminEnv());
+  EXPECT_EQ(admin.code, 0) << admin.out;
+  EXPECT_NE(admin.out.find("registered scripted version 1"), std::string::npos) << admin.out;
+}
+
 // Off the loopback, plaintext needs --insecure; TLS without a CA to verify members is refused.
 TEST_F(TlsTest, PlaintextOffTheLoopbackIsRefusedUnlessInsecure) {
   for (const std::vector<std::string>& argv : std::vector<std::vector<std::string>>{

@@ -1,5 +1,7 @@
 #include "core/ml/artifact.h"
 
+#include <torch/script.h>
+
 #include <google/protobuf/util/json_util.h>
 #include <unistd.h>
 
@@ -12,6 +14,7 @@
 #include "core/file_type.h"
 #include "core/files.h"
 #include "core/ml/image.h"
+#include "core/ml/scripted_model.h"
 #include "core/status_macros.h"
 #include "core/ml/weights.h"
 
@@ -44,16 +47,13 @@ absl::StatusOr<kennel::v1::ModelManifest> ValidateManifest(kennel::v1::ModelMani
   return manifest;
 }
 
-absl::Status WriteArtifact(const std::string& dir, kennel::v1::ModelManifest manifest,
-                           const Classifier& model) {
+namespace {
+
+// The artifact folder `dir` with `weights` as `file` and the manifest, written atomically.
+absl::Status WriteArtifactFiles(const std::string& dir, kennel::v1::ModelManifest manifest,
+                                const std::string& weights, const char* file) {
   std::error_code ec;
-  if (fs::exists(dir, ec)) {
-    return absl::AlreadyExistsError(absl::StrCat("artifact folder ", dir, " already exists"));
-  }
-  manifest.set_format_version(kArtifactFormatVersion);
-  ASSIGN_OR_RETURN(manifest, ValidateManifest(std::move(manifest)));
-  ASSIGN_OR_RETURN(std::string weights, SerializeSafetensors(GetStateDict(model)));
-  manifest.set_weights_file(kWeightsFile);
+  manifest.set_weights_file(file);
   manifest.set_weights_sha256(Sha256Hex(weights));
   manifest.set_weights_bytes(static_cast<int64_t>(weights.size()));
 
@@ -66,7 +66,7 @@ absl::Status WriteArtifact(const std::string& dir, kennel::v1::ModelManifest man
   if (!fs::create_directory(staging, ec)) {
     return absl::InternalError(absl::StrCat("cannot create ", staging.string(), ": ", ec.message()));
   }
-  absl::Status status = WriteFileSynced((staging / kWeightsFile).string(), weights);
+  absl::Status status = WriteFileSynced((staging / file).string(), weights);
   if (status.ok()) status = WriteFileSynced((staging / kManifestFile).string(), ManifestToJson(manifest));
   if (status.ok()) status = SyncDirectory(staging.string());
   if (status.ok() && ::rename(staging.c_str(), target.c_str()) != 0) {
@@ -79,6 +79,37 @@ absl::Status WriteArtifact(const std::string& dir, kennel::v1::ModelManifest man
     return status;
   }
   return SyncDirectory(parent.string());
+}
+
+absl::Status CheckNewFolder(const std::string& dir) {
+  std::error_code ec;
+  if (fs::exists(dir, ec)) return absl::AlreadyExistsError(absl::StrCat("artifact folder ", dir, " already exists"));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status WriteArtifact(const std::string& dir, kennel::v1::ModelManifest manifest, const Classifier& model) {
+  RETURN_IF_ERROR(CheckNewFolder(dir));
+  manifest.set_format_version(kArtifactFormatVersion);
+  ASSIGN_OR_RETURN(manifest, ValidateManifest(std::move(manifest)));
+  if (manifest.model().architecture() == kennel::v1::TORCHSCRIPT) {
+    return absl::InvalidArgumentError("a TORCHSCRIPT manifest is written with its module (WriteScriptArtifact)");
+  }
+  ASSIGN_OR_RETURN(std::string weights, SerializeSafetensors(GetStateDict(model)));
+  return WriteArtifactFiles(dir, std::move(manifest), weights, kWeightsFile);
+}
+
+absl::Status WriteScriptArtifact(const std::string& dir, kennel::v1::ModelManifest manifest,
+                                 torch::jit::Module& module) {
+  RETURN_IF_ERROR(CheckNewFolder(dir));
+  manifest.set_format_version(kArtifactFormatVersion);
+  ASSIGN_OR_RETURN(manifest, ValidateManifest(std::move(manifest)));
+  if (manifest.model().architecture() != kennel::v1::TORCHSCRIPT) {
+    return absl::InvalidArgumentError("only a TORCHSCRIPT manifest is written with a module");
+  }
+  ASSIGN_OR_RETURN(std::string archive, SaveTorchScript(module));
+  return WriteArtifactFiles(dir, std::move(manifest), archive, kScriptFile);
 }
 
 absl::StatusOr<kennel::v1::ModelManifest> ReadManifest(const std::string& dir) {
@@ -130,6 +161,12 @@ absl::StatusOr<LoadedModel> LoadArtifact(const std::string& dir) {
   }
   if (Sha256Hex(weights) != out.manifest.weights_sha256()) {
     return absl::DataLossError(absl::StrCat(path, " does not match the manifest's SHA-256 (corrupt)"));
+  }
+  if (out.manifest.model().architecture() == kennel::v1::TORCHSCRIPT) {
+    auto script = LoadTorchScript(weights, path);
+    if (!script.ok()) return absl::DataLossError(script.status().message());
+    out.script = *std::move(script);
+    return out;
   }
   if (const FileType type = DetectFileType(absl::string_view(weights).substr(0, kFileTypeProbeBytes));
       type != FileType::kSafetensors) {

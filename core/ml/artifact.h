@@ -13,6 +13,10 @@
 #include "core/ml/models.h"
 #include "kennel/v1/model.pb.h"
 
+namespace torch::jit {
+struct Module;
+}  // namespace torch::jit
+
 namespace kennel::core {
 
 inline constexpr int kArtifactFormatVersion = 1;
@@ -33,13 +37,23 @@ absl::StatusOr<kennel::v1::ModelManifest> ReadManifest(const std::string& dir);
 // The same for a manifest's text; `name` (its folder) labels errors.
 absl::StatusOr<kennel::v1::ModelManifest> ParseManifest(absl::string_view json, absl::string_view name);
 
+inline constexpr char kScriptFile[] = "model.pt";
+
 struct LoadedModel {
   kennel::v1::ModelManifest manifest;
-  std::shared_ptr<Classifier> model;  // In eval mode.
+  // In eval mode; exactly one is set: `model` for the built-in architectures, `script` for a
+  // TORCHSCRIPT one.
+  std::shared_ptr<Classifier> model;
+  std::shared_ptr<torch::jit::Module> script;
 };
 
+// A TorchScript model's artifact: `manifest` (architecture TORCHSCRIPT, its `scripted` info)
+// and the module's archive as model.pt. As WriteArtifact otherwise.
+absl::Status WriteScriptArtifact(const std::string& dir, kennel::v1::ModelManifest manifest,
+                                 torch::jit::Module& module);
+
 // Reads the manifest, verifies the weights' size and SHA-256, builds the model and loads the
-// weights strictly. DATA_LOSS for a corrupt or truncated artifact, INVALID_ARGUMENT for a
+// weights strictly (or loads a TORCHSCRIPT model's archive). DATA_LOSS for a corrupt or truncated artifact, INVALID_ARGUMENT for a
 // manifest that does not describe a valid model, NOT_FOUND for a missing one.
 absl::StatusOr<LoadedModel> LoadArtifact(const std::string& dir);
 

@@ -1,5 +1,6 @@
 #include "core/ml/model_import.h"
 
+#include <torch/script.h>
 #include <torch/torch.h>
 
 #include <filesystem>
@@ -13,6 +14,7 @@
 #include "core/files.h"
 #include "core/ml/artifact.h"
 #include "core/ml/models.h"
+#include "core/ml/scripted_model.h"
 #include "core/ml/torch_errors.h"
 #include "core/ml/weights.h"
 #include "core/model_spec.h"
@@ -73,6 +75,55 @@ absl::StatusOr<std::vector<std::string>> NonFinite(const StateDict& weights) {
   });
 }
 
+// Writes the artifact, then loads it back as an inference node will; nothing is left behind
+// when that fails.
+absl::StatusOr<ModelImportResult> WriteAndVerify(const std::string& dir, ModelImportResult result) {
+  auto reloaded = LoadArtifact(dir);
+  if (!reloaded.ok()) {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+    return absl::InternalError(absl::StrCat("the written artifact does not load back: ", reloaded.status().message()));
+  }
+  result.manifest = reloaded->manifest;
+  return result;
+}
+
+kennel::v1::Lineage ImportLineage(const std::string& path, const std::string& sha256) {
+  kennel::v1::Lineage lineage;
+  std::error_code ec;
+  lineage.set_init_weights(fs::absolute(path, ec).string());
+  lineage.set_source_sha256(sha256);
+  lineage.set_imported(true);
+  lineage.set_created_at(absl::FormatTime(absl::RFC3339_sec, absl::Now(), absl::UTCTimeZone()));
+  return lineage;
+}
+
+absl::StatusOr<ModelImportResult> ImportScript(const ModelImportOptions& options, const kennel::v1::ModelSpec& spec,
+                                               const kennel::v1::PreprocessSpec& preprocess) {
+  ASSIGN_OR_RETURN(std::string bytes, ReadFile(options.weights_path, int64_t{1} << 36));
+  ASSIGN_OR_RETURN(std::shared_ptr<torch::jit::Module> module, LoadTorchScript(bytes, options.weights_path));
+  auto checked = CheckTorchScript(*module, preprocess, spec.num_classes(), options.output);
+  if (!checked.ok()) return absl::InvalidArgumentError(absl::StrCat(options.weights_path, ": ", checked.status().message()));
+  ModelImportResult result;
+  for (const auto& p : module->parameters()) {
+    ++result.tensors;
+    result.parameters += p.numel();
+  }
+  for (const auto& b : module->buffers()) {
+    ++result.tensors;
+    (void)b;
+  }
+  kennel::v1::ModelManifest manifest;
+  manifest.set_name(options.name);
+  *manifest.mutable_model() = spec;
+  for (const auto& c : options.class_names) manifest.add_class_names(c);
+  *manifest.mutable_preprocess() = preprocess;
+  *manifest.mutable_lineage() = ImportLineage(options.weights_path, Sha256Hex(bytes));
+  *manifest.mutable_scripted() = *checked;
+  RETURN_IF_ERROR(WriteScriptArtifact(options.output_dir, manifest, *module));
+  return WriteAndVerify(options.output_dir, std::move(result));
+}
+
 }  // namespace
 
 absl::StatusOr<ModelImportResult> ImportModel(const ModelImportOptions& options) {
@@ -97,6 +148,7 @@ absl::StatusOr<ModelImportResult> ImportModel(const ModelImportOptions& options)
     return absl::AlreadyExistsError(absl::StrCat(options.output_dir, " already exists"));
   }
 
+  if (spec.architecture() == kennel::v1::TORCHSCRIPT) return ImportScript(options, spec, preprocess);
   ASSIGN_OR_RETURN(StateDict weights, ReadWeightsFile(options.weights_path));
   ASSIGN_OR_RETURN(std::string source_sha256, Sha256File(options.weights_path));
   ASSIGN_OR_RETURN(std::vector<std::string> non_finite, NonFinite(weights));
@@ -126,22 +178,10 @@ absl::StatusOr<ModelImportResult> ImportModel(const ModelImportOptions& options)
   *manifest.mutable_model() = spec;
   for (const auto& c : options.class_names) manifest.add_class_names(c);
   *manifest.mutable_preprocess() = preprocess;
-  auto& lineage = *manifest.mutable_lineage();
-  lineage.set_init_weights(fs::absolute(options.weights_path, ec).string());
-  lineage.set_source_sha256(source_sha256);
-  lineage.set_imported(true);
-  lineage.set_created_at(absl::FormatTime(absl::RFC3339_sec, absl::Now(), absl::UTCTimeZone()));
+  *manifest.mutable_lineage() = ImportLineage(options.weights_path, source_sha256);
   model->eval();
   RETURN_IF_ERROR(WriteArtifact(options.output_dir, manifest, *model));
-  // What an inference node will do with it: load and verify the written artifact.
-  auto reloaded = LoadArtifact(options.output_dir);
-  if (!reloaded.ok()) {
-    fs::remove_all(options.output_dir, ec);
-    return absl::InternalError(absl::StrCat("the written artifact does not load back: ",
-                                            reloaded.status().message()));
-  }
-  result.manifest = reloaded->manifest;
-  return result;
+  return WriteAndVerify(options.output_dir, std::move(result));
 }
 
 }  // namespace kennel::core

@@ -1,5 +1,5 @@
 // Turns weights trained elsewhere (a torchvision `torch.save(model.state_dict())` file or a
-// .safetensors file) plus what Kennel needs to serve them (architecture, head, class names,
+// .safetensors file), or a whole TorchScript module, plus what Kennel needs to serve them (architecture, head, class names,
 // preprocessing) into a verified model artifact. Used by `kennelctl import`.
 #ifndef KENNEL_CORE_ML_MODEL_IMPORT_H_
 #define KENNEL_CORE_ML_MODEL_IMPORT_H_
@@ -20,6 +20,9 @@ struct ModelImportOptions {
   std::vector<std::string> class_names;  // In the order of the head's outputs.
   kennel::v1::PreprocessSpec preprocess;  // channels follow the model's in_channels.
   std::string output_dir;                 // The artifact folder to create; must not exist.
+  // Architecture TORCHSCRIPT: weights_path is a TorchScript archive (torch.jit.save), checked
+  // on a dummy batch of two; `output` says what its forward returns.
+  kennel::v1::OutputKind output = kennel::v1::LOGITS;
 };
 
 struct ModelImportResult {

@@ -225,6 +225,9 @@ void Classifier::train(bool on) {
 absl::StatusOr<std::shared_ptr<Classifier>> CreateModel(const kennel::v1::ModelSpec& in) {
   auto spec = NormalizeModelSpec(in);
   if (!spec.ok()) return spec.status();
+  if (spec->architecture() == kennel::v1::TORCHSCRIPT) {
+    return absl::InvalidArgumentError("a TorchScript model is loaded from its archive (core/ml/scripted_model.h), not built");
+  }
   return CallTorch("building model", [&]() -> std::shared_ptr<Classifier> {
     if (spec->architecture() == kennel::v1::SMALL_CNN) return std::make_shared<SmallCnn>(*spec);
     return std::make_shared<ResNet>(*spec);
