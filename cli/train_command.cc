@@ -63,7 +63,14 @@ absl::StatusOr<v1::JobSpec> BuildSpec(const TrainFlags& f, const CLI::App& cmd) 
   if (auto& v = Pick(f.max_eval_samples, "--max-eval-samples", f, cmd)) data.set_max_eval_samples(*v);
 
   auto& model = *spec.mutable_model();
-  if ((given("--arch") && !f.arch.empty()) || model.architecture() == v1::ARCHITECTURE_UNSPECIFIED) {
+  if (cmd.count("--model-file") > 0) {
+    if (cmd.count("--arch") > 0 || cmd.count("--head") > 0) {
+      return absl::InvalidArgumentError("--model-file trains that TorchScript module: drop --arch and --head");
+    }
+    model.set_architecture(v1::TORCHSCRIPT);
+    model.set_in_channels(f.in_channels > 0 ? f.in_channels : 3);
+    spec.mutable_training()->set_model_file(f.model_file);
+  } else if ((given("--arch") && !f.arch.empty()) || model.architecture() == v1::ARCHITECTURE_UNSPECIFIED) {
     auto arch = core::ParseArchitecture(f.arch.empty() ? (idx ? "small_cnn" : "resnet50") : f.arch);
     if (!arch.ok()) return arch.status();
     model.set_architecture(*arch);
@@ -291,7 +298,15 @@ void AddJobFlags(CLI::App& cmd, TrainFlags& f) {
   Optional(cmd, "--warmup-steps", f.warmup_steps, "Linear warm-up steps (default 0)")->check(CLI::Range(0, 100000000));
   Optional(cmd, "--seed", f.seed, "Seed for initialisation, shuffling and augmentation (default 0)");
   cmd.add_flag("--augment", f.augment, "RandomResizedCrop + horizontal flip");
-  cmd.add_flag("--freeze-backbone", f.freeze_backbone, "Train only the head (needs --init-weights)");
+  cmd.add_flag("--freeze-backbone", f.freeze_backbone,
+               "Train only the head (needs --init-weights; with --model-file: the module's last child, e.g. "
+               "classifier. or fc.)");
+  cmd.add_option("--model-file", f.model_file,
+                 "Train this TorchScript module (torch.jit.script or trace, not frozen; the path on every "
+                 "trainer) instead of a built-in architecture; its output is the logits")
+      ->check(CLI::ExistingFile);
+  cmd.add_option("--in-channels", f.in_channels, "With --model-file: 1 or 3 input channels (default 3)")
+      ->check(CLI::IsMember({1, 3}));
   cmd.add_flag("--mixed-precision", f.mixed_precision,
                "bf16 autocast and channels-last on GPU trainers (needs --backend nccl)");
   cmd.add_option("--init-weights", f.init_weights, "torchvision weights (.pth state_dict or .safetensors) on every trainer");

@@ -43,6 +43,8 @@ struct TrainFlags {
   bool freeze_backbone = false;
   bool mixed_precision = false;
   std::string init_weights;
+  std::string model_file;
+  int in_channels = 0;
   std::optional<int> image_size;
   std::optional<int> resize_shorter;
   std::vector<float> mean, std;

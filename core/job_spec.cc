@@ -108,7 +108,13 @@ absl::StatusOr<kennel::v1::JobSpec> NormalizeJobSpec(kennel::v1::JobSpec spec) {
   if (t.mixed_precision() && spec.backend() != "nccl") {
     return Bad("training.mixed_precision", "needs GPU trainers (backend nccl)");
   }
-  if (t.freeze_backbone() && t.init_weights().empty()) {
+  const bool scripted = spec.model().architecture() == kennel::v1::TORCHSCRIPT;
+  if (scripted != !t.model_file().empty()) {
+    return Bad("training.model_file", scripted ? "is required for a TORCHSCRIPT model (the module to train)"
+                                               : "is a TorchScript module: model.architecture must be TORCHSCRIPT");
+  }
+  // A module usually comes with its weights, so a frozen backbone needs no init_weights there.
+  if (t.freeze_backbone() && t.init_weights().empty() && !scripted) {
     return Bad("training.freeze_backbone", "needs init_weights (a frozen random backbone learns nothing)");
   }
   return spec;

@@ -9,12 +9,18 @@
 #define KENNEL_TRAINER_NODE_TRAINABLE_MODEL_H_
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "core/ml/models.h"
 #include "core/ml/weights.h"
 #include "kennel/v1/job.pb.h"
+#include "kennel/v1/model.pb.h"
+
+namespace torch::jit {
+struct Module;
+}  // namespace torch::jit
 
 namespace kennel::trainer {
 
@@ -39,6 +45,8 @@ class TrainableModel : public CheckpointableModel {
   virtual void SetTraining(bool on) = 0;
   // Moves parameters and buffers; channels_last turns 4-D weights NHWC (CUDA convolutions).
   virtual void To(torch::Device device, bool channels_last) = 0;
+  // The trained model as an artifact of its own kind (the job's `manifest`, completed here).
+  virtual absl::Status WriteArtifact(const std::string& dir, kennel::v1::ModelManifest manifest) = 0;
 };
 
 class BuiltinModel : public TrainableModel {
@@ -52,6 +60,7 @@ class BuiltinModel : public TrainableModel {
   void To(torch::Device device, bool channels_last) override;
   core::StateDict State() const override { return core::GetStateDict(*model_); }
   absl::Status LoadState(const core::StateDict& state) override { return core::LoadStateDict(*model_, state); }
+  absl::Status WriteArtifact(const std::string& dir, kennel::v1::ModelManifest manifest) override;
 
   const std::shared_ptr<core::Classifier>& classifier() const { return model_; }
 
@@ -59,9 +68,38 @@ class BuiltinModel : public TrainableModel {
   std::shared_ptr<core::Classifier> model_;
 };
 
+// A TorchScript module (training.model_file): its parameters trained in place, saved as
+// TorchScript. --init-weights loads the tensors whose names match (at least one must);
+// --freeze-backbone freezes every parameter outside the module's last child (its head).
+class ScriptedModel : public TrainableModel {
+ public:
+  explicit ScriptedModel(std::shared_ptr<torch::jit::Module> module) : module_(std::move(module)) {}
+
+  torch::Tensor Forward(const torch::Tensor& images) override;
+  std::vector<torch::Tensor> Parameters() const override;
+  std::vector<torch::Tensor> FloatBuffers() const override;
+  void SetTraining(bool on) override;
+  void To(torch::Device device, bool channels_last) override;
+  core::StateDict State() const override;
+  absl::Status LoadState(const core::StateDict& state) override;
+  absl::Status WriteArtifact(const std::string& dir, kennel::v1::ModelManifest manifest) override;
+
+  // Freezes every parameter outside the last child; returns that child's name.
+  std::string FreezeAllButLastChild();
+
+ private:
+  std::shared_ptr<torch::jit::Module> module_;
+  std::string trainable_child_;  // Set by FreezeAllButLastChild: kept in train mode alone.
+};
+
 // The job's built-in model: built from its spec with torchvision's initialisation, then
 // --init-weights loaded (not strictly: a new head is expected) and --freeze-backbone applied.
 absl::StatusOr<std::unique_ptr<BuiltinModel>> CreateBuiltinModel(const kennel::v1::JobSpec& spec);
+
+// The job's model of either kind. For TORCHSCRIPT: INVALID_ARGUMENT for a file that is not
+// TorchScript, a frozen module (no parameters to train), or an output that is not
+// [N, num_classes] logits on a batch of the job's input size.
+absl::StatusOr<std::unique_ptr<TrainableModel>> CreateTrainableModel(const kennel::v1::JobSpec& spec);
 
 }  // namespace kennel::trainer
 

@@ -214,7 +214,8 @@ class TrainingLoop {
     result_.metrics.set_images_per_second(total_seconds_ > 0 ? total_images_ / total_seconds_ : 0);
     model_->SetTraining(false);
     result_.param_digest = ParamDigest(*model_);
-    result_.model = model_->classifier();
+    if (auto* builtin = dynamic_cast<BuiltinModel*>(model_.get())) result_.model = builtin->classifier();
+    result_.trained = model_;
     return std::move(result_);
   }
 
@@ -250,7 +251,7 @@ class TrainingLoop {
       return absl::InvalidArgumentError(absl::StrCat("the dataset has ", run_.train->class_names_size(),
                                                      " classes, the model ", spec_.model().num_classes()));
     }
-    ASSIGN_OR_RETURN(model_, CreateBuiltinModel(spec_));
+    ASSIGN_OR_RETURN(model_, CreateTrainableModel(spec_));
     // NCCL groups train on this process's CUDA device; Gloo groups on the CPU. On a GPU with
     // mixed precision: cuDNN picks its fastest kernels per shape (benchmark mode) and
     // convolutions run channels-last, the layout bf16 tensor cores want.
@@ -513,7 +514,7 @@ class TrainingLoop {
   const v1::JobSpec& spec_;
   const v1::TrainingSpec& t_;
   std::unique_ptr<core::DatasetReader> train_reader_, eval_reader_;
-  std::unique_ptr<BuiltinModel> model_;
+  std::shared_ptr<TrainableModel> model_;
   torch::Device device_ = torch::kCPU;
   bool channels_last_ = false;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;

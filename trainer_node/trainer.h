@@ -54,6 +54,8 @@ struct TrainingRun {
 inline constexpr int64_t kCheckpointPollSteps = 4;
 
 struct TrainingResult {
+  // The trained model (either kind), and for a built-in architecture its Classifier.
+  std::shared_ptr<TrainableModel> trained;
   std::shared_ptr<core::Classifier> model;
   kennel::v1::TrainingMetrics metrics;
   // SHA-256 over every parameter and buffer: equal on every rank of a healthy run.

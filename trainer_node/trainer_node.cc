@@ -292,7 +292,7 @@ void TrainerNode::RunAssignment(const v1::Assignment& a) {
     const std::string dir = absl::StrCat(options_.work_dir, "/model-", a.job_id(), "-", a.generation(), "-", ::getpid());
     std::error_code ec;
     std::filesystem::remove_all(dir, ec);
-    absl::Status written = core::WriteArtifact(dir, manifest, *result->model);
+    absl::Status written = result->trained->WriteArtifact(dir, manifest);
     v1::ArtifactRef ref;
     ref.set_kind(v1::ArtifactRef::MODEL);
     ref.set_name(spec.name());
@@ -325,7 +325,9 @@ absl::StatusOr<v1::ArtifactRef> TrainerNode::PublishModel(const std::string& dir
   const absl::Time give_up = absl::Now() + kPublishPatience;
   absl::Duration backoff = absl::Seconds(1);
   while (true) {
-    auto stored = core::UploadFolder(*stub_, dir, {core::kManifestFile, core::kWeightsFile}, ref, absl::Minutes(30));
+    auto manifest = core::ReadManifest(dir);
+    if (!manifest.ok()) return manifest.status();
+    auto stored = core::UploadFolder(*stub_, dir, {core::kManifestFile, manifest->weights_file()}, ref, absl::Minutes(30));
     if (stored.ok() || !absl::IsUnavailable(stored.status()) || cancel_ || absl::Now() + backoff > give_up) {
       return stored;
     }

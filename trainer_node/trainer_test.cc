@@ -8,10 +8,14 @@
 #include <map>
 #include <thread>
 
+#include <unistd.h>
+
 #include "absl/strings/str_cat.h"
 #include "core/ml/dataset.h"
 #include "core/files.h"
 #include "core/job_spec.h"
+#include "core/ml/artifact.h"
+#include "core/testing/paths.h"
 #include "trainer_node/grad_sync.h"
 
 namespace kennel::trainer {
@@ -43,6 +47,26 @@ v1::JobSpec SmallCnnSpec(int world, int epochs) {
   spec.mutable_training()->set_data_workers(1);
   spec.mutable_training()->set_collective_timeout_s(60);
   return *core::NormalizeJobSpec(spec);
+}
+
+// The same job with the user's own model: a scripted CNN for 1x28x28 and 10 classes
+// (tests/fixtures/make_torchvision_fixtures.py, scripted_fashion.pt).
+v1::JobSpec ScriptedSpec(int world, int epochs) {
+  v1::JobSpec spec = SmallCnnSpec(world, epochs);
+  spec.mutable_model()->set_architecture(v1::TORCHSCRIPT);
+  spec.mutable_training()->set_model_file(core::testing::FixtureDir() + "/scripted_fashion.pt");
+  return *core::NormalizeJobSpec(spec);
+}
+
+// SHA-256 over the parameters alone (batch-norm statistics are each rank's own between the
+// per-step broadcasts, as in DDP).
+std::string ParametersDigest(const TrainableModel& model) {
+  std::string bytes;
+  for (const auto& p : model.Parameters()) {
+    const torch::Tensor t = p.detach().contiguous().cpu();
+    bytes.append(static_cast<const char*>(t.data_ptr()), static_cast<size_t>(t.numel() * t.element_size()));
+  }
+  return core::Sha256Hex(bytes);
 }
 
 // Runs `rank_body` on two threads, each rank with its own Gloo communicator of one group.
@@ -99,6 +123,89 @@ TEST(TrainerTest, TwoRanksHoldBitIdenticalParametersAfterEveryStepAndLearn) {
     EXPECT_LE(b.reduce_start_ms(), b.reduce_end_ms());
   }
   EXPECT_LE(t.buckets(0).reduce_end_ms(), t.buckets(1).reduce_start_ms());  // One at a time, in order.
+}
+
+// A TorchScript module (with batch norm) goes through the same data-parallel path: both
+// ranks hold identical parameters after every step, it learns, and it is written back as
+// TorchScript.
+TEST(TrainerTest, AScriptedModuleTrainsOnTwoRanksWithIdenticalParameters) {
+  const v1::DatasetIndex train = Subset("train", 4000), eval = Subset("test", 1000);
+  std::vector<std::vector<std::string>> digests(2);
+  std::vector<absl::StatusOr<TrainingResult>> results(2, absl::UnknownError("not run"));
+  std::vector<v1::EpochMetrics> epochs;
+  OnTwoRanks([&](int r, Communicator* comm) {
+    TrainingRun run{.spec = ScriptedSpec(2, 2), .rank = r, .world_size = 2, .train = &train,
+                    .eval = &eval, .dataset_root = core::kDebianFashionMnistRoot, .comm = comm};
+    run.after_step = [&, r](int64_t, const TrainableModel& model) { digests[r].push_back(ParametersDigest(model)); };
+    if (r == 0) run.on_epoch = [&](const v1::EpochMetrics& m) { epochs.push_back(m); };
+    results[r] = Train(run);
+  });
+  ASSERT_TRUE(results[0].ok()) << results[0].status();
+  ASSERT_TRUE(results[1].ok()) << results[1].status();
+  ASSERT_EQ(digests[0].size(), 126u);
+  EXPECT_EQ(digests[0], digests[1]);
+  EXPECT_NE(digests[0].front(), digests[0].back());
+  ASSERT_EQ(epochs.size(), 2u);
+  EXPECT_GT(epochs[1].eval_accuracy(), 0.6);  // Chance is 0.1.
+  EXPECT_EQ(results[0]->model, nullptr);      // Not a built-in Classifier.
+  // Registered as TorchScript: the artifact loads as a module with the trained weights.
+  const std::string dir = ::testing::TempDir() + "/scripted-artifact-" + std::to_string(::getpid());
+  std::filesystem::remove_all(dir);
+  v1::ModelManifest manifest;
+  manifest.set_name("scripted");
+  *manifest.mutable_model() = ScriptedSpec(2, 2).model();
+  for (int c = 0; c < 10; ++c) manifest.add_class_names(std::to_string(c));
+  *manifest.mutable_preprocess() = ScriptedSpec(2, 2).preprocess();
+  ASSERT_TRUE(results[0]->trained->WriteArtifact(dir, manifest).ok());
+  auto loaded = core::LoadArtifact(dir);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ASSERT_NE(loaded->script, nullptr);
+  EXPECT_EQ(loaded->manifest.scripted().output(), v1::LOGITS);
+  EXPECT_EQ(ParamDigest(ScriptedModel(loaded->script)), results[0]->param_digest);
+}
+
+TEST(TrainerTest, AFrozenModuleOrOneWithTheWrongOutputIsRefusedBeforeTraining) {
+  const v1::DatasetIndex train = Subset("train", 64), eval = Subset("test", 64);
+  InMemoryKeyValueStore store;
+  auto comm = *CreateGlooCommunicator({.rank = 0, .world_size = 1, .store = &store});
+  TrainingRun run{.spec = ScriptedSpec(1, 1), .train = &train, .eval = &eval,
+                  .dataset_root = core::kDebianFashionMnistRoot, .comm = comm.get()};
+  // Frozen (no parameters), for 3x32x32 inputs and 7 classes.
+  run.spec.mutable_training()->set_model_file(core::testing::FixtureDir() + "/scripted_cnn_frozen.pt");
+  absl::Status s = Train(run).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("no parameters to train"), std::string::npos) << s;
+  // Trainable, but its input and classes are not the job's.
+  run.spec.mutable_training()->set_model_file(core::testing::FixtureDir() + "/scripted_cnn.pt");
+  s = Train(run).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("refuses input [2, 1, 28, 28]"), std::string::npos) << s;
+}
+
+TEST(TrainerTest, AScriptedRunResumedFromACheckpointEndsLikeAnUninterruptedOne) {
+  const v1::DatasetIndex train = Subset("train", 1000), eval = Subset("test", 200);
+  const std::string dir = ::testing::TempDir() + "/scripted_resume_" + std::to_string(::getpid());
+  std::filesystem::remove_all(dir);
+  InMemoryKeyValueStore store;
+  auto comm = *CreateGlooCommunicator({.rank = 0, .world_size = 1, .store = &store});
+  TrainingRun run{.spec = ScriptedSpec(1, 2), .train = &train, .eval = &eval,
+                  .dataset_root = core::kDebianFashionMnistRoot, .comm = comm.get()};
+  run.spec.mutable_training()->set_checkpoint_every_steps(10);
+  auto uninterrupted = Train(run);
+  ASSERT_TRUE(uninterrupted.ok()) << uninterrupted.status();
+  LocalCheckpointStore checkpoints(dir);
+  std::atomic<bool> cancelled{false};
+  run.checkpoints = &checkpoints;
+  run.cancelled = &cancelled;
+  run.after_step = [&](int64_t step, const TrainableModel&) { if (step == 45) cancelled = true; };
+  EXPECT_EQ(Train(run).status().code(), absl::StatusCode::kCancelled);
+  cancelled = false;
+  run.after_step = nullptr;
+  run.resume = true;
+  auto resumed = Train(run);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(resumed->param_digest, uninterrupted->param_digest);
+  EXPECT_EQ(resumed->metrics.validation_accuracy(), uninterrupted->metrics.validation_accuracy());
 }
 
 TEST(TrainerTest, ResumedRunEndsExactlyLikeAnUninterruptedOne) {
