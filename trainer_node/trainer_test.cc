@@ -83,18 +83,31 @@ void OnTwoRanks(const std::function<void(int rank, Communicator* comm)>& rank_bo
   for (auto& t : ranks) t.join();
 }
 
+// `spec` trained on two ranks: each rank's results, each rank's digest after every step
+// (`digest` of the model), and rank 0's epoch metrics.
+struct TwoRankRun {
+  std::vector<absl::StatusOr<TrainingResult>> results{2, absl::UnknownError("not run")};
+  std::vector<std::vector<std::string>> digests{2};
+  std::vector<v1::EpochMetrics> epochs;
+};
+TwoRankRun TrainOnTwoRanks(const v1::JobSpec& spec, const v1::DatasetIndex& train, const v1::DatasetIndex& eval,
+                           std::string (*digest)(const TrainableModel&)) {
+  TwoRankRun out;
+  OnTwoRanks([&](int r, Communicator* comm) {
+    TrainingRun run{.spec = spec, .rank = r, .world_size = 2, .train = &train,
+                    .eval = &eval, .dataset_root = core::kDebianFashionMnistRoot, .comm = comm};
+    run.after_step = [&, r](int64_t, const TrainableModel& model) { out.digests[r].push_back(digest(model)); };
+    if (r == 0) run.on_epoch = [&](const v1::EpochMetrics& m) { out.epochs.push_back(m); };
+    out.results[r] = Train(run);
+  });
+  return out;
+}
+
+std::string StateDigest(const TrainableModel& model) { return ParamDigest(model); }
+
 TEST(TrainerTest, TwoRanksHoldBitIdenticalParametersAfterEveryStepAndLearn) {
   const v1::DatasetIndex train = Subset("train", 4000), eval = Subset("test", 1000);
-  std::vector<std::vector<std::string>> digests(2);
-  std::vector<absl::StatusOr<TrainingResult>> results(2, absl::UnknownError("not run"));
-  std::vector<v1::EpochMetrics> epochs;
-  OnTwoRanks([&](int r, Communicator* comm) {
-    TrainingRun run{.spec = SmallCnnSpec(2, 2), .rank = r, .world_size = 2, .train = &train,
-                    .eval = &eval, .dataset_root = core::kDebianFashionMnistRoot, .comm = comm};
-    run.after_step = [&, r](int64_t, const TrainableModel& model) { digests[r].push_back(ParamDigest(model)); };
-    if (r == 0) run.on_epoch = [&](const v1::EpochMetrics& m) { epochs.push_back(m); };
-    results[r] = Train(run);
-  });
+  auto [results, digests, epochs] = TrainOnTwoRanks(SmallCnnSpec(2, 2), train, eval, &StateDigest);
   ASSERT_TRUE(results[0].ok()) << results[0].status();
   ASSERT_TRUE(results[1].ok()) << results[1].status();
   // 4000 samples / 2 ranks / batch 32 = 63 steps per epoch.
@@ -130,16 +143,7 @@ TEST(TrainerTest, TwoRanksHoldBitIdenticalParametersAfterEveryStepAndLearn) {
 // TorchScript.
 TEST(TrainerTest, AScriptedModuleTrainsOnTwoRanksWithIdenticalParameters) {
   const v1::DatasetIndex train = Subset("train", 4000), eval = Subset("test", 1000);
-  std::vector<std::vector<std::string>> digests(2);
-  std::vector<absl::StatusOr<TrainingResult>> results(2, absl::UnknownError("not run"));
-  std::vector<v1::EpochMetrics> epochs;
-  OnTwoRanks([&](int r, Communicator* comm) {
-    TrainingRun run{.spec = ScriptedSpec(2, 2), .rank = r, .world_size = 2, .train = &train,
-                    .eval = &eval, .dataset_root = core::kDebianFashionMnistRoot, .comm = comm};
-    run.after_step = [&, r](int64_t, const TrainableModel& model) { digests[r].push_back(ParametersDigest(model)); };
-    if (r == 0) run.on_epoch = [&](const v1::EpochMetrics& m) { epochs.push_back(m); };
-    results[r] = Train(run);
-  });
+  auto [results, digests, epochs] = TrainOnTwoRanks(ScriptedSpec(2, 2), train, eval, &ParametersDigest);
   ASSERT_TRUE(results[0].ok()) << results[0].status();
   ASSERT_TRUE(results[1].ok()) << results[1].status();
   ASSERT_EQ(digests[0].size(), 126u);
