@@ -466,6 +466,10 @@ class TrainingLoop {
     torch::Tensor train_sums = torch::tensor({e.loss_sum, e.loss_count}, torch::kFloat64).to(device_);
     RETURN_IF_ERROR(run_.comm->AllReduceSum(train_sums));
     train_sums = train_sums.cpu();
+    // Each rank's last forward updated its own batch-norm statistics: evaluate (and end) with
+    // rank 0's, the registered model's, on every rank, so the metrics are that model's and the
+    // ranks' digests agree.
+    RETURN_IF_ERROR(BroadcastFromRankZero(*run_.comm, buffers_));
     ASSIGN_OR_RETURN(v1::EpochMetrics metrics, Evaluate(run_, *model_, *eval_reader_));
     if (!std::isfinite(metrics.eval_loss())) {
       return absl::FailedPreconditionError(absl::StrFormat(

@@ -152,6 +152,8 @@ TEST(TrainerTest, AScriptedModuleTrainsOnTwoRanksWithIdenticalParameters) {
   ASSERT_EQ(epochs.size(), 2u);
   EXPECT_GT(epochs[1].eval_accuracy(), 0.6);  // Chance is 0.1.
   EXPECT_EQ(results[0]->model, nullptr);      // Not a built-in Classifier.
+  // Batch-norm statistics too: every rank ends with rank 0's (the registered model's).
+  EXPECT_EQ(results[0]->param_digest, results[1]->param_digest);
   // Registered as TorchScript: the artifact loads as a module with the trained weights.
   const std::string dir = ::testing::TempDir() + "/scripted-artifact-" + std::to_string(::getpid());
   std::filesystem::remove_all(dir);
