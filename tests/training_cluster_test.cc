@@ -194,6 +194,47 @@ TEST_F(TrainingClusterTest, TwoTrainersTrainRegisterAndStayInSync) {
   EXPECT_EQ(names, (std::set<std::string>{"trainer-a", "trainer-b"}));
 }
 
+// The user's own model end to end: a TorchScript module (tests/fixtures: scripted_fashion.pt, a
+// CNN with batch norm for 1x28x28 and 10 classes) trained on two trainers, registered as
+// TorchScript, deployed and served.
+TEST_F(TrainingClusterTest, AScriptedModelTrainsRegistersDeploysAndServes) {
+  auto a = StartTrainer("trainer-a");
+  auto b = StartTrainer("trainer-b");
+  auto inference = Process::Start({BuildDir() + "/inference_node/kennel-inference", "--coordinator", address_,
+                                   "--name", "inference-1", "--listen", "127.0.0.1:0", "--cache_dir",
+                                   (dir_ / "cache").string()},
+                                  (dir_ / "inference.log").string());
+  ASSERT_TRUE(inference.ok());
+  auto line = (*inference)->WaitForLine("listening on port ", absl::Seconds(30));
+  ASSERT_TRUE(line.ok()) << line.status();
+  const std::string rest = line->substr(line->find("port ") + 5);
+  const std::string server = absl::StrCat("127.0.0.1:", rest.substr(0, rest.find(' ')));
+  WaitForIdleTrainers(2);
+  auto [code, job] = Ctl({"train", "--name", "scripted", "--model-file", BuildDir() + "/testdata/scripted_fashion.pt",
+                          "--in-channels", "1", "--image-size", "28", "--resize-shorter", "0", "--mean", "0.286",
+                          "--std", "0.353", "--epochs", "1", "--max-train-samples", "4000", "--max-eval-samples",
+                          "1000", "--wait"});
+  ASSERT_EQ(code, 0) << job.dump(2) << coordinator_->Log();
+  EXPECT_EQ(job["state"], "SUCCEEDED");
+  EXPECT_EQ(job["spec"]["model"]["architecture"], "TORCHSCRIPT");
+  ASSERT_EQ(job["rank_param_digests"].size(), 2u);
+  EXPECT_EQ(job["rank_param_digests"][0], job["rank_param_digests"][1]);
+  EXPECT_GT(job["epochs"][0]["eval_accuracy"].get<double>(), 0.6);  // Chance: 0.1.
+  auto loaded = core::LoadArtifact((dir_ / "coord/artifacts/models/scripted/1").string());
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ASSERT_NE(loaded->script, nullptr);
+  EXPECT_EQ(loaded->manifest.weights_file(), core::kScriptFile);
+
+  auto [deploy_code, deployed] = Ctl({"deploy", "scripted"});
+  ASSERT_EQ(deploy_code, 0) << deployed.dump(2);
+  EXPECT_EQ(deployed["results"][0]["ok"], true);
+  auto [bench_code, bench] = Ctl({"bench", "-s", server, "--fashion-mnist", "1000", "--duration", "2",
+                                  "--concurrency", "2"});
+  ASSERT_EQ(bench_code, 0) << bench.dump(2);
+  EXPECT_EQ(bench["failed"], 0);
+  EXPECT_GT(bench["accuracy"].get<double>(), 0.6);
+}
+
 TEST_F(TrainingClusterTest, LostTrainerIsReplacedAndTheJobResumesFromItsCheckpoint) {
   auto a = StartTrainer("trainer-a");
   auto b = StartTrainer("trainer-b");
