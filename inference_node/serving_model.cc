@@ -50,16 +50,8 @@ class ScriptNet : public Net {
   ScriptNet(std::shared_ptr<torch::jit::Module> module, bool probabilities)
       : module_(std::move(module)), probabilities_(probabilities) {}
   void To(torch::Device device, torch::ScalarType dtype) override { module_->to(device, dtype); }
-  std::vector<torch::Tensor> Parameters() override {
-    std::vector<torch::Tensor> out;
-    for (const auto& p : module_->parameters()) out.push_back(p);
-    return out;
-  }
-  torch::Tensor Output(const torch::Tensor& x) override {
-    auto y = core::ScriptForward(*module_, x);
-    if (!y.ok()) throw std::runtime_error(std::string(y.status().message()));
-    return *y;
-  }
+  std::vector<torch::Tensor> Parameters() override { return core::ScriptParameters(*module_); }
+  torch::Tensor Output(const torch::Tensor& x) override { return core::ScriptOutput(*module_, x); }
   bool outputs_probabilities() const override { return probabilities_; }
 
  private:
@@ -76,12 +68,7 @@ class TorchBatchModel : public BatchModel {
     return core::CallTorch("moving the model to its device", [&] {
       model_->To(placement_.device, placement_.dtype);
       if (!placement_.device.is_cuda()) return;
-      if (cuda_.channels_last) {
-        torch::NoGradGuard no_grad;
-        for (auto& p : model_->Parameters()) {
-          if (p.dim() == 4) p.set_data(p.data().contiguous(torch::MemoryFormat::ChannelsLast));
-        }
-      }
+      if (cuda_.channels_last) core::ToChannelsLast(model_->Parameters());
       if (cuda_.cudnn_benchmark) at::globalContext().setBenchmarkCuDNN(true);
 #ifdef KENNEL_WITH_CUDA
       if (cuda_.own_stream) {

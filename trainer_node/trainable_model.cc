@@ -1,9 +1,7 @@
 #include "trainer_node/trainable_model.h"
 
-#include <torch/csrc/jit/python/update_graph_executor_opt.h>
 #include <torch/script.h>
 #include <torch/torch.h>
-#include <torch/version.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -28,11 +26,7 @@ std::vector<torch::Tensor> BuiltinModel::FloatBuffers() const {
 
 void BuiltinModel::To(torch::Device device, bool channels_last) {
   model_->to(device);
-  if (!channels_last) return;
-  torch::NoGradGuard no_grad;
-  for (auto& p : model_->parameters()) {
-    if (p.dim() == 4) p.set_data(p.data().contiguous(at::MemoryFormat::ChannelsLast));
-  }
+  if (channels_last) core::ToChannelsLast(model_->parameters());
 }
 
 absl::StatusOr<std::unique_ptr<BuiltinModel>> CreateBuiltinModel(const kennel::v1::JobSpec& spec) {
@@ -53,17 +47,10 @@ absl::Status BuiltinModel::WriteArtifact(const std::string& dir, kennel::v1::Mod
 }
 
 torch::Tensor ScriptedModel::Forward(const torch::Tensor& images) {
-  torch::jit::setGraphExecutorOptimize(false);  // As served (core::ScriptForward): the same operators.
-  torch::jit::IValue out = module_->forward({images});
-  if (!out.isTensor()) throw std::invalid_argument("the TorchScript model's forward did not return a tensor");
-  return out.toTensor();
+  return core::ScriptOutput(*module_, images);  // As served: the same operators.
 }
 
-std::vector<torch::Tensor> ScriptedModel::Parameters() const {
-  std::vector<torch::Tensor> out;
-  for (const auto& p : module_->parameters()) out.push_back(p);
-  return out;
-}
+std::vector<torch::Tensor> ScriptedModel::Parameters() const { return core::ScriptParameters(*module_); }
 
 std::vector<torch::Tensor> ScriptedModel::FloatBuffers() const {
   std::vector<torch::Tensor> out;
@@ -84,11 +71,7 @@ void ScriptedModel::SetTraining(bool on) {
 
 void ScriptedModel::To(torch::Device device, bool channels_last) {
   module_->to(device);
-  if (!channels_last) return;
-  torch::NoGradGuard no_grad;
-  for (auto p : module_->parameters()) {
-    if (p.dim() == 4) p.set_data(p.data().contiguous(at::MemoryFormat::ChannelsLast));
-  }
+  if (channels_last) core::ToChannelsLast(Parameters());
 }
 
 core::StateDict ScriptedModel::State() const {
@@ -133,13 +116,7 @@ std::string ScriptedModel::FreezeAllButLastChild() {
 absl::Status ScriptedModel::WriteArtifact(const std::string& dir, kennel::v1::ModelManifest manifest) {
   module_->eval();
   module_->to(torch::kCPU);
-  int64_t parameters = 0;
-  for (const auto& p : module_->parameters()) parameters += p.numel();
-  auto* scripted = manifest.mutable_scripted();
-  scripted->set_output(kennel::v1::LOGITS);
-  scripted->set_parameters(parameters);
-  scripted->set_checked_with_torch(TORCH_VERSION);
-  scripted->set_input_dtype("float32");
+  *manifest.mutable_scripted() = core::DescribeScript(*module_, kennel::v1::LOGITS);
   return core::WriteScriptArtifact(dir, std::move(manifest), *module_);
 }
 
@@ -149,9 +126,7 @@ absl::StatusOr<std::unique_ptr<TrainableModel>> CreateScriptedModel(const kennel
   const kennel::v1::TrainingSpec& t = spec.training();
   ASSIGN_OR_RETURN(std::string bytes, core::ReadFile(t.model_file(), int64_t{1} << 36));
   ASSIGN_OR_RETURN(std::shared_ptr<torch::jit::Module> module, core::LoadTorchScript(bytes, t.model_file()));
-  int64_t parameters = 0;
-  for (const auto& p : module->parameters()) parameters += p.numel();
-  if (parameters == 0) {
+  if (core::DescribeScript(*module, kennel::v1::LOGITS).parameters() == 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         t.model_file(), " has no parameters to train (a frozen module, torch.jit.freeze, keeps its weights as "
                         "constants): save the scripted module without freezing it"));

@@ -105,14 +105,8 @@ absl::StatusOr<ModelImportResult> ImportScript(const ModelImportOptions& options
   auto checked = CheckTorchScript(*module, preprocess, spec.num_classes(), options.output);
   if (!checked.ok()) return absl::InvalidArgumentError(absl::StrCat(options.weights_path, ": ", checked.status().message()));
   ModelImportResult result;
-  for (const auto& p : module->parameters()) {
-    ++result.tensors;
-    result.parameters += p.numel();
-  }
-  for (const auto& b : module->buffers()) {
-    ++result.tensors;
-    (void)b;
-  }
+  result.parameters = checked->parameters();
+  result.tensors = static_cast<int64_t>(module->named_parameters().size() + module->named_buffers().size());
   kennel::v1::ModelManifest manifest;
   manifest.set_name(options.name);
   *manifest.mutable_model() = spec;

@@ -234,6 +234,13 @@ absl::StatusOr<std::shared_ptr<Classifier>> CreateModel(const kennel::v1::ModelS
   });
 }
 
+void ToChannelsLast(const std::vector<torch::Tensor>& parameters) {
+  torch::NoGradGuard no_grad;
+  for (torch::Tensor p : parameters) {
+    if (p.dim() == 4) p.set_data(p.data().contiguous(at::MemoryFormat::ChannelsLast));
+  }
+}
+
 absl::StatusOr<torch::Tensor> Forward(Classifier& model, const torch::Tensor& input) {
   if (input.dim() != 4 || input.size(1) != model.spec().in_channels()) {
     return absl::InvalidArgumentError(

@@ -51,6 +51,10 @@ class Classifier : public torch::nn::Module {
 // the model with torchvision's initialisation. INVALID_ARGUMENT on a bad spec.
 absl::StatusOr<std::shared_ptr<Classifier>> CreateModel(const kennel::v1::ModelSpec& spec);
 
+// Turns every 4-D tensor of `parameters` (convolution weights) NHWC in place: the layout CUDA's
+// bf16/fp16 tensor-core convolutions want. Any kind of model's parameters.
+void ToChannelsLast(const std::vector<torch::Tensor>& parameters);
+
 // Forward pass with exceptions turned into INVALID_ARGUMENT (wrong input shape) or INTERNAL.
 absl::StatusOr<torch::Tensor> Forward(Classifier& model, const torch::Tensor& input);
 

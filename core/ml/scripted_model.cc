@@ -52,15 +52,34 @@ absl::StatusOr<std::shared_ptr<torch::jit::Module>> LoadTorchScript(absl::string
   return module;
 }
 
-absl::StatusOr<torch::Tensor> ScriptForward(torch::jit::Module& module, const torch::Tensor& batch) {
-  return CallTorch("forward", [&] {
-    torch::jit::setGraphExecutorOptimize(false);
-    torch::jit::IValue out = module.forward({batch});
-    if (!out.isTensor()) {
-      throw std::invalid_argument(absl::StrCat("the model returned a ", out.tagKind(), ", not a tensor"));
-    }
-    return out.toTensor();
-  }, absl::StatusCode::kInvalidArgument);
+at::Tensor ScriptOutput(torch::jit::Module& module, const at::Tensor& batch) {
+  torch::jit::setGraphExecutorOptimize(false);
+  torch::jit::IValue out = module.forward({batch});
+  if (!out.isTensor()) {
+    throw std::invalid_argument(absl::StrCat("the model returned a ", out.tagKind(), ", not a tensor"));
+  }
+  return out.toTensor();
+}
+
+absl::StatusOr<at::Tensor> ScriptForward(torch::jit::Module& module, const at::Tensor& batch) {
+  return CallTorch("forward", [&] { return ScriptOutput(module, batch); }, absl::StatusCode::kInvalidArgument);
+}
+
+std::vector<at::Tensor> ScriptParameters(const torch::jit::Module& module) {
+  std::vector<at::Tensor> out;
+  for (const auto& p : module.parameters()) out.push_back(p);
+  return out;
+}
+
+kennel::v1::ScriptedModel DescribeScript(const torch::jit::Module& module, kennel::v1::OutputKind output) {
+  kennel::v1::ScriptedModel info;
+  info.set_output(output == kennel::v1::PROBABILITIES ? kennel::v1::PROBABILITIES : kennel::v1::LOGITS);
+  int64_t parameters = 0;
+  for (const auto& p : module.parameters()) parameters += p.numel();
+  info.set_parameters(parameters);
+  info.set_checked_with_torch(TORCH_VERSION);
+  info.set_input_dtype("float32");
+  return info;
 }
 
 absl::StatusOr<kennel::v1::ScriptedModel> CheckTorchScript(torch::jit::Module& module,
@@ -95,14 +114,7 @@ absl::StatusOr<kennel::v1::ScriptedModel> CheckTorchScript(torch::jit::Module& m
           "], row sums off by up to ", worst, "): import it with --output-kind logits"));
     }
   }
-  kennel::v1::ScriptedModel info;
-  info.set_output(output == kennel::v1::PROBABILITIES ? kennel::v1::PROBABILITIES : kennel::v1::LOGITS);
-  int64_t parameters = 0;
-  for (const auto& t : module.parameters()) parameters += t.numel();
-  info.set_parameters(parameters);
-  info.set_checked_with_torch(TORCH_VERSION);
-  info.set_input_dtype("float32");
-  return info;
+  return DescribeScript(module, output);
 }
 
 absl::StatusOr<std::string> SaveTorchScript(torch::jit::Module& module) {

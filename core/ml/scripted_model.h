@@ -7,6 +7,9 @@
 
 #include <memory>
 #include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -32,6 +35,12 @@ absl::StatusOr<kennel::v1::ScriptedModel> CheckTorchScript(torch::jit::Module& m
                                                            const kennel::v1::PreprocessSpec& preprocess,
                                                            int num_classes, kennel::v1::OutputKind output);
 
+// The module's parameters (recursively, in its order) as tensors.
+std::vector<at::Tensor> ScriptParameters(const torch::jit::Module& module);
+
+// What a manifest records of `module`: its output kind, parameter count, this LibTorch.
+kennel::v1::ScriptedModel DescribeScript(const torch::jit::Module& module, kennel::v1::OutputKind output);
+
 // torch.jit.save's bytes for `module`.
 absl::StatusOr<std::string> SaveTorchScript(torch::jit::Module& module);
 
@@ -39,7 +48,9 @@ absl::StatusOr<std::string> SaveTorchScript(torch::jit::Module& module);
 // Runs with the graph executor's optimiser off: TorchScript's profiling executor otherwise
 // specialises per input shape, so the first calls at every batch size would be slow; the
 // plain interpreter runs the same operators from the first call on.
-absl::StatusOr<torch::Tensor> ScriptForward(torch::jit::Module& module, const torch::Tensor& batch);
+absl::StatusOr<at::Tensor> ScriptForward(torch::jit::Module& module, const at::Tensor& batch);
+// The same, throwing as LibTorch does (for callers already inside core::CallTorch).
+at::Tensor ScriptOutput(torch::jit::Module& module, const at::Tensor& batch);
 
 }  // namespace kennel::core
 
