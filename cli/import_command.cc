@@ -5,7 +5,6 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -49,33 +48,27 @@ absl::StatusOr<std::vector<std::string>> ClassNamesFromFlags(const ImportFlags& 
   return names;
 }
 
-bool IsTorchScriptFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::string head(core::kFileTypeProbeBytes, '\0');
-  in.read(head.data(), static_cast<std::streamsize>(head.size()));
-  head.resize(static_cast<size_t>(std::max<std::streamsize>(0, in.gcount())));
-  return core::DetectFileType(head) == core::FileType::kTorchScript;
-}
-
 absl::StatusOr<kennel::v1::ModelSpec> ModelSpecFromFlags(const ImportFlags& f) {
   kennel::v1::ModelSpec model;
-  if (IsTorchScriptFile(f.weights)) {
+  const core::FileType type = core::DetectFileTypeOfPath(f.weights);
+  if (type == core::FileType::kTorchScript || type == core::FileType::kAotiPackage) {
     if (!f.arch.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          f.weights, " is a TorchScript archive, which carries its own architecture: drop --arch ", f.arch));
+      return absl::InvalidArgumentError(absl::StrCat(f.weights, " is ", core::DescribeFileType(type),
+                                                     ", which carries its own architecture: drop --arch ", f.arch));
     }
-    model.set_architecture(kennel::v1::TORCHSCRIPT);
+    model.set_architecture(type == core::FileType::kTorchScript ? kennel::v1::TORCHSCRIPT : kennel::v1::AOTINDUCTOR);
     model.set_in_channels(f.in_channels > 0 ? f.in_channels : 3);
     model.set_num_classes(1);
     return core::NormalizeModelSpec(model);
   }
   if (f.output_kind != "logits") {
-    return absl::InvalidArgumentError("--output-kind applies to TorchScript models; built-in architectures output logits");
+    return absl::InvalidArgumentError(
+        "--output-kind applies to TorchScript and AOTInductor models; built-in architectures output logits");
   }
   if (f.arch.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--arch is required for weights (", f.weights,
-        " is not a TorchScript archive): small_cnn, resnet18, resnet34 or resnet50"));
+        " is neither a TorchScript archive nor an AOTInductor package): small_cnn, resnet18, resnet34 or resnet50"));
   }
   ASSIGN_OR_RETURN(auto arch, core::ParseArchitecture(f.arch));
   model.set_architecture(arch);
@@ -121,17 +114,20 @@ void AddImportCommand(CLI::App& app, GlobalOptions& global, ImportRunner run) {
       "file, with --arch and --head: every tensor's name, shape and dtype is checked, all "
       "mismatches listed), or any model as a TorchScript archive (torch.jit.script or trace, "
       "saved with torch.jit.save; run once on a batch of two at the input size, its output "
-      "checked against the class names). A TorchScript archive is code: registering one needs "
-      "the admin role. --register adds it to the coordinator as a model version that `kennelctl "
+      "checked against the class names), or an AOTInductor package (.pt2 from "
+      "torch._inductor.aoti_compile_and_package with a dynamic batch dimension and the metadata "
+      "torch_version; PyTorch 2.x build only, the same PyTorch release as compiled it). "
+      "TorchScript archives and packages are code: registering one needs the admin role. --register adds it to the coordinator as a model version that `kennelctl "
       "deploy` rolls out.");
   cmd->add_option("weights", f->weights,
-                  ".pth (torch.save state_dict) or .safetensors weights, or a TorchScript archive (.pt)")
+                  ".pth (torch.save state_dict) or .safetensors weights, a TorchScript archive (.pt) or an "
+                  "AOTInductor package (.pt2)")
       ->required()
       ->check(CLI::ExistingFile);
   cmd->add_option("--name", f->name, "Model name (letters, digits, '-', '_', '.')")->required();
-  cmd->add_option("--arch", f->arch, "small_cnn, resnet18, resnet34 or resnet50 (weights only; not for TorchScript)")
+  cmd->add_option("--arch", f->arch, "small_cnn, resnet18, resnet34 or resnet50 (weights only; not for TorchScript or .pt2)")
       ->check(CLI::IsMember({"small_cnn", "resnet18", "resnet34", "resnet50"}, CLI::ignore_case));
-  cmd->add_option("--output-kind", f->output_kind, "What a TorchScript model returns: logits (softmax applied when "
+  cmd->add_option("--output-kind", f->output_kind, "What a TorchScript or AOTInductor model returns: logits (softmax applied when "
                                               "serving) or probabilities (served as they are)")
       ->check(CLI::IsMember({"logits", "probabilities"}))
       ->capture_default_str();

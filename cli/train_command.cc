@@ -17,6 +17,7 @@
 #include "cli/cluster_commands.h"
 #include "cli/interrupt.h"
 #include "core/dataset_index.h"
+#include "core/file_type.h"
 #include "core/files.h"
 #include "core/grpc_status.h"
 #include "core/model_spec.h"
@@ -66,6 +67,12 @@ absl::StatusOr<v1::JobSpec> BuildSpec(const TrainFlags& f, const CLI::App& cmd) 
   if (cmd.count("--model-file") > 0) {
     if (cmd.count("--arch") > 0 || cmd.count("--head") > 0) {
       return absl::InvalidArgumentError("--model-file trains that TorchScript module: drop --arch and --head");
+    }
+    // The path is the trainers'; where it is here too, a compiled package is caught now.
+    if (core::DetectFileTypeOfPath(f.model_file) == core::FileType::kAotiPackage) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          f.model_file, " is an AOTInductor package, which is served, not trained: train the model as TorchScript "
+                        "(torch.jit.script, saved with torch.jit.save) and compile the trained one"));
     }
     model.set_architecture(v1::TORCHSCRIPT);
     model.set_in_channels(f.in_channels > 0 ? f.in_channels : 3);

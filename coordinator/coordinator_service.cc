@@ -10,6 +10,7 @@
 #include "core/grpc_status.h"
 #include "core/auth.h"
 #include "core/ml/artifact.h"
+#include "core/model_spec.h"
 #include "core/tls.h"
 
 namespace kennel::coordinator {
@@ -211,15 +212,17 @@ grpc::Status CoordinatorService::UploadArtifact(grpc::ServerContext* context,
     return ToGrpcStatus(status);
   }
   if (imported && enforce_) {
-    // A TorchScript model is code that every inference node will run: importing one is an
-    // admin's decision (a trainer registers what an admin's job trained).
+    // A TorchScript module or AOTInductor package is code that every inference node will run:
+    // importing one is an admin's decision (a trainer registers what an admin's job trained).
     auto manifest = core::ReadManifest(receiver->dir());
     const core::Caller caller = core::CallerOf(*context, enforce_);
-    if (manifest.ok() && manifest->model().architecture() == v1::TORCHSCRIPT && caller.role != "admin") {
+    if (manifest.ok() && core::IsUserCode(manifest->model().architecture()) && caller.role != "admin") {
       artifacts_->Discard(receiver->dir());
       return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                          absl::StrCat("a TorchScript model is code the inference nodes run: only the admin role "
-                                       "may import one (", caller.name, " has role '", caller.role, "')"));
+                          absl::StrCat("a ", manifest->model().architecture() == v1::TORCHSCRIPT ? "TorchScript model"
+                                                                                                : "AOTInductor package",
+                                       " is code the inference nodes run: only the admin role may import one (",
+                                       caller.name, " has role '", caller.role, "')"));
     }
   }
   *response->mutable_stored() = ref;

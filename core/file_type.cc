@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdint>
+#include <fstream>
 
 #include "absl/strings/match.h"
 #include "core/byte_order.h"
@@ -31,6 +32,8 @@ FileType DetectFileType(absl::string_view head) {
     // without tensors (torch.jit.freeze keeps them as constants) starts with data.pkl and
     // then its code/, which no torch.save file has.
     const absl::string_view first = FirstZipEntry(head);
+    // An AOTInductor package starts with its compiled model's files.
+    if (Contains(first, "/data/aotinductor/")) return FileType::kAotiPackage;
     if (absl::EndsWith(first, "/data.pkl")) {
       return Contains(head, "/code/__torch__") ? FileType::kTorchScript : FileType::kTorchZip;
     }
@@ -76,12 +79,22 @@ FileType DetectFileType(absl::string_view head) {
   return FileType::kUnknown;
 }
 
+FileType DetectFileTypeOfPath(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return FileType::kUnknown;
+  std::string head(kFileTypeProbeBytes, '\0');
+  in.read(head.data(), static_cast<std::streamsize>(head.size()));
+  head.resize(static_cast<size_t>(std::max<std::streamsize>(0, in.gcount())));
+  return DetectFileType(head);
+}
+
 std::string DescribeFileType(FileType type) {
   switch (type) {
     case FileType::kUnknown: return "a file of unrecognised binary content";
     case FileType::kEmpty: return "an empty file";
     case FileType::kTorchZip: return "a PyTorch zip file (torch.save)";
     case FileType::kTorchScript: return "a TorchScript archive (torch.jit.save), which holds code, not a state_dict";
+    case FileType::kAotiPackage: return "an AOTInductor package (.pt2)";
     case FileType::kTorchLegacy: return "a legacy PyTorch file (torch.save before 1.6, or without zip serialization)";
     case FileType::kPickle: return "a Python pickle that is not a torch.save file";
     case FileType::kSafetensors: return "a safetensors file";

@@ -16,6 +16,7 @@ enum class FileType {
   kEmpty,
   kTorchZip,         // torch.save (PyTorch >= 1.6): zip with <archive>/data.pkl.
   kTorchScript,      // torch.jit.save: zip with <archive>/constants.pkl or code/.
+  kAotiPackage,      // torch._inductor.aoti_compile_and_package: zip with <archive>/data/aotinductor/.
   kTorchLegacy,      // torch.save with _use_new_zipfile_serialization=False / PyTorch < 1.6.
   kPickle,           // Some other Python pickle.
   kSafetensors,
@@ -38,6 +39,9 @@ inline constexpr size_t kFileTypeProbeBytes = 4096;
 
 // Classifies a file from (up to) its first kFileTypeProbeBytes bytes.
 FileType DetectFileType(absl::string_view head);
+
+// The same for the file at `path`; kUnknown when it cannot be read.
+FileType DetectFileTypeOfPath(const std::string& path);
 
 // "a PyTorch zip file (torch.save)", "a JPEG image", ...: a phrase for messages.
 std::string DescribeFileType(FileType type);

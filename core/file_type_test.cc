@@ -25,6 +25,7 @@ TEST(FileTypeTest, RecognisesWhatUsersHandKennelInsteadOfWeights) {
   EXPECT_EQ(DetectFileType(ZipWithFirstEntry("frozen/data.pkl") + "...PK\x03\x04...frozen/code/__torch__/m.py"),
             FileType::kTorchScript);
   EXPECT_EQ(DetectFileType(ZipWithFirstEntry("arr_0.npy")), FileType::kZip);
+  EXPECT_EQ(DetectFileType(ZipWithFirstEntry("model/data/aotinductor/model/c1.wrapper.cpp")), FileType::kAotiPackage);
   EXPECT_EQ(DetectFileType(std::string("\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.", 15)),
             FileType::kTorchLegacy);
   EXPECT_EQ(DetectFileType(std::string("\x80\x04\x95\x10", 4)), FileType::kPickle);

@@ -108,6 +108,10 @@ absl::StatusOr<kennel::v1::JobSpec> NormalizeJobSpec(kennel::v1::JobSpec spec) {
   if (t.mixed_precision() && spec.backend() != "nccl") {
     return Bad("training.mixed_precision", "needs GPU trainers (backend nccl)");
   }
+  if (spec.model().architecture() == kennel::v1::AOTINDUCTOR) {
+    return Bad("model.architecture", "is AOTINDUCTOR: a compiled package is served, not trained (train the model as "
+                                     "TorchScript with --model-file, or a built-in architecture)");
+  }
   const bool scripted = spec.model().architecture() == kennel::v1::TORCHSCRIPT;
   if (scripted != !t.model_file().empty()) {
     return Bad("training.model_file", scripted ? "is required for a TORCHSCRIPT model (the module to train)"

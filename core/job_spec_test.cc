@@ -72,6 +72,9 @@ TEST(JobSpecTest, BadFieldsAreNamed) {
   s = Minimal();
   s.mutable_training()->set_powersgd_warmup_steps(-1);
   expect_bad(s, "powersgd_warmup_steps");
+  s = Minimal();
+  s.mutable_model()->set_architecture(v1::AOTINDUCTOR);
+  expect_bad(s, "a compiled package is served, not trained");
 }
 
 // proto3 zero used to mean "unset": momentum 0 became 0.9, batch 0 became 64.

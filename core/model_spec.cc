@@ -47,10 +47,11 @@ absl::StatusOr<kennel::v1::ModelSpec> NormalizeModelSpec(kennel::v1::ModelSpec s
     return absl::InvalidArgumentError(
         absl::StrCat("in_channels must be 1 or 3, got ", spec.in_channels()));
   }
-  if (spec.architecture() == kennel::v1::TORCHSCRIPT) {
+  if (IsUserCode(spec.architecture())) {
     // The module is what it is: no head to choose.
     if (spec.head() == kennel::v1::MLP) {
-      return absl::InvalidArgumentError("a TorchScript model has no head to choose (--head applies to built-in architectures)");
+      return absl::InvalidArgumentError(absl::StrCat("a ", ArchitectureName(spec.architecture()),
+                                                     " model has no head to choose (--head applies to built-in architectures)"));
     }
     spec.set_head(kennel::v1::HEAD_UNSPECIFIED);
     spec.set_head_hidden(0);
@@ -91,8 +92,13 @@ std::string ArchitectureName(kennel::v1::Architecture arch) {
     case kennel::v1::RESNET34: return "resnet34";
     case kennel::v1::RESNET50: return "resnet50";
     case kennel::v1::TORCHSCRIPT: return "torchscript";
+    case kennel::v1::AOTINDUCTOR: return "aotinductor";
     default: return "unspecified";
   }
+}
+
+bool IsUserCode(kennel::v1::Architecture arch) {
+  return arch == kennel::v1::TORCHSCRIPT || arch == kennel::v1::AOTINDUCTOR;
 }
 
 int64_t FeatureWidth(kennel::v1::Architecture arch) {

@@ -33,6 +33,9 @@ absl::StatusOr<kennel::v1::ModelSpec> NormalizeModelSpec(kennel::v1::ModelSpec s
 // "small_cnn", "resnet18", "resnet34", "resnet50" <-> enum; case-insensitive parse.
 absl::StatusOr<kennel::v1::Architecture> ParseArchitecture(absl::string_view name);
 std::string ArchitectureName(kennel::v1::Architecture arch);
+// TORCHSCRIPT or AOTINDUCTOR: a model that is the user's code (admins only), with no head to
+// choose and no weights-only path.
+bool IsUserCode(kennel::v1::Architecture arch);
 
 // Width of the feature vector the head receives (512 for ResNet-18/34, 2048 for ResNet-50,
 // 128 for the small CNN).

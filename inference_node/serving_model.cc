@@ -16,6 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "core/logging.h"
+#include "core/ml/aoti_model.h"
 #include "core/ml/artifact.h"
 #include "core/ml/scripted_model.h"
 #include "core/status_macros.h"
@@ -56,6 +57,22 @@ class ScriptNet : public Net {
 
  private:
   std::shared_ptr<torch::jit::Module> module_;
+  const bool probabilities_;
+};
+
+// An AOTInductor package runs as compiled: its device and dtype are fixed (CreateBatchModel
+// checks them), it has no parameters to lay out, and it takes contiguous inputs.
+class AotiNet : public Net {
+ public:
+  AotiNet(std::shared_ptr<core::AotiModel> model, bool probabilities)
+      : model_(std::move(model)), probabilities_(probabilities) {}
+  void To(torch::Device, torch::ScalarType) override {}
+  std::vector<torch::Tensor> Parameters() override { return {}; }
+  torch::Tensor Output(const torch::Tensor& x) override { return model_->Run(x.contiguous()); }
+  bool outputs_probabilities() const override { return probabilities_; }
+
+ private:
+  std::shared_ptr<core::AotiModel> model_;
   const bool probabilities_;
 };
 
@@ -187,10 +204,23 @@ absl::StatusOr<std::unique_ptr<BatchModel>> CreateBatchModel(std::shared_ptr<cor
 
 absl::StatusOr<std::unique_ptr<BatchModel>> CreateBatchModel(const core::LoadedModel& loaded, const Placement& placement,
                                                              const CudaTuning& cuda, int max_batch) {
-  if (!loaded.script) return CreateBatchModel(loaded.model, placement, cuda, max_batch);
   const bool probabilities = loaded.manifest.scripted().output() == v1::PROBABILITIES;
-  auto out = std::make_unique<TorchBatchModel>(std::make_unique<ScriptNet>(loaded.script, probabilities), placement,
-                                               cuda, max_batch);
+  std::unique_ptr<Net> net;
+  if (loaded.script) {
+    net = std::make_unique<ScriptNet>(loaded.script, probabilities);
+  } else if (loaded.aoti) {
+    const std::string& compiled_for = loaded.aoti->info().device;
+    if (compiled_for != (placement.device.is_cuda() ? "cuda" : "cpu") || placement.dtype != torch::kFloat) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "an AOTInductor package runs where and as it was compiled: this one for ", compiled_for,
+          " in float32 (serve it with --device ", compiled_for, " --precision fp32, or compile it for ",
+          placement.device.str(), ")"));
+    }
+    net = std::make_unique<AotiNet>(loaded.aoti, probabilities);
+  } else {
+    return CreateBatchModel(loaded.model, placement, cuda, max_batch);
+  }
+  auto out = std::make_unique<TorchBatchModel>(std::move(net), placement, cuda, max_batch);
   RETURN_IF_ERROR(out->Init());
   return out;
 }

@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "core/files.h"
+#include "core/ml/aoti_model.h"
 #include "core/ml/model_import.h"
 #include "core/ml/weights.h"
 #include "core/testing/paths.h"
@@ -42,6 +43,54 @@ TEST(ServingModelTest, CudaSettingsParseAndPrint) {
   EXPECT_NE(bad.status().message().find("\"tf32\""), std::string::npos) << bad.status();
 }
 
+// The user's model file imported with 7 classes at 3x32x32, as the fixtures' models take.
+core::ModelImportOptions UserModel(const std::string& path, v1::Architecture arch, v1::OutputKind output) {
+  core::ModelImportOptions o;
+  o.weights_path = path;
+  o.name = "users";
+  o.model.set_architecture(arch);
+  o.model.set_in_channels(3);
+  for (int i = 0; i < 7; ++i) o.class_names.push_back(std::to_string(i));
+  o.preprocess.set_height(32);
+  o.preprocess.set_width(32);
+  o.preprocess.set_channels(3);
+  o.output = output;
+  o.output_dir = ::testing::TempDir() + "/served-" + std::filesystem::path(path).filename().string() + "-" +
+                 std::to_string(::getpid());
+  std::filesystem::remove_all(o.output_dir);
+  return o;
+}
+
+// Each row of `inputs` submitted at once to the artifact served on two instances (batches of
+// up to 4), and the probabilities each got.
+std::vector<torch::Tensor> ServeRows(const std::string& artifact_dir, const torch::Tensor& inputs) {
+  RealClock clock;
+  ServingModelOptions options;
+  options.instances = 2;
+  options.batcher.max_batch_size = 4;
+  auto model = ServingModel::Load(artifact_dir, options, &clock, nullptr);
+  EXPECT_TRUE(model.ok()) << model.status();
+  if (!model.ok()) return {};
+  const int n = static_cast<int>(inputs.size(0));
+  absl::Mutex mu;
+  std::vector<torch::Tensor> got(static_cast<size_t>(n));
+  int answered = 0;
+  for (int i = 0; i < n; ++i) {
+    EXPECT_TRUE((*model)->Submit(BatchItem{inputs[i].clone(), absl::InfiniteFuture(),
+                                           [&, i](absl::StatusOr<BatchResult> r) {
+                                             EXPECT_TRUE(r.ok()) << r.status();
+                                             absl::MutexLock lock(&mu);
+                                             if (r.ok()) got[static_cast<size_t>(i)] = r->Row().clone();
+                                             ++answered;
+                                           }})
+                    .ok());
+  }
+  absl::MutexLock lock(&mu);
+  auto all = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return answered == n; };
+  EXPECT_TRUE(mu.AwaitWithTimeout(absl::Condition(&all), absl::Seconds(60)));
+  return got;
+}
+
 // A TorchScript artifact (tests/fixtures: scripted_cnn.pt, 7 classes at 3x32x32) served through
 // the batcher on two instances: PyTorch's probabilities (its logits through softmax) within
 // 1e-5; the same module traced with a softmax and imported as PROBABILITIES is not put
@@ -52,47 +101,41 @@ TEST(ServingModelTest, ATorchScriptModelServesPyTorchsProbabilities) {
   const torch::Tensor want = torch::softmax(io->at("logits"), 1);
   for (const auto& [file, output] : {std::pair<std::string, v1::OutputKind>{"scripted_cnn.pt", v1::LOGITS},
                                      {"scripted_cnn_probs.pt", v1::PROBABILITIES}}) {
-    core::ModelImportOptions o;
-    o.weights_path = core::testing::FixtureDir() + "/" + file;
-    o.name = "scripted";
-    o.model.set_architecture(v1::TORCHSCRIPT);
-    o.model.set_in_channels(3);
-    for (int i = 0; i < 7; ++i) o.class_names.push_back(std::to_string(i));
-    o.preprocess.set_height(32);
-    o.preprocess.set_width(32);
-    o.preprocess.set_channels(3);
-    o.output = output;
-    o.output_dir = ::testing::TempDir() + "/served-" + file + "-" + std::to_string(::getpid());
-    std::filesystem::remove_all(o.output_dir);
+    const core::ModelImportOptions o = UserModel(core::testing::FixtureDir() + "/" + file, v1::TORCHSCRIPT, output);
     ASSERT_TRUE(core::ImportModel(o).ok()) << file;
-    RealClock clock;
-    ServingModelOptions options;
-    options.instances = 2;
-    options.batcher.max_batch_size = 4;
-    auto model = ServingModel::Load(o.output_dir, options, &clock, nullptr);
-    ASSERT_TRUE(model.ok()) << model.status();
-    absl::Mutex mu;
-    std::vector<torch::Tensor> got(3);
-    int answered = 0;
-    for (int i = 0; i < 3; ++i) {
-      ASSERT_TRUE((*model)->Submit(BatchItem{io->at("input")[i].clone(), absl::InfiniteFuture(),
-                                             [&, i](absl::StatusOr<BatchResult> r) {
-                                               ASSERT_TRUE(r.ok()) << r.status();
-                                               absl::MutexLock lock(&mu);
-                                               got[static_cast<size_t>(i)] = r->Row().clone();
-                                               ++answered;
-                                             }})
-                      .ok());
-    }
-    {
-      absl::MutexLock lock(&mu);
-      auto all = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return answered == 3; };
-      ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(&all), absl::Seconds(60)));
-    }
+    const std::vector<torch::Tensor> got = ServeRows(o.output_dir, io->at("input"));
+    ASSERT_EQ(got.size(), 3u);
     for (int i = 0; i < 3; ++i) {
       EXPECT_LE((got[static_cast<size_t>(i)] - want[i]).abs().max().item<double>(), 1e-5) << file << " row " << i;
     }
   }
+}
+
+// An AOTInductor package (PyTorch 2.x build) served the same way: PyTorch eager's
+// probabilities within 1e-4; and refused, saying how to serve it, in a precision other than
+// the one it was compiled for.
+TEST(ServingModelTest, AnAotInductorPackageServesPyTorchsProbabilities) {
+  const std::string package = core::testing::Torch2Fixture("aoti_cnn.pt2");
+  if (package.empty() || !core::HaveAotInductor()) GTEST_SKIP() << "no .pt2 fixture or no AOTInductor in this build";
+  auto io = core::ReadWeightsFile(core::testing::FixtureDir() + "/aoti_cnn_io.pth");
+  ASSERT_TRUE(io.ok()) << io.status();
+  const torch::Tensor want = torch::softmax(io->at("logits"), 1);
+  const core::ModelImportOptions o = UserModel(package, v1::AOTINDUCTOR, v1::LOGITS);
+  auto imported = core::ImportModel(o);
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  const std::vector<torch::Tensor> got = ServeRows(o.output_dir, io->at("input"));
+  ASSERT_EQ(got.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(got[static_cast<size_t>(i)].defined());
+    EXPECT_LE((got[static_cast<size_t>(i)] - want[i]).abs().max().item<double>(), 1e-4) << "row " << i;
+  }
+  EXPECT_GT(io->at("logits").std().item<double>(), 1e-3);  // Not a comparison of constants.
+  RealClock clock;
+  ServingModelOptions bf16;
+  bf16.precision = "bf16";
+  auto refused = ServingModel::Load(o.output_dir, bf16, &clock, nullptr);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << refused.status();
+  EXPECT_NE(refused.status().message().find("--precision fp32"), std::string::npos) << refused.status();
 }
 
 }  // namespace

@@ -306,6 +306,13 @@ TEST_F(KennelctlTest, ZeroMeansZeroAndBadJobFlagsAreRefused) {
     EXPECT_EQ(run.code, 2) << bad[0] << " " << bad[1] << " " << bad[2] << ": " << run.err;
     EXPECT_NE(run.err.find(bad[1]), std::string::npos) << run.err;
   }
+  // A compiled package where a module to train belongs: said before anything is sent.
+  const std::string package = core::testing::Torch2Fixture("aoti_cnn.pt2");
+  if (!package.empty()) {
+    run = Ctl({"-c", coordinator_address_, "train", "--model-file", package});
+    EXPECT_NE(run.code, 0) << run.out;
+    EXPECT_NE(run.err.find("is an AOTInductor package, which is served, not trained"), std::string::npos) << run.err;
+  }
 }
 
 // kennelctl tune refuses a bad search before sending anything, saying what is wrong; a good one

@@ -170,6 +170,24 @@ TEST(TrainerTest, AScriptedModuleTrainsOnTwoRanksWithIdenticalParameters) {
   EXPECT_EQ(ParamDigest(ScriptedModel(loaded->script)), results[0]->param_digest);
 }
 
+// Gradients compressed to fp16 or bf16 on the wire: a scripted module's ranks stay identical
+// after every step too (each rank applies the same decompressed mean), and it still learns.
+TEST(TrainerTest, AScriptedModuleTrainsWithCompressedGradients) {
+  const v1::DatasetIndex train = Subset("train", 2000), eval = Subset("test", 500);
+  for (const v1::GradientCompression compression : {v1::FP16, v1::BF16}) {
+    v1::JobSpec spec = ScriptedSpec(2, 1);
+    spec.mutable_training()->set_gradient_compression(compression);
+    auto [results, digests, epochs] = TrainOnTwoRanks(spec, train, eval, &ParametersDigest);
+    ASSERT_TRUE(results[0].ok()) << results[0].status();
+    ASSERT_TRUE(results[1].ok()) << results[1].status();
+    ASSERT_EQ(digests[0].size(), 32u) << v1::GradientCompression_Name(compression);  // 2000 / 2 / 32.
+    EXPECT_EQ(digests[0], digests[1]) << v1::GradientCompression_Name(compression);
+    EXPECT_NE(digests[0].front(), digests[0].back());
+    ASSERT_EQ(epochs.size(), 1u);
+    EXPECT_GT(epochs[0].eval_accuracy(), 0.3) << v1::GradientCompression_Name(compression);  // Chance is 0.1.
+  }
+}
+
 TEST(TrainerTest, AFrozenModuleOrOneWithTheWrongOutputIsRefusedBeforeTraining) {
   const v1::DatasetIndex train = Subset("train", 64), eval = Subset("test", 64);
   InMemoryKeyValueStore store;

@@ -13,10 +13,12 @@
 #include "absl/strings/str_cat.h"
 #include "core/file_type.h"
 #include "core/files.h"
+#include "core/ml/aoti_model.h"
 #include "core/ml/image.h"
 #include "core/ml/scripted_model.h"
 #include "core/status_macros.h"
 #include "core/ml/weights.h"
+#include "core/model_spec.h"
 
 namespace kennel::core {
 namespace fs = std::filesystem;
@@ -93,8 +95,8 @@ absl::Status WriteArtifact(const std::string& dir, kennel::v1::ModelManifest man
   RETURN_IF_ERROR(CheckNewFolder(dir));
   manifest.set_format_version(kArtifactFormatVersion);
   ASSIGN_OR_RETURN(manifest, ValidateManifest(std::move(manifest)));
-  if (manifest.model().architecture() == kennel::v1::TORCHSCRIPT) {
-    return absl::InvalidArgumentError("a TORCHSCRIPT manifest is written with its module (WriteScriptArtifact)");
+  if (IsUserCode(manifest.model().architecture())) {
+    return absl::InvalidArgumentError("a TORCHSCRIPT or AOTINDUCTOR manifest is written with its module or package");
   }
   ASSIGN_OR_RETURN(std::string weights, SerializeSafetensors(GetStateDict(model)));
   return WriteArtifactFiles(dir, std::move(manifest), weights, kWeightsFile);
@@ -110,6 +112,17 @@ absl::Status WriteScriptArtifact(const std::string& dir, kennel::v1::ModelManife
   }
   ASSIGN_OR_RETURN(std::string archive, SaveTorchScript(module));
   return WriteArtifactFiles(dir, std::move(manifest), archive, kScriptFile);
+}
+
+absl::Status WritePackageArtifact(const std::string& dir, kennel::v1::ModelManifest manifest,
+                                  absl::string_view package) {
+  RETURN_IF_ERROR(CheckNewFolder(dir));
+  manifest.set_format_version(kArtifactFormatVersion);
+  ASSIGN_OR_RETURN(manifest, ValidateManifest(std::move(manifest)));
+  if (manifest.model().architecture() != kennel::v1::AOTINDUCTOR) {
+    return absl::InvalidArgumentError("only an AOTINDUCTOR manifest is written with a package");
+  }
+  return WriteArtifactFiles(dir, std::move(manifest), std::string(package), kAotiFile);
 }
 
 absl::StatusOr<kennel::v1::ModelManifest> ReadManifest(const std::string& dir) {
@@ -166,6 +179,11 @@ absl::StatusOr<LoadedModel> LoadArtifact(const std::string& dir) {
     auto script = LoadTorchScript(weights, path);
     if (!script.ok()) return absl::DataLossError(script.status().message());
     out.script = *std::move(script);
+    return out;
+  }
+  if (out.manifest.model().architecture() == kennel::v1::AOTINDUCTOR) {
+    weights.clear();
+    ASSIGN_OR_RETURN(out.aoti, AotiModel::Load(path));
     return out;
   }
   if (const FileType type = DetectFileType(absl::string_view(weights).substr(0, kFileTypeProbeBytes));

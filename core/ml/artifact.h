@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "core/ml/models.h"
 #include "kennel/v1/model.pb.h"
 
@@ -18,6 +19,8 @@ struct Module;
 }  // namespace torch::jit
 
 namespace kennel::core {
+
+class AotiModel;  // core/ml/aoti_model.h
 
 inline constexpr int kArtifactFormatVersion = 1;
 inline constexpr char kManifestFile[] = "manifest.json";
@@ -38,19 +41,26 @@ absl::StatusOr<kennel::v1::ModelManifest> ReadManifest(const std::string& dir);
 absl::StatusOr<kennel::v1::ModelManifest> ParseManifest(absl::string_view json, absl::string_view name);
 
 inline constexpr char kScriptFile[] = "model.pt";
+inline constexpr char kAotiFile[] = "model.pt2";
 
 struct LoadedModel {
   kennel::v1::ModelManifest manifest;
   // In eval mode; exactly one is set: `model` for the built-in architectures, `script` for a
-  // TORCHSCRIPT one.
+  // TORCHSCRIPT one, `aoti` for an AOTINDUCTOR one.
   std::shared_ptr<Classifier> model;
   std::shared_ptr<torch::jit::Module> script;
+  std::shared_ptr<AotiModel> aoti;  // AOTINDUCTOR.
 };
 
 // A TorchScript model's artifact: `manifest` (architecture TORCHSCRIPT, its `scripted` info)
 // and the module's archive as model.pt. As WriteArtifact otherwise.
 absl::Status WriteScriptArtifact(const std::string& dir, kennel::v1::ModelManifest manifest,
                                  torch::jit::Module& module);
+
+// An AOTInductor model's artifact: `manifest` (architecture AOTINDUCTOR, its `scripted` info)
+// and the package's bytes as model.pt2. As WriteArtifact otherwise.
+absl::Status WritePackageArtifact(const std::string& dir, kennel::v1::ModelManifest manifest,
+                                  absl::string_view package);
 
 // Reads the manifest, verifies the weights' size and SHA-256, builds the model and loads the
 // weights strictly (or loads a TORCHSCRIPT model's archive). DATA_LOSS for a corrupt or truncated artifact, INVALID_ARGUMENT for a

@@ -12,6 +12,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "core/files.h"
+#include "core/ml/aoti_model.h"
 #include "core/ml/artifact.h"
 #include "core/ml/models.h"
 #include "core/ml/scripted_model.h"
@@ -118,6 +119,24 @@ absl::StatusOr<ModelImportResult> ImportScript(const ModelImportOptions& options
   return WriteAndVerify(options.output_dir, std::move(result));
 }
 
+absl::StatusOr<ModelImportResult> ImportPackage(const ModelImportOptions& options, const kennel::v1::ModelSpec& spec,
+                                                const kennel::v1::PreprocessSpec& preprocess) {
+  ASSIGN_OR_RETURN(std::shared_ptr<AotiModel> model, AotiModel::Load(options.weights_path));
+  auto checked = CheckAotiModel(*model, preprocess, spec.num_classes(), options.output);
+  if (!checked.ok()) return absl::InvalidArgumentError(absl::StrCat(options.weights_path, ": ", checked.status().message()));
+  model.reset();
+  ASSIGN_OR_RETURN(std::string bytes, ReadFile(options.weights_path, int64_t{1} << 36));
+  kennel::v1::ModelManifest manifest;
+  manifest.set_name(options.name);
+  *manifest.mutable_model() = spec;
+  for (const auto& c : options.class_names) manifest.add_class_names(c);
+  *manifest.mutable_preprocess() = preprocess;
+  *manifest.mutable_lineage() = ImportLineage(options.weights_path, Sha256Hex(bytes));
+  *manifest.mutable_scripted() = *checked;
+  RETURN_IF_ERROR(WritePackageArtifact(options.output_dir, manifest, bytes));
+  return WriteAndVerify(options.output_dir, ModelImportResult{});
+}
+
 }  // namespace
 
 absl::StatusOr<ModelImportResult> ImportModel(const ModelImportOptions& options) {
@@ -143,6 +162,7 @@ absl::StatusOr<ModelImportResult> ImportModel(const ModelImportOptions& options)
   }
 
   if (spec.architecture() == kennel::v1::TORCHSCRIPT) return ImportScript(options, spec, preprocess);
+  if (spec.architecture() == kennel::v1::AOTINDUCTOR) return ImportPackage(options, spec, preprocess);
   ASSIGN_OR_RETURN(StateDict weights, ReadWeightsFile(options.weights_path));
   ASSIGN_OR_RETURN(std::string source_sha256, Sha256File(options.weights_path));
   ASSIGN_OR_RETURN(std::vector<std::string> non_finite, NonFinite(weights));

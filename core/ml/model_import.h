@@ -21,7 +21,9 @@ struct ModelImportOptions {
   kennel::v1::PreprocessSpec preprocess;  // channels follow the model's in_channels.
   std::string output_dir;                 // The artifact folder to create; must not exist.
   // Architecture TORCHSCRIPT: weights_path is a TorchScript archive (torch.jit.save), checked
-  // on a dummy batch of two; `output` says what its forward returns.
+  // on a dummy batch of two; `output` says what its forward returns. AOTINDUCTOR: an
+  // AOTInductor package (.pt2), checked the same way after its PyTorch version (the PyTorch
+  // 2.x build only).
   kennel::v1::OutputKind output = kennel::v1::LOGITS;
 };
 

@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/ml/fused_ops.h"
 #include "core/ml/torch_errors.h"
+#include "core/model_spec.h"
 
 namespace kennel::core {
 namespace {
@@ -225,8 +226,9 @@ void Classifier::train(bool on) {
 absl::StatusOr<std::shared_ptr<Classifier>> CreateModel(const kennel::v1::ModelSpec& in) {
   auto spec = NormalizeModelSpec(in);
   if (!spec.ok()) return spec.status();
-  if (spec->architecture() == kennel::v1::TORCHSCRIPT) {
-    return absl::InvalidArgumentError("a TorchScript model is loaded from its archive (core/ml/scripted_model.h), not built");
+  if (IsUserCode(spec->architecture())) {
+    return absl::InvalidArgumentError(absl::StrCat("a ", ArchitectureName(spec->architecture()),
+                                                   " model is loaded from its file (core/ml/artifact.h), not built"));
   }
   return CallTorch("building model", [&]() -> std::shared_ptr<Classifier> {
     if (spec->architecture() == kennel::v1::SMALL_CNN) return std::make_shared<SmallCnn>(*spec);

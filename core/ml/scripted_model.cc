@@ -13,12 +13,8 @@
 #include "core/status_macros.h"
 
 namespace kennel::core {
-namespace {
 
-// The line of a LibTorch error that says what went wrong: TorchScript's interpreter wraps it
-// ("The following operation failed ...", a TorchScript traceback, then "RuntimeError: ...");
-// other messages run on with C++ stacks after their first line.
-std::string FirstLine(absl::string_view message) {
+std::string ErrorLine(absl::string_view message) {
   const size_t error = message.rfind("Error: ");
   if (error != absl::string_view::npos) {
     const size_t start = message.rfind('\n', error);
@@ -27,8 +23,6 @@ std::string FirstLine(absl::string_view message) {
   }
   return std::string(message.substr(0, message.find('\n')));
 }
-
-}  // namespace
 
 absl::StatusOr<std::shared_ptr<torch::jit::Module>> LoadTorchScript(absl::string_view bytes, const std::string& what) {
   const FileType type = DetectFileType(bytes.substr(0, kFileTypeProbeBytes));
@@ -46,7 +40,7 @@ absl::StatusOr<std::shared_ptr<torch::jit::Module>> LoadTorchScript(absl::string
   }, absl::StatusCode::kInvalidArgument);
   if (!module.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": LibTorch could not load it as TorchScript: ",
-                                                   FirstLine(module.status().message())));
+                                                   ErrorLine(module.status().message())));
   }
   (*module)->eval();
   return module;
@@ -93,9 +87,14 @@ absl::StatusOr<kennel::v1::ScriptedModel> CheckTorchScript(torch::jit::Module& m
   if (!out.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("the model refuses input [2, ", p.channels(), ", ", p.height(), ", ",
                                                    p.width(), "] (float32, the declared input size): ",
-                                                   FirstLine(out.status().message())));
+                                                   ErrorLine(out.status().message())));
   }
-  const torch::Tensor y = *out;
+  RETURN_IF_ERROR(CheckClassifierOutput(*out, num_classes, output));
+  return DescribeScript(module, output);
+}
+
+absl::Status CheckClassifierOutput(const at::Tensor& y, int num_classes, kennel::v1::OutputKind output) {
+  torch::NoGradGuard no_grad;
   if (y.dim() != 2 || y.size(0) != 2 || y.size(1) != num_classes) {
     return absl::InvalidArgumentError(absl::StrCat("the model's output for a batch of 2 has shape ", c10::str(y.sizes()),
                                                    "; with the ", num_classes, " class names given it must be [2, ",
@@ -114,7 +113,7 @@ absl::StatusOr<kennel::v1::ScriptedModel> CheckTorchScript(torch::jit::Module& m
           "], row sums off by up to ", worst, "): import it with --output-kind logits"));
     }
   }
-  return DescribeScript(module, output);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> SaveTorchScript(torch::jit::Module& module) {

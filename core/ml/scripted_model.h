@@ -35,6 +35,16 @@ absl::StatusOr<kennel::v1::ScriptedModel> CheckTorchScript(torch::jit::Module& m
                                                            const kennel::v1::PreprocessSpec& preprocess,
                                                            int num_classes, kennel::v1::OutputKind output);
 
+// The line of a LibTorch error that says what went wrong: TorchScript's interpreter wraps it
+// ("The following operation failed ...", a TorchScript traceback, then "RuntimeError: ...");
+// other messages run on with C++ stacks after their first line.
+std::string ErrorLine(absl::string_view message);
+
+// What CheckTorchScript checks of a model's output for a batch of two, whatever ran it: shape
+// [2, num_classes], finite floating-point values, rows that are probabilities when `output`
+// says so. INVALID_ARGUMENT saying what is wrong.
+absl::Status CheckClassifierOutput(const at::Tensor& y, int num_classes, kennel::v1::OutputKind output);
+
 // The module's parameters (recursively, in its order) as tensors.
 std::vector<at::Tensor> ScriptParameters(const torch::jit::Module& module);
 

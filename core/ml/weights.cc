@@ -20,6 +20,7 @@
 #include "core/status_macros.h"
 #include "core/ml/torch_errors.h"
 #include "core/ml/torch_pickle.h"
+#include "core/zip_entries.h"
 
 namespace kennel::core {
 namespace {
@@ -84,65 +85,16 @@ StateDict StripModulePrefix(StateDict dict) {
 
 namespace {
 
-// Reads `len` bytes at `offset` of the archive into `out`; false if it cannot.
-using ZipRead = std::function<bool(uint64_t offset, uint64_t len, std::string* out)>;
-
 // LibTorch's zip reader allocates each record's declared size before reading it, so an
 // archive claiming a record of gigabytes made it ask for gigabytes (the torch_zip fuzzer's
 // out-of-memory). Walks the central directory first and refuses any record declared larger
 // than the archive (PyTorch stores records uncompressed), and anything that is not a zip.
 absl::Status CheckZipRecordSizes(const ZipRead& read, uint64_t size, const std::string& name) {
-  const auto bad = [&](absl::string_view why) {
-    return absl::InvalidArgumentError(absl::StrCat(name, " is not a PyTorch zip checkpoint: ", why));
-  };
-  constexpr uint64_t kEocd = 22, kMaxComment = 65535;
-  if (size < kEocd) return bad("too short");
-  const uint64_t tail_at = size > kEocd + kMaxComment ? size - kEocd - kMaxComment : 0;
-  std::string tail;
-  if (!read(tail_at, size - tail_at, &tail)) return bad("cannot read its end");
-  const size_t eocd = tail.rfind(std::string("PK\x05\x06", 4));
-  if (eocd == std::string::npos || eocd + kEocd > tail.size()) return bad("no end of central directory");
-  uint64_t entries = LoadLittleEndian(tail, eocd + 10, 2), cd_size = LoadLittleEndian(tail, eocd + 12, 4), cd_offset = LoadLittleEndian(tail, eocd + 16, 4);
-  if (entries == 0xFFFF || cd_size == 0xFFFFFFFF || cd_offset == 0xFFFFFFFF) {  // ZIP64.
-    if (eocd < 20 || tail.compare(eocd - 20, 4, std::string("PK\x06\x07", 4)) != 0) return bad("no ZIP64 locator");
-    const uint64_t record = LoadLittleEndian(tail, eocd - 20 + 8, 8);
-    std::string z;
-    if (record > size || size - record < 56 || !read(record, 56, &z) || z.compare(0, 4, std::string("PK\x06\x06", 4)) != 0) {
-      return bad("no ZIP64 end of central directory");
-    }
-    entries = LoadLittleEndian(z, 32, 8);
-    cd_size = LoadLittleEndian(z, 40, 8);
-    cd_offset = LoadLittleEndian(z, 48, 8);
-  }
-  if (cd_offset > size || cd_size > size - cd_offset) return bad("its central directory lies outside it");
-  std::string cd;
-  if (!read(cd_offset, cd_size, &cd)) return bad("cannot read its central directory");
-  size_t at = 0;
-  for (uint64_t e = 0; e < entries; ++e) {
-    if (cd.size() - at < 46 || cd.compare(at, 4, std::string("PK\x01\x02", 4)) != 0) return bad("a truncated central directory");
-    uint64_t compressed = LoadLittleEndian(cd, at + 20, 4), uncompressed = LoadLittleEndian(cd, at + 24, 4);
-    const size_t name_len = LoadLittleEndian(cd, at + 28, 2), extra_len = LoadLittleEndian(cd, at + 30, 2), comment_len = LoadLittleEndian(cd, at + 32, 2);
-    if (cd.size() - at - 46 < name_len + extra_len + comment_len) return bad("a truncated central directory");
-    // ZIP64 sizes: the 0x0001 extra field holds those whose 32-bit field is 0xFFFFFFFF, in order.
-    size_t x = at + 46 + name_len;
-    const size_t x_end = x + extra_len;
-    while (x + 4 <= x_end) {
-      const uint64_t id = LoadLittleEndian(cd, x, 2), len = LoadLittleEndian(cd, x + 2, 2);
-      if (x + 4 + len > x_end) return bad("a truncated extra field");
-      if (id == 1) {
-        size_t f = x + 4;
-        if (uncompressed == 0xFFFFFFFF && f + 8 <= x + 4 + len) { uncompressed = LoadLittleEndian(cd, f, 8); f += 8; }
-        if (compressed == 0xFFFFFFFF && f + 8 <= x + 4 + len) compressed = LoadLittleEndian(cd, f, 8);
-      }
-      x += 4 + len;
-    }
-    if (uncompressed > size || compressed > size) {
-      return absl::InvalidArgumentError(absl::StrCat(name, ": record ", cd.substr(at + 46, name_len), " declares ",
-                                                     uncompressed, " bytes, more than the whole file (", size, ")"));
-    }
-    at += 46 + name_len + extra_len + comment_len;
-  }
-  return absl::OkStatus();
+  auto entries = ListZipEntries(read, size);
+  if (entries.ok()) return absl::OkStatus();
+  const absl::string_view why = entries.status().message();
+  if (absl::StartsWith(why, "record ")) return absl::InvalidArgumentError(absl::StrCat(name, ": ", why));
+  return absl::InvalidArgumentError(absl::StrCat(name, " is not a PyTorch zip checkpoint: ", why));
 }
 
 // Reads the state_dict of the checkpoint `make_reader` opens; `name` labels errors.
@@ -187,27 +139,14 @@ absl::StatusOr<StateDict> ReadTorchStateDict(const std::string& path) {
   if (!file) return absl::NotFoundError(absl::StrCat("cannot open ", path));
   file.seekg(0, std::ios::end);
   const auto size = static_cast<uint64_t>(file.tellg());
-  RETURN_IF_ERROR(CheckZipRecordSizes(
-      [&](uint64_t offset, uint64_t len, std::string* out) {
-        out->resize(len);
-        file.clear();
-        file.seekg(static_cast<std::streamoff>(offset));
-        return static_cast<bool>(file.read(out->data(), static_cast<std::streamsize>(len)));
-      },
-      size, path));
+  RETURN_IF_ERROR(CheckZipRecordSizes(ZipReadFromStream(file), size, path));
   return ReadCheckpointZip(path, [&] {
     return std::make_shared<caffe2::serialize::PyTorchStreamReader>(path);
   });
 }
 
 absl::StatusOr<StateDict> ParseTorchStateDict(const std::string& bytes, absl::string_view name) {
-  RETURN_IF_ERROR(CheckZipRecordSizes(
-      [&](uint64_t offset, uint64_t len, std::string* out) {
-        if (offset > bytes.size() || len > bytes.size() - offset) return false;
-        *out = bytes.substr(offset, len);
-        return true;
-      },
-      bytes.size(), std::string(name)));
+  RETURN_IF_ERROR(CheckZipRecordSizes(ZipReadFromBytes(bytes), bytes.size(), std::string(name)));
   std::istringstream in(bytes);
   return ReadCheckpointZip(std::string(name), [&] {
     return std::make_shared<caffe2::serialize::PyTorchStreamReader>(&in);

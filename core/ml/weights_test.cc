@@ -19,6 +19,7 @@ namespace {
 
 using testing::FixtureDir;
 using testing::LogitsAgree;
+using testing::Torch2Fixture;
 
 std::shared_ptr<Classifier> Make(v1::Architecture arch, int classes, v1::Head head = v1::LINEAR) {
   v1::ModelSpec spec;
@@ -222,14 +223,9 @@ TEST(WeightsTest, ATupleCannotTakeItemsFromBelowAMark) {
   EXPECT_NE(dict.status().message().find("stack underflow"), std::string::npos) << dict.status();
 }
 
-// Files written by PyTorch 2.x (tests/fixtures/make_torch2_fixtures.py; made where a Python
-// with PyTorch 2.x is configured, as the torch2 build has): its zip layout (byteorder,
+// Files written by PyTorch 2.x (testing::Torch2Fixture): its zip layout (byteorder,
 // .format_version, serialization_id records), storages of every dtype, views into shared
 // storage, and checkpoint dicts with non-tensor entries.
-std::string Torch2Fixture(const std::string& name) {
-  const std::string path = FixtureDir() + "/" + name;
-  return std::filesystem::exists(path) ? path : "";
-}
 
 TEST(WeightsTest, StateDictSavedByPyTorch2ReadsLikeOneSavedBy113) {
   const std::string path = Torch2Fixture("resnet18_torch2.pth");

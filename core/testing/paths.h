@@ -3,6 +3,7 @@
 #define KENNEL_CORE_TESTING_PATHS_H_
 
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 
 namespace kennel::core::testing {
@@ -11,6 +12,14 @@ namespace kennel::core::testing {
 inline std::string FixtureDir() {
   const char* dir = std::getenv("KENNEL_FIXTURE_DIR");
   return dir != nullptr ? dir : "testdata";
+}
+
+// A file made by tests/fixtures/make_torch2_fixtures.py, where a Python with PyTorch 2.x is
+// configured (the torch2 build's, or deploy/bootstrap.sh's virtual environment); "" where none
+// was, and the test skips.
+inline std::string Torch2Fixture(const std::string& name) {
+  const std::string path = FixtureDir() + "/" + name;
+  return std::filesystem::exists(path) ? path : "";
 }
 
 // The build tree whose binaries cross-process tests start (KENNEL_BUILD_DIR, set by CMake).
