@@ -51,6 +51,9 @@ def main():
                         "steps, as Kennel's --grad-compression defaults)")
     p.add_argument("--max-train-samples", type=int, default=0, help="0: the whole training set")
     p.add_argument("--max-eval-samples", type=int, default=0, help="0: the whole test set")
+    p.add_argument("--model-file", help="train this TorchScript module (torch.jit.load) instead of the small CNN")
+    p.add_argument("--image-size", type=int, default=28,
+                   help="with --model-file: images resized to this side, the gray channel repeated 3 times")
     args = p.parse_args()
 
     torch.set_num_threads(1)
@@ -58,6 +61,9 @@ def main():
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(args.seed)
     tf = T.Compose([T.ToTensor(), T.Normalize((0.2860,), (0.3530,))])
+    if args.model_file:  # As Kennel's preprocessing: resize, 3 channels, the same statistics.
+        tf = T.Compose([T.ToTensor(), T.Resize(args.image_size), T.Lambda(lambda x: x.expand(3, -1, -1)),
+                        T.Normalize((0.2860,) * 3, (0.3530,) * 3)])
     train = torchvision.datasets.FashionMNIST(args.data, train=True, transform=tf, download=False)
     test = torchvision.datasets.FashionMNIST(args.data, train=False, transform=tf, download=False)
     if args.max_train_samples:
@@ -69,7 +75,7 @@ def main():
                                          num_workers=args.workers)
     test_sampler = torch.utils.data.distributed.DistributedSampler(test, shuffle=False)
     test_loader = torch.utils.data.DataLoader(test, batch_size=256, sampler=test_sampler)
-    model = nn.parallel.DistributedDataParallel(SmallCnn())
+    model = nn.parallel.DistributedDataParallel(torch.jit.load(args.model_file) if args.model_file else SmallCnn())
     if args.compression == "powersgd":
         from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook
         state = powerSGD_hook.PowerSGDState(process_group=None, matrix_approximation_rank=4,

@@ -4,7 +4,7 @@ PyTorch DDP under torchrun, on this machine, in one run.
 
     bench/t1_training.py [--build build] [--epochs 5] [--lr 0.05] [--schedule cosine]
                          [--peer-python PYTHON ...] [--grad-compression none,fp16,bf16,powersgd]
-                         [--no-peer]
+                         [--no-peer] [--model mobilenet_v3_small --image-size 32]
 
 Kennel: a coordinator and 2 trainer processes (1 torch thread each) on loopback, driven by
 kennelctl. Peer: torchrun --nproc_per_node 2 bench/ddp_peer.py with the same model, batch 64
@@ -14,7 +14,10 @@ stopped). The peer runs under every Python given with --peer-python (default: De
 `deploy/bootstrap.sh torch2 peers` has set it up); the faster peer is the ratio's anchor.
 --grad-compression runs Kennel once per listed compression (the peer once, uncompressed) and
 prints each one's final accuracy against Kennel's uncompressed run: the accuracy cost of
-compressed gradients. Prints one line per figure; exits non-zero only when a side could not
+compressed gradients. --model mobilenet_v3_small trains the user's own model instead: torchvision's
+MobileNetV3-Small (10 classes, seeded) scripted by Debian's torch and torchvision into one
+file that both sides train (Kennel with `kennelctl train --model-file`, the peer loads it with
+torch.jit.load), on Fashion-MNIST resized to --image-size with its gray channel repeated 3 times. Prints one line per figure; exits non-zero only when a side could not
 run.
 """
 import argparse
@@ -34,6 +37,26 @@ from peers import default_peer_pythons, torch_version
 
 FASHION = "/usr/share/datasets/fashion-mnist"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def make_scripted_model(name, work):
+    """torchvision's `name` (10 classes, seed 0) scripted by Debian's torch 1.13, for both sides."""
+    path = os.path.join(work, f"{name}.pt")
+    code = ("import sys, torch, torchvision; torch.manual_seed(0); "
+            f"m = torchvision.models.{name}(num_classes=10); torch.jit.save(torch.jit.script(m), sys.argv[1])")
+    subprocess.run(["/usr/bin/python3", "-c", code, path], check=True)
+    return path
+
+
+def user_model_flags(args):
+    """What a user-model run adds to each side's command line: the same file, size and inputs."""
+    if not args.model_file:
+        return [], []
+    fashion = ["--mean"] + ["0.2860"] * 3 + ["--std"] + ["0.3530"] * 3
+    kennel = ["--model-file", args.model_file, "--in-channels", "3", "--image-size", str(args.image_size),
+              "--resize-shorter", "0"] + fashion
+    peer = ["--model-file", args.model_file, "--image-size", str(args.image_size)]
+    return kennel, peer
 
 
 def run_kennel(build, args, work, compression="none"):
@@ -64,7 +87,8 @@ def run_kennel(build, args, work, compression="none"):
             time.sleep(0.1)
         out = subprocess.run(ctl + ["train", "--name", "t1", "--epochs", str(args.epochs), "--lr", str(args.lr),
                                     "--schedule", args.schedule, "--batch-size", "64", "--torch-threads", "1",
-                                    "--grad-compression", compression, "--wait"], capture_output=True, text=True)
+                                    "--grad-compression", compression, "--wait"] + user_model_flags(args)[0],
+                             capture_output=True, text=True)
         if out.returncode != 0:
             raise RuntimeError(f"kennelctl train failed: {out.stderr}")
         job = json.loads(out.stdout)
@@ -92,7 +116,7 @@ def run_peer(args, work, python):
     cmd = [python, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--redirects", "9:1", "--tee", "9:1", "--log_dir", os.path.join(work, "torchrun"),
            os.path.join(REPO, "bench", "ddp_peer.py"), "--data", work, "--epochs", str(args.epochs),
-           "--lr", str(args.lr), "--schedule", args.schedule]
+           "--lr", str(args.lr), "--schedule", args.schedule] + user_model_flags(args)[1]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"torchrun failed: {out.stderr[-2000:]}")
@@ -121,7 +145,11 @@ def main():
     p.add_argument("--grad-compression", default="none",
                    help="comma-separated: Kennel runs once per value (none, fp16, bf16, powersgd)")
     p.add_argument("--no-peer", action="store_true", help="Kennel only")
+    p.add_argument("--model", default="small_cnn", choices=["small_cnn", "mobilenet_v3_small"],
+                   help="the small CNN (built in), or torchvision's MobileNetV3-Small as a TorchScript file")
+    p.add_argument("--image-size", type=int, default=32, help="with --model mobilenet_v3_small: input side")
     args = p.parse_args()
+    args.model_file = None
     compressions = [c.strip() for c in args.grad_compression.split(",") if c.strip()]
     for c in compressions:
         if c not in ("none", "fp16", "bf16", "powersgd"):
@@ -130,6 +158,8 @@ def main():
     peers = {}
     runs = {}
     try:
+        if args.model != "small_cnn":
+            args.model_file = make_scripted_model(args.model, work)
         for c in compressions:
             runs[c] = run_kennel(args.build, args, work, c)
         for python in [] if args.no_peer else args.peer_python or default_peer_pythons(["torchvision"]):
@@ -142,7 +172,8 @@ def main():
     cores = os.cpu_count()
     median = lambda epochs: statistics.median(e["images_per_second"] for e in epochs)
     print(f"T1 machine: {cores} cores; 2 ranks x 1 torch thread, batch 64/rank, SGD momentum 0.9, "
-          f"lr {args.lr} {args.schedule}, {args.epochs} epochs")
+          f"lr {args.lr} {args.schedule}, {args.epochs} epochs, model {args.model}"
+          + (f" (TorchScript, {args.image_size}x{args.image_size}x3)" if args.model_file else ""))
     fmt = lambda t: f"{t:.1f}s" if t is not None else "not reached"
     sides = [("kennel" if c == "none" else f"kennel grads {c}", epochs) for c, epochs in runs.items()]
     for name, epochs in sides + list(peers.items()):

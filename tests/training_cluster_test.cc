@@ -66,6 +66,21 @@ class TrainingClusterTest : public ::testing::Test {
     return t.ok() ? std::move(*t) : nullptr;
   }
 
+  // An inference node named inference-1 following the coordinator; `server` is its address.
+  std::unique_ptr<Process> StartInference(std::string* server) {
+    auto node = Process::Start({BuildDir() + "/inference_node/kennel-inference", "--coordinator", address_, "--name",
+                                "inference-1", "--listen", "127.0.0.1:0", "--cache_dir", (dir_ / "cache").string()},
+                               (dir_ / "inference.log").string());
+    EXPECT_TRUE(node.ok()) << node.status();
+    if (!node.ok()) return nullptr;
+    auto line = (*node)->WaitForLine("listening on port ", absl::Seconds(30));
+    EXPECT_TRUE(line.ok()) << line.status();
+    if (!line.ok()) return nullptr;
+    const std::string rest = line->substr(line->find("port ") + 5);
+    *server = absl::StrCat("127.0.0.1:", rest.substr(0, rest.find(' ')));
+    return std::move(*node);
+  }
+
   // kennelctl -o json ARGS...; returns (exit code, parsed stdout).
   std::pair<int, nlohmann::json> Ctl(std::vector<std::string> args, absl::Duration timeout = absl::Minutes(5)) {
     std::vector<std::string> argv = {BuildDir() + "/cli/kennelctl", "-c", address_, "-o", "json"};
@@ -200,15 +215,9 @@ TEST_F(TrainingClusterTest, TwoTrainersTrainRegisterAndStayInSync) {
 TEST_F(TrainingClusterTest, AScriptedModelTrainsRegistersDeploysAndServes) {
   auto a = StartTrainer("trainer-a");
   auto b = StartTrainer("trainer-b");
-  auto inference = Process::Start({BuildDir() + "/inference_node/kennel-inference", "--coordinator", address_,
-                                   "--name", "inference-1", "--listen", "127.0.0.1:0", "--cache_dir",
-                                   (dir_ / "cache").string()},
-                                  (dir_ / "inference.log").string());
-  ASSERT_TRUE(inference.ok());
-  auto line = (*inference)->WaitForLine("listening on port ", absl::Seconds(30));
-  ASSERT_TRUE(line.ok()) << line.status();
-  const std::string rest = line->substr(line->find("port ") + 5);
-  const std::string server = absl::StrCat("127.0.0.1:", rest.substr(0, rest.find(' ')));
+  std::string server;
+  auto inference = StartInference(&server);
+  ASSERT_NE(inference, nullptr);
   WaitForIdleTrainers(2);
   auto [code, job] = Ctl({"train", "--name", "scripted", "--model-file", BuildDir() + "/testdata/scripted_fashion.pt",
                           "--in-channels", "1", "--image-size", "28", "--resize-shorter", "0", "--mean", "0.286",
@@ -274,15 +283,9 @@ TEST_F(TrainingClusterTest, DogImagesFolderTransferLearningDeployAndClassify) {
   const std::string weights = BuildDir() + "/testdata/resnet18.pth";
   auto a = StartTrainer("trainer-a");
   auto b = StartTrainer("trainer-b");
-  auto inference = Process::Start({BuildDir() + "/inference_node/kennel-inference", "--coordinator", address_,
-                                   "--name", "inference-1", "--listen", "127.0.0.1:0", "--cache_dir",
-                                   (dir_ / "cache").string()},
-                                  (dir_ / "inference.log").string());
-  ASSERT_TRUE(inference.ok());
-  auto line = (*inference)->WaitForLine("listening on port ", absl::Seconds(30));
-  ASSERT_TRUE(line.ok()) << line.status();
-  const std::string rest = line->substr(line->find("port ") + 5);
-  const std::string server = absl::StrCat("127.0.0.1:", rest.substr(0, rest.find(' ')));
+  std::string server;
+  auto inference = StartInference(&server);
+  ASSERT_NE(inference, nullptr);
   WaitForIdleTrainers(2);
   auto [code, job] = Ctl({"train", "--name", "dogs", "--dataset", dogs.string(), "--arch", "resnet18",
                           "--head", "mlp", "--init-weights", weights, "--freeze-backbone", "--image-size", "64",
@@ -331,8 +334,8 @@ TEST_F(TrainingClusterTest, DogImagesFolderTransferLearningDeployAndClassify) {
 
   // The node dies and comes back (a spot reclaim, a reboot): it serves dogs:1 again without
   // anyone deploying (the coordinator keeps the version wanted on each node).
-  (*inference)->Signal(SIGKILL);
-  ASSERT_TRUE((*inference)->Wait(absl::Seconds(10)).ok());
+  inference->Signal(SIGKILL);
+  ASSERT_TRUE(inference->Wait(absl::Seconds(10)).ok());
   auto restarted = Process::Start({BuildDir() + "/inference_node/kennel-inference", "--coordinator", address_,
                                    "--name", "inference-1", "--listen", "127.0.0.1:0", "--cache_dir",
                                    (dir_ / "cache2").string()},

@@ -76,7 +76,19 @@ at::Tensor AotiModel::Run(const at::Tensor& batch) {
   // torch.export takes a dynamic size to be at least 2 (its 0/1 specialisation), so the
   // compiled model refuses a batch of one: it runs as a batch of two, the row repeated.
   const bool single = batch.dim() > 0 && batch.size(0) == 1;
-  std::vector<at::Tensor> out = loader_->package.run({single ? at::cat({batch, batch}) : batch.contiguous()});
+  const at::Tensor input = single ? at::cat({batch, batch}) : batch.contiguous();
+  std::vector<at::Tensor> out;
+  try {
+    out = loader_->package.run({input});
+  } catch (const c10::Error& e) {
+    // The compiled code writes its reason to stderr and returns a bare error code, which the
+    // runner reports as "run_func_(...) API call failed": say what was refused.
+    if (std::string(e.what()).find("API call failed") == std::string::npos) throw;
+    throw std::invalid_argument(absl::StrCat(
+        "the compiled model refused an input of shape ", c10::str(input.sizes()),
+        " (its reason is in this process's log: \"Error: input_handles[0]: ...\"; a batch size outside the "
+        "range it was compiled for, or another input size?)"));
+  }
   if (out.empty()) throw std::invalid_argument("the package's model returned no tensor");
   return single ? out[0].narrow(0, 0, 1) : out[0];
 #else

@@ -35,11 +35,7 @@ ModelImportOptions PackageOptions(const std::string& path, int classes = 7) {
   o.preprocess.set_height(32);
   o.preprocess.set_width(32);
   o.preprocess.set_channels(3);
-  o.output_dir = (fs::path(::testing::TempDir()) /
-                  (std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + "-" +
-                   std::to_string(::getpid())))
-                     .string();
-  fs::remove_all(o.output_dir);
+  o.output_dir = testing::NewTestOutputDir();
   return o;
 }
 

@@ -29,11 +29,7 @@ ModelImportOptions Resnet34Options(const std::string& weights_file) {
   o.class_names = {"beagle", "boxer", "collie", "dalmatian", "husky", "poodle", "pug"};
   o.preprocess = DefaultPreprocess(v1::RESNET34);
   // With the pid: core_test.ParityWithoutAvx runs these tests too, at the same time.
-  const std::string dir = fs::path(::testing::TempDir()) /
-                          (std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + "-" +
-                           std::to_string(::getpid()));
-  fs::remove_all(dir);
-  o.output_dir = dir + "/artifact";
+  o.output_dir = testing::NewTestOutputDir() + "/artifact";
   return o;
 }
 

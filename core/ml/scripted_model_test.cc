@@ -37,11 +37,7 @@ ModelImportOptions ScriptOptions(const std::string& file, int classes = 7, int s
   o.model.set_in_channels(3);
   for (int i = 0; i < classes; ++i) o.class_names.push_back("class " + std::to_string(i));
   o.preprocess = Input(side);
-  o.output_dir = (fs::path(::testing::TempDir()) /
-                  (std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + "-" +
-                   std::to_string(::getpid())))
-                     .string();
-  fs::remove_all(o.output_dir);
+  o.output_dir = testing::NewTestOutputDir();
   return o;
 }
 

@@ -2,6 +2,9 @@
 #ifndef KENNEL_CORE_TESTING_PATHS_H_
 #define KENNEL_CORE_TESTING_PATHS_H_
 
+#include <gtest/gtest.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -20,6 +23,17 @@ inline std::string FixtureDir() {
 inline std::string Torch2Fixture(const std::string& name) {
   const std::string path = FixtureDir() + "/" + name;
   return std::filesystem::exists(path) ? path : "";
+}
+
+// A folder path for the running test's output, unique to its name and process (ctest runs
+// the same test binary twice at once under different filters), and not there yet.
+inline std::string NewTestOutputDir() {
+  const std::filesystem::path dir =
+      std::filesystem::path(::testing::TempDir()) /
+      (std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + "-" +
+       std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  return dir.string();
 }
 
 // The build tree whose binaries cross-process tests start (KENNEL_BUILD_DIR, set by CMake).
