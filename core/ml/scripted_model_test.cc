@@ -1,6 +1,8 @@
 #include "core/ml/scripted_model.h"
 
 #include <gtest/gtest.h>
+#include <torch/csrc/jit/python/update_graph_executor_opt.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/script.h>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -118,6 +120,28 @@ TEST(ScriptedModelTest, AModuleThatOutputsProbabilitiesIsRecordedSo) {
 }
 
 // One module called from several threads at once answers as it does on one thread.
+// TorchScript's profiling executor runs a module's first calls at each input shape through an
+// instrumented graph (prim::profile nodes) before it optimises: the slow first requests a
+// served model must not pay. ScriptForward runs the plain interpreter from the first call at
+// every batch size; the same first call with the optimiser on is profiled (the check can fail).
+TEST(ScriptedModelTest, NoBatchSizePaysForProfiling) {
+  auto module = Load("scripted_cnn.pt");
+  ASSERT_NE(module, nullptr);
+  torch::NoGradGuard no_grad;
+  for (int n : {1, 2, 3, 5, 8}) {
+    ASSERT_TRUE(ScriptForward(*module, torch::rand({n, 3, 32, 32})).ok());
+    const std::string graph = torch::jit::lastExecutedOptimizedGraph()->toString();
+    EXPECT_EQ(graph.find("prim::profile"), std::string::npos) << "batch " << n << ":\n" << graph;
+  }
+  auto fresh = Load("scripted_cnn.pt");
+  ASSERT_NE(fresh, nullptr);
+  torch::jit::setGraphExecutorOptimize(true);
+  fresh->forward({torch::rand({4, 3, 32, 32})});
+  const std::string profiled = torch::jit::lastExecutedOptimizedGraph()->toString();
+  torch::jit::setGraphExecutorOptimize(false);
+  EXPECT_NE(profiled.find("prim::profile"), std::string::npos) << profiled;
+}
+
 TEST(ScriptedModelTest, OneModuleSharedByThreadsGivesOneThreadsAnswers) {
   auto module = Load("scripted_cnn.pt");
   ASSERT_NE(module, nullptr);
