@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdint>
-#include <fstream>
 
 #include "absl/strings/match.h"
 #include "core/byte_order.h"
+#include "core/files.h"
 
 namespace kennel::core {
 namespace {
@@ -80,12 +80,8 @@ FileType DetectFileType(absl::string_view head) {
 }
 
 FileType DetectFileTypeOfPath(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return FileType::kUnknown;
-  std::string head(kFileTypeProbeBytes, '\0');
-  in.read(head.data(), static_cast<std::streamsize>(head.size()));
-  head.resize(static_cast<size_t>(std::max<std::streamsize>(0, in.gcount())));
-  return DetectFileType(head);
+  auto head = ReadFilePrefix(path, kFileTypeProbeBytes);
+  return head.ok() ? DetectFileType(*head) : FileType::kUnknown;
 }
 
 std::string DescribeFileType(FileType type) {

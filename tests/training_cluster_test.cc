@@ -81,6 +81,13 @@ class TrainingClusterTest : public ::testing::Test {
     return std::move(*node);
   }
 
+  // kennelctl train's flags for the user's own model: a TorchScript CNN with batch norm for
+  // 1x28x28 Fashion-MNIST and 10 classes (tests/fixtures: scripted_fashion.pt).
+  std::vector<std::string> ScriptedFashionFlags() {
+    return {"--model-file", BuildDir() + "/testdata/scripted_fashion.pt", "--in-channels", "1", "--image-size", "28",
+            "--resize-shorter", "0", "--mean", "0.286", "--std", "0.353"};
+  }
+
   // An elastic job (min world size 1) of the model `model_flags` gives (built-in when none) on
   // two trainers: one is killed after step 25, the job goes on alone from its checkpoint, a
   // third trainer joins and the job finishes on two, every epoch on every sample, ranks equal.
@@ -262,10 +269,11 @@ TEST_F(TrainingClusterTest, AScriptedModelTrainsRegistersDeploysAndServes) {
   auto inference = StartInference(&server);
   ASSERT_NE(inference, nullptr);
   WaitForIdleTrainers(2);
-  auto [code, job] = Ctl({"train", "--name", "scripted", "--model-file", BuildDir() + "/testdata/scripted_fashion.pt",
-                          "--in-channels", "1", "--image-size", "28", "--resize-shorter", "0", "--mean", "0.286",
-                          "--std", "0.353", "--epochs", "1", "--max-train-samples", "4000", "--max-eval-samples",
-                          "1000", "--wait"});
+  std::vector<std::string> train = {"train", "--name", "scripted", "--epochs", "1", "--max-train-samples", "4000",
+                                    "--max-eval-samples", "1000", "--wait"};
+  const std::vector<std::string> model = ScriptedFashionFlags();
+  train.insert(train.end(), model.begin(), model.end());
+  auto [code, job] = Ctl(train);
   ASSERT_EQ(code, 0) << job.dump(2) << coordinator_->Log();
   EXPECT_EQ(job["state"], "SUCCEEDED");
   EXPECT_EQ(job["spec"]["model"]["architecture"], "TORCHSCRIPT");
@@ -630,8 +638,7 @@ TEST_F(TrainingClusterTest, AnElasticJobGoesOnWithTheTrainerLeftAndGrowsBack) { 
 // The same with the user's own model: a TorchScript module's checkpoint restored on the
 // trainer left, then on the one that joins, and both ranks end identical.
 TEST_F(TrainingClusterTest, AnElasticScriptedJobGoesOnWithTheTrainerLeftAndGrowsBack) {
-  ExpectElasticRecovery({"--model-file", BuildDir() + "/testdata/scripted_fashion.pt", "--in-channels", "1",
-                         "--image-size", "28", "--resize-shorter", "0", "--mean", "0.286", "--std", "0.353"});
+  ExpectElasticRecovery(ScriptedFashionFlags());
 }
 
 // A run that diverges (lr 99) fails with a clear message instead of registering a NaN model.

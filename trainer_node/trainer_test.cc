@@ -105,15 +105,22 @@ TwoRankRun TrainOnTwoRanks(const v1::JobSpec& spec, const v1::DatasetIndex& trai
 
 std::string StateDigest(const TrainableModel& model) { return ParamDigest(model); }
 
+// Both ranks of `run` finished, each recorded `steps` digests, equal after every step, and the
+// parameters moved.
+void ExpectRanksIdenticalAfterEveryStep(const TwoRankRun& run, size_t steps) {
+  ASSERT_TRUE(run.results[0].ok()) << run.results[0].status();
+  ASSERT_TRUE(run.results[1].ok()) << run.results[1].status();
+  ASSERT_EQ(run.digests[0].size(), steps);
+  EXPECT_EQ(run.digests[0], run.digests[1]);
+  EXPECT_NE(run.digests[0].front(), run.digests[0].back());  // The parameters did change.
+}
+
 TEST(TrainerTest, TwoRanksHoldBitIdenticalParametersAfterEveryStepAndLearn) {
   const v1::DatasetIndex train = Subset("train", 4000), eval = Subset("test", 1000);
-  auto [results, digests, epochs] = TrainOnTwoRanks(SmallCnnSpec(2, 2), train, eval, &StateDigest);
-  ASSERT_TRUE(results[0].ok()) << results[0].status();
-  ASSERT_TRUE(results[1].ok()) << results[1].status();
+  const TwoRankRun run = TrainOnTwoRanks(SmallCnnSpec(2, 2), train, eval, &StateDigest);
   // 4000 samples / 2 ranks / batch 32 = 63 steps per epoch.
-  ASSERT_EQ(digests[0].size(), 126u);
-  EXPECT_EQ(digests[0], digests[1]);
-  EXPECT_NE(digests[0].front(), digests[0].back());  // The parameters did change.
+  ASSERT_NO_FATAL_FAILURE(ExpectRanksIdenticalAfterEveryStep(run, 126));
+  const auto& [results, digests, epochs] = run;
   EXPECT_EQ(results[0]->param_digest, results[1]->param_digest);
   ASSERT_EQ(epochs.size(), 2u);
   EXPECT_EQ(epochs[1].eval_count(), 1000);  // Every evaluation sample counted once.
@@ -143,12 +150,9 @@ TEST(TrainerTest, TwoRanksHoldBitIdenticalParametersAfterEveryStepAndLearn) {
 // TorchScript.
 TEST(TrainerTest, AScriptedModuleTrainsOnTwoRanksWithIdenticalParameters) {
   const v1::DatasetIndex train = Subset("train", 4000), eval = Subset("test", 1000);
-  auto [results, digests, epochs] = TrainOnTwoRanks(ScriptedSpec(2, 2), train, eval, &ParametersDigest);
-  ASSERT_TRUE(results[0].ok()) << results[0].status();
-  ASSERT_TRUE(results[1].ok()) << results[1].status();
-  ASSERT_EQ(digests[0].size(), 126u);
-  EXPECT_EQ(digests[0], digests[1]);
-  EXPECT_NE(digests[0].front(), digests[0].back());
+  const TwoRankRun run = TrainOnTwoRanks(ScriptedSpec(2, 2), train, eval, &ParametersDigest);
+  ASSERT_NO_FATAL_FAILURE(ExpectRanksIdenticalAfterEveryStep(run, 126));
+  const auto& [results, digests, epochs] = run;
   ASSERT_EQ(epochs.size(), 2u);
   EXPECT_GT(epochs[1].eval_accuracy(), 0.6);  // Chance is 0.1.
   EXPECT_EQ(results[0]->model, nullptr);      // Not a built-in Classifier.
@@ -177,14 +181,11 @@ TEST(TrainerTest, AScriptedModuleTrainsWithCompressedGradients) {
   for (const v1::GradientCompression compression : {v1::FP16, v1::BF16}) {
     v1::JobSpec spec = ScriptedSpec(2, 1);
     spec.mutable_training()->set_gradient_compression(compression);
-    auto [results, digests, epochs] = TrainOnTwoRanks(spec, train, eval, &ParametersDigest);
-    ASSERT_TRUE(results[0].ok()) << results[0].status();
-    ASSERT_TRUE(results[1].ok()) << results[1].status();
-    ASSERT_EQ(digests[0].size(), 32u) << v1::GradientCompression_Name(compression);  // 2000 / 2 / 32.
-    EXPECT_EQ(digests[0], digests[1]) << v1::GradientCompression_Name(compression);
-    EXPECT_NE(digests[0].front(), digests[0].back());
-    ASSERT_EQ(epochs.size(), 1u);
-    EXPECT_GT(epochs[0].eval_accuracy(), 0.3) << v1::GradientCompression_Name(compression);  // Chance is 0.1.
+    SCOPED_TRACE(v1::GradientCompression_Name(compression));
+    const TwoRankRun run = TrainOnTwoRanks(spec, train, eval, &ParametersDigest);
+    ASSERT_NO_FATAL_FAILURE(ExpectRanksIdenticalAfterEveryStep(run, 32));  // 2000 / 2 / 32.
+    ASSERT_EQ(run.epochs.size(), 1u);
+    EXPECT_GT(run.epochs[0].eval_accuracy(), 0.3);  // Chance is 0.1.
   }
 }
 

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -102,27 +103,37 @@ absl::Status WriteArtifact(const std::string& dir, kennel::v1::ModelManifest man
   return WriteArtifactFiles(dir, std::move(manifest), weights, kWeightsFile);
 }
 
-absl::Status WriteScriptArtifact(const std::string& dir, kennel::v1::ModelManifest manifest,
-                                 torch::jit::Module& module) {
+namespace {
+
+// A user-code artifact (TorchScript module, AOTInductor package) as `file`: `manifest` must be
+// valid and of architecture `arch` (else INVALID_ARGUMENT `refusal`); `file_bytes` makes the
+// file's bytes once it is.
+absl::Status WriteCodeArtifact(const std::string& dir, kennel::v1::ModelManifest manifest,
+                               kennel::v1::Architecture arch, absl::string_view refusal,
+                               const std::function<absl::StatusOr<std::string>()>& file_bytes,
+                               const char* file) {
   RETURN_IF_ERROR(CheckNewFolder(dir));
   manifest.set_format_version(kArtifactFormatVersion);
   ASSIGN_OR_RETURN(manifest, ValidateManifest(std::move(manifest)));
-  if (manifest.model().architecture() != kennel::v1::TORCHSCRIPT) {
-    return absl::InvalidArgumentError("only a TORCHSCRIPT manifest is written with a module");
-  }
-  ASSIGN_OR_RETURN(std::string archive, SaveTorchScript(module));
-  return WriteArtifactFiles(dir, std::move(manifest), archive, kScriptFile);
+  if (manifest.model().architecture() != arch) return absl::InvalidArgumentError(refusal);
+  ASSIGN_OR_RETURN(std::string bytes, file_bytes());
+  return WriteArtifactFiles(dir, std::move(manifest), bytes, file);
+}
+
+}  // namespace
+
+absl::Status WriteScriptArtifact(const std::string& dir, kennel::v1::ModelManifest manifest,
+                                 torch::jit::Module& module) {
+  return WriteCodeArtifact(dir, std::move(manifest), kennel::v1::TORCHSCRIPT,
+                           "only a TORCHSCRIPT manifest is written with a module",
+                           [&] { return SaveTorchScript(module); }, kScriptFile);
 }
 
 absl::Status WritePackageArtifact(const std::string& dir, kennel::v1::ModelManifest manifest,
                                   absl::string_view package) {
-  RETURN_IF_ERROR(CheckNewFolder(dir));
-  manifest.set_format_version(kArtifactFormatVersion);
-  ASSIGN_OR_RETURN(manifest, ValidateManifest(std::move(manifest)));
-  if (manifest.model().architecture() != kennel::v1::AOTINDUCTOR) {
-    return absl::InvalidArgumentError("only an AOTINDUCTOR manifest is written with a package");
-  }
-  return WriteArtifactFiles(dir, std::move(manifest), std::string(package), kAotiFile);
+  return WriteCodeArtifact(dir, std::move(manifest), kennel::v1::AOTINDUCTOR,
+                           "only an AOTINDUCTOR manifest is written with a package",
+                           [&]() -> absl::StatusOr<std::string> { return std::string(package); }, kAotiFile);
 }
 
 absl::StatusOr<kennel::v1::ModelManifest> ReadManifest(const std::string& dir) {

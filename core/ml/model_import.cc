@@ -89,14 +89,22 @@ absl::StatusOr<ModelImportResult> WriteAndVerify(const std::string& dir, ModelIm
   return result;
 }
 
-kennel::v1::Lineage ImportLineage(const std::string& path, const std::string& sha256) {
-  kennel::v1::Lineage lineage;
+// What every imported model's manifest says: its name, spec, classes, preprocessing, and the
+// file it came from (`sha256` of it) as its lineage.
+kennel::v1::ModelManifest ImportedManifest(const ModelImportOptions& options, const kennel::v1::ModelSpec& spec,
+                                           const kennel::v1::PreprocessSpec& preprocess, const std::string& sha256) {
+  kennel::v1::ModelManifest manifest;
+  manifest.set_name(options.name);
+  *manifest.mutable_model() = spec;
+  for (const auto& c : options.class_names) manifest.add_class_names(c);
+  *manifest.mutable_preprocess() = preprocess;
+  kennel::v1::Lineage& lineage = *manifest.mutable_lineage();
   std::error_code ec;
-  lineage.set_init_weights(fs::absolute(path, ec).string());
+  lineage.set_init_weights(fs::absolute(options.weights_path, ec).string());
   lineage.set_source_sha256(sha256);
   lineage.set_imported(true);
   lineage.set_created_at(absl::FormatTime(absl::RFC3339_sec, absl::Now(), absl::UTCTimeZone()));
-  return lineage;
+  return manifest;
 }
 
 absl::StatusOr<ModelImportResult> ImportScript(const ModelImportOptions& options, const kennel::v1::ModelSpec& spec,
@@ -108,12 +116,7 @@ absl::StatusOr<ModelImportResult> ImportScript(const ModelImportOptions& options
   ModelImportResult result;
   result.parameters = checked->parameters();
   result.tensors = static_cast<int64_t>(module->named_parameters().size() + module->named_buffers().size());
-  kennel::v1::ModelManifest manifest;
-  manifest.set_name(options.name);
-  *manifest.mutable_model() = spec;
-  for (const auto& c : options.class_names) manifest.add_class_names(c);
-  *manifest.mutable_preprocess() = preprocess;
-  *manifest.mutable_lineage() = ImportLineage(options.weights_path, Sha256Hex(bytes));
+  kennel::v1::ModelManifest manifest = ImportedManifest(options, spec, preprocess, Sha256Hex(bytes));
   *manifest.mutable_scripted() = *checked;
   RETURN_IF_ERROR(WriteScriptArtifact(options.output_dir, manifest, *module));
   return WriteAndVerify(options.output_dir, std::move(result));
@@ -126,12 +129,7 @@ absl::StatusOr<ModelImportResult> ImportPackage(const ModelImportOptions& option
   if (!checked.ok()) return absl::InvalidArgumentError(absl::StrCat(options.weights_path, ": ", checked.status().message()));
   model.reset();
   ASSIGN_OR_RETURN(std::string bytes, ReadFile(options.weights_path, int64_t{1} << 36));
-  kennel::v1::ModelManifest manifest;
-  manifest.set_name(options.name);
-  *manifest.mutable_model() = spec;
-  for (const auto& c : options.class_names) manifest.add_class_names(c);
-  *manifest.mutable_preprocess() = preprocess;
-  *manifest.mutable_lineage() = ImportLineage(options.weights_path, Sha256Hex(bytes));
+  kennel::v1::ModelManifest manifest = ImportedManifest(options, spec, preprocess, Sha256Hex(bytes));
   *manifest.mutable_scripted() = *checked;
   RETURN_IF_ERROR(WritePackageArtifact(options.output_dir, manifest, bytes));
   return WriteAndVerify(options.output_dir, ModelImportResult{});
@@ -187,12 +185,7 @@ absl::StatusOr<ModelImportResult> ImportModel(const ModelImportOptions& options)
   for (const auto& [dtype, n] : converted) result.conversions.push_back(absl::StrCat(dtype, ": ", n));
   for (const auto& p : model->parameters()) result.parameters += p.numel();
 
-  kennel::v1::ModelManifest manifest;
-  manifest.set_name(options.name);
-  *manifest.mutable_model() = spec;
-  for (const auto& c : options.class_names) manifest.add_class_names(c);
-  *manifest.mutable_preprocess() = preprocess;
-  *manifest.mutable_lineage() = ImportLineage(options.weights_path, source_sha256);
+  const kennel::v1::ModelManifest manifest = ImportedManifest(options, spec, preprocess, source_sha256);
   model->eval();
   RETURN_IF_ERROR(WriteArtifact(options.output_dir, manifest, *model));
   return WriteAndVerify(options.output_dir, std::move(result));
