@@ -18,6 +18,7 @@
 #include "cli/serving_commands.h"
 #include "cli/train_command.h"
 #include "cli/tune_command.h"
+#include "cli/ui_command.h"
 #include "cli/up_command.h"
 #include "core/process_setup.h"
 
@@ -59,6 +60,7 @@ int main(int argc, char** argv) {
   cli::AddUpCommand(app, global);
   cli::AddDatasetCommand(app, global);
   cli::AddCertsCommand(app, global);
+  cli::AddUiCommand(app, global);
   std::vector<std::string> commands;
   for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
     cli::AddGlobalFlags(*sub, global);

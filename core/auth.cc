@@ -46,6 +46,7 @@ const std::map<std::string, std::set<std::string>, std::less<>>& Table() {
       {"Classify", {"client", "admin"}},
       {"ClassifyStream", {"client", "admin"}},
       {"GetModelInfo", {"client", "admin", "viewer"}},
+      {"GetServingStats", {"admin", "viewer"}},
   };
   return *table;
 }

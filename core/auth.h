@@ -4,7 +4,7 @@
 //   member  trainers and inference nodes: the control stream, the rendezvous store, artifacts;
 //   admin   people and scripts that drive the cluster: everything below, plus train, cancel,
 //           resume, deploy, import (an upload);
-//   viewer  status, jobs, models, model info;
+//   viewer  status, jobs, models, model info, serving statistics;
 //   client  classification (and model info).
 // Every RPC of every service is checked here, against one table. Without TLS (plaintext on the
 // loopback) there are no identities, and every call is allowed.

@@ -41,12 +41,13 @@ runtime_packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev
   libgloo-dev libopencv-dev libabsl-dev libgoogle-glog-dev libgflags-dev
   nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libssl-dev zlib1g-dev libsqlite3-dev
-  dataset-fashion-mnist
+  libjs-chart.js dataset-fashion-mnist
 )
 # Only the tests and benchmarks need these.
 test_packages=(
   googletest libgtest-dev
   python3-torch python3-torchvision python3-pil python3-grpcio python3-protobuf
+  chromium chromium-driver python3-selenium
 )
 
 # torch2 also needs these (and a CUDA toolkit: the CUDA wheel's CMake config looks for nvcc).

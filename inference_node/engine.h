@@ -48,6 +48,7 @@ class Engine {
   void Classify(kennel::v1::ClassifyRequest request, absl::Time deadline, Done done);
   absl::StatusOr<kennel::v1::ModelInfo> Info();
   int queue_depth();
+  Metrics* metrics() const { return metrics_; }
 
  private:
   Engine(EngineOptions options, Metrics* metrics, Clock* clock);

@@ -303,4 +303,17 @@ grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerCon
   return reactor;
 }
 
+grpc::ServerUnaryReactor* InferenceService::GetServingStats(grpc::CallbackServerContext* context,
+                                                            const v1::GetServingStatsRequest*,
+                                                            v1::ServingStats* response) {
+  auto* reactor = context->DefaultReactor();
+  if (auto denied = core::Authorize(*context, enforce_, "GetServingStats"); !denied.ok()) {
+    reactor->Finish(denied);
+    return reactor;
+  }
+  *response = engine_->metrics()->Stats();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
 }  // namespace kennel::inference

@@ -35,6 +35,9 @@ class InferenceService final : public kennel::v1::Inference::CallbackService {
   grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
                                          const kennel::v1::GetModelInfoRequest* request,
                                          kennel::v1::ModelInfo* response) override;
+  grpc::ServerUnaryReactor* GetServingStats(grpc::CallbackServerContext* context,
+                                            const kennel::v1::GetServingStatsRequest* request,
+                                            kennel::v1::ServingStats* response) override;
 
   // Shutdown, step 1: every stream (open and new) reads nothing more, answers what it read and
   // ends with UNAVAILABLE; new unary calls are refused with UNAVAILABLE (clients retry them on

@@ -50,6 +50,13 @@ void Histogram::Render(const std::string& name, const std::string& labels, std::
   absl::StrAppend(out, name, "_count", braces, " ", count_.load(std::memory_order_relaxed), "\n");
 }
 
+std::vector<int64_t> Histogram::Counts() const {
+  std::vector<int64_t> counts;
+  counts.reserve(buckets_.size());
+  for (const auto& b : buckets_) counts.push_back(b.load(std::memory_order_relaxed));
+  return counts;
+}
+
 Metrics::Metrics()
     : queue_(LatencyBounds()), preprocess_(LatencyBounds()), inference_(LatencyBounds()),
       total_(LatencyBounds()), batch_({1, 2, 4, 8, 16, 32, 64, 128, 256}) {}
@@ -193,6 +200,21 @@ std::string Metrics::Render() {
                     FormatMetricValue(value), "\n");
   }
   return out;
+}
+
+v1::ServingStats Metrics::Stats() {
+  v1::ServingStats stats;
+  for (int c = 0; c < kCodes; ++c) {
+    const int64_t n = requests_[c].load(std::memory_order_relaxed);
+    if (n > 0 || c == 0) {
+      (*stats.mutable_requests_by_code())[absl::StatusCodeToString(static_cast<absl::StatusCode>(c))] = n;
+    }
+  }
+  for (double bound : batch_.bounds()) stats.add_batch_size_bounds(static_cast<int32_t>(bound));
+  for (int64_t n : batch_.Counts()) stats.add_batch_size_counts(n);
+  absl::MutexLock lock(&mu_);
+  if (!model_.empty()) stats.set_model(absl::StrCat(model_, ":", version_));
+  return stats;
 }
 
 }  // namespace kennel::inference

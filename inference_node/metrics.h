@@ -23,6 +23,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "kennel/v1/autoscale.pb.h"
+#include "kennel/v1/inference.pb.h"
 
 namespace kennel::inference {
 
@@ -33,6 +34,9 @@ class Histogram {
  public:
   explicit Histogram(std::vector<double> bounds);
   void Observe(double value);
+  const std::vector<double>& bounds() const { return bounds_; }
+  // Observations per bucket (not cumulative), one per bound and the last past every bound.
+  std::vector<int64_t> Counts() const;
   // Appends the _bucket / _sum / _count lines.
   void Render(const std::string& name, const std::string& labels, std::string* out) const;
 
@@ -60,6 +64,8 @@ class Metrics {
   void SetModel(const std::string& name, int64_t version);
   void SetQueueDepth(std::function<int()> depth);
   std::string Render();
+  // The counters as GetServingStats answers them.
+  kennel::v1::ServingStats Stats();
 
  private:
   static constexpr int kCodes = 17;

@@ -32,6 +32,30 @@ TEST(MetricsTest, SumsKeepEveryDigit) {
   EXPECT_EQ(FormatMetricValue(long_run).rfind("17533.9123456789", 0), 0u) << FormatMetricValue(long_run);
 }
 
+// GetServingStats' counters: answers by code name, batches by size bucket (not cumulative),
+// the model served.
+TEST(MetricsTest, StatsCountAnswersByCodeAndBatchesBySize) {
+  Metrics metrics;
+  EXPECT_EQ(metrics.Stats().requests_by_code().at("OK"), 0);  // OK is always there.
+  EXPECT_EQ(metrics.Stats().model(), "");
+  for (int i = 0; i < 3; ++i) metrics.CountRequest(absl::StatusCode::kOk);
+  metrics.CountRequest(absl::StatusCode::kInvalidArgument);
+  for (int size : {1, 3, 4, 64, 300}) metrics.ObserveBatch(size);
+  metrics.SetModel("fashion", 7);
+  const kennel::v1::ServingStats stats = metrics.Stats();
+  EXPECT_EQ(stats.requests_by_code().at("OK"), 3);
+  EXPECT_EQ(stats.requests_by_code().at("INVALID_ARGUMENT"), 1);
+  EXPECT_EQ(stats.requests_by_code().size(), 2u);
+  ASSERT_EQ(stats.batch_size_counts_size(), stats.batch_size_bounds_size() + 1);
+  ASSERT_EQ(stats.batch_size_bounds(2), 4);
+  EXPECT_EQ(stats.batch_size_counts(0), 1);  // 1
+  EXPECT_EQ(stats.batch_size_counts(1), 0);  // 2
+  EXPECT_EQ(stats.batch_size_counts(2), 2);  // 3 and 4
+  EXPECT_EQ(stats.batch_size_counts(6), 1);  // 64
+  EXPECT_EQ(stats.batch_size_counts(stats.batch_size_counts_size() - 1), 1);  // 300, past 256
+  EXPECT_EQ(stats.model(), "fashion:7");
+}
+
 // The load window on a fake timeline (TakeLoad is given the time): the figures follow from
 // what was fed in, not from this machine's speed.
 struct Timeline {

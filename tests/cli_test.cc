@@ -2,6 +2,7 @@
 // process, and what it prints and exits with.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <signal.h>
 #include <torch/torch.h>
 
@@ -20,6 +21,7 @@
 #include "core/ml/models.h"
 #include "core/subprocess.h"
 #include "kennel/v1/coordinator.grpc.pb.h"
+#include "core/testing/eventually.h"
 #include "core/testing/paths.h"
 #include "tests/testing/kennelctl_run.h"
 #include "tests/testing/serving_helpers.h"
@@ -104,7 +106,7 @@ class KennelctlTest : public ::testing::Test {
 };
 
 const std::vector<std::string> kCommands = {"status", "jobs", "job", "cancel", "models", "train", "tune", "deploy",
-                                            "classify", "bench", "autoscale", "import", "up", "dataset"};
+                                            "classify", "bench", "autoscale", "import", "up", "dataset", "ui"};
 
 TEST_F(KennelctlTest, GlobalFlagsWorkAfterTheCommandAndShowInEveryHelp) {
   CtlRun run = Ctl({"status", "-o", "json", "-c", coordinator_address_});
@@ -164,6 +166,90 @@ TEST_F(KennelctlTest, AnUnreachableCoordinatorIsSaidAlikeByEveryCommand) {
     EXPECT_EQ(run.code, 3) << args[0] << ": " << run.err;
     EXPECT_NE(run.err.find("cannot reach the coordinator at 127.0.0.1:1"), std::string::npos) << args[0] << ": " << run.err;
   }
+}
+
+// `kennelctl ui` on port 0 against `coordinator`: the process and its port.
+std::pair<std::unique_ptr<Process>, int> StartConsole(const std::string& coordinator, const std::string& log) {
+  auto ui = Process::Start({BuildDir() + "/cli/kennelctl", "-c", coordinator, "ui", "--port", "0"}, log);
+  EXPECT_TRUE(ui.ok()) << ui.status();
+  if (!ui.ok()) return {nullptr, 0};
+  auto line = (*ui)->WaitForLine("Kennel console at http://127.0.0.1:", absl::Seconds(30));
+  EXPECT_TRUE(line.ok()) << line.status() << (*ui)->Log();
+  if (!line.ok()) return {nullptr, 0};
+  const std::string rest = line->substr(line->find("127.0.0.1:") + 10);
+  return {std::move(*ui), std::stoi(rest.substr(0, rest.find('/')))};
+}
+
+// The console (the browser test checks the page; this, the server, in every build): its own
+// files and Chart.js from the binary, the API over the user's gRPC calls (serving statistics
+// from the node itself), errors as words with a status, and the rules: a foreign Host 403,
+// writes 405, the CSP on every answer, a port in use named.
+TEST_F(KennelctlTest, TheConsoleServesItsPageAndTheClusterAndOnlyReads) {
+  auto [ui, port] = StartConsole(coordinator_address_, dir_ + "/ui.log");
+  ASSERT_NE(ui, nullptr);
+  httplib::Client http("127.0.0.1", port);
+  auto page = http.Get("/");
+  ASSERT_TRUE(page);
+  EXPECT_EQ(page->status, 200);
+  EXPECT_NE(page->body.find("/console.js"), std::string::npos);
+  EXPECT_NE(page->get_header_value("Content-Security-Policy").find("script-src 'self'"), std::string::npos);
+  EXPECT_FALSE(page->has_header("Access-Control-Allow-Origin"));
+  auto chart = http.Get("/chart.min.js");
+  ASSERT_TRUE(chart);
+  EXPECT_EQ(chart->status, 200);
+  EXPECT_NE(chart->body.find("Chart.js v3"), std::string::npos);
+  EXPECT_EQ(http.Get("/no-such-file")->status, 404);
+
+  auto cluster = http.Get("/api/cluster");
+  ASSERT_TRUE(cluster);
+  ASSERT_EQ(cluster->status, 200) << cluster->body;
+  EXPECT_EQ(nlohmann::json::parse(cluster->body)["caller"], "anonymous (no TLS)");
+  // The node's counters come from the node: a request answered shows under OK.
+  ASSERT_EQ(Ctl({"classify", "-s", inference_address_, dir_ + "/images/a.png"}).code, 0);
+  nlohmann::json serving;
+  ASSERT_TRUE(core::testing::Eventually([&] {
+    auto r = http.Get("/api/serving");
+    if (!r || r->status != 200) return false;
+    serving = nlohmann::json::parse(r->body);
+    for (const auto& node : serving["nodes"]) {
+      if (node["name"] == "inf-1" && node.contains("stats") && node["stats"]["requests_by_code"]["OK"].get<std::string>() != "0") {
+        return true;
+      }
+    }
+    return false;
+  }, absl::Seconds(30))) << serving.dump(2);
+  auto missing = http.Get("/api/jobs/job-404");
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->status, 404) << missing->body;
+  EXPECT_EQ(nlohmann::json::parse(missing->body)["error"]["code"], "NOT_FOUND") << missing->body;
+
+  httplib::Headers foreign = {{"Host", "attacker.example"}};
+  auto rebound = http.Get("/api/cluster", foreign);
+  ASSERT_TRUE(rebound);
+  EXPECT_EQ(rebound->status, 403);
+  auto posted = http.Post("/api/cluster", "{}", "application/json");
+  ASSERT_TRUE(posted);
+  EXPECT_EQ(posted->status, 405);
+  EXPECT_EQ(posted->get_header_value("Allow"), "GET, HEAD");
+  EXPECT_EQ(http.Delete("/api/jobs/job-1")->status, 405);
+
+  CtlRun second = Ctl({"-c", coordinator_address_, "ui", "--port", std::to_string(port)});
+  EXPECT_EQ(second.code, 2) << second.err;
+  EXPECT_NE(second.err.find(absl::StrCat("port ", port, " is in use")), std::string::npos) << second.err;
+}
+
+// A coordinator that cannot be reached is an answer the page can show: 503 and the CLI's words.
+TEST_F(KennelctlTest, TheConsoleSaysWhenTheCoordinatorIsUnreachable) {
+  auto [ui, port] = StartConsole("127.0.0.1:1", dir_ + "/ui-unreachable.log");
+  ASSERT_NE(ui, nullptr);
+  EXPECT_TRUE(ui->WaitForLine("cannot reach the coordinator at 127.0.0.1:1", absl::Seconds(30)).ok()) << ui->Log();
+  auto r = httplib::Client("127.0.0.1", port).Get("/api/jobs");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 503);
+  const nlohmann::json error = nlohmann::json::parse(r->body)["error"];
+  EXPECT_EQ(error["code"], "UNAVAILABLE");
+  EXPECT_EQ(error["peer"], "coordinator");
+  EXPECT_NE(error["message"].get<std::string>().find("cannot reach the coordinator at 127.0.0.1:1"), std::string::npos);
 }
 
 TEST_F(KennelctlTest, ClassifyJsonKeepsZeroValues) {
