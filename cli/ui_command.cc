@@ -6,7 +6,10 @@
 #include <memory>
 #include <thread>
 
+#include <unistd.h>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "cli/client.h"
 #include "cli/console_assets.h"
 #include "cli/console_server.h"
@@ -16,6 +19,18 @@
 
 namespace kennel::cli {
 namespace {
+
+// `program` as a path to run: itself when it names a path, else the first executable of that
+// name on $PATH ("" when there is none).
+std::string OnPath(const std::string& program) {
+  if (program.find('/') != std::string::npos) return program;
+  const char* path = std::getenv("PATH");
+  for (absl::string_view dir : absl::StrSplit(path != nullptr ? path : "/usr/bin:/bin", ':', absl::SkipEmpty())) {
+    const std::string candidate = absl::StrCat(dir, "/", program);
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return "";
+}
 
 struct UiFlags {
   int port = 7080;
@@ -45,12 +60,19 @@ int Run(const UiFlags& flags, const GlobalOptions& global) {
   if (flags.open) {
     const char* opener = std::getenv("BROWSER");
     const std::string program = opener != nullptr && *opener != '\0' ? opener : "xdg-open";
-    auto started = core::Process::Start({program, (*server)->url()}, "/dev/null");
-    if (started.ok()) {
-      browser = *std::move(started);
-    } else {
-      std::cerr << "kennelctl: could not open a browser with " << program << " (" << started.status().message()
-                << "): open " << (*server)->url() << " yourself\n";
+    const std::string resolved = OnPath(program);
+    auto started = resolved.empty() ? absl::StatusOr<std::unique_ptr<core::Process>>(
+                                          absl::NotFoundError(absl::StrCat("no ", program, " on $PATH")))
+                                    : core::Process::Start({resolved, (*server)->url()}, "/dev/null");
+    // xdg-open hands the URL to the desktop's browser and exits; one that fails (no desktop,
+    // not installed: exit 127) says so at once.
+    absl::StatusOr<int> exited = started.ok() ? (*started)->Wait(absl::Seconds(5)) : started.status();
+    if (started.ok() && !exited.ok()) {
+      browser = *std::move(started);  // Still running (a browser itself): left to run.
+    } else if (!exited.ok() || *exited != 0) {
+      std::cerr << "kennelctl: could not open a browser with " << program << " ("
+                << (exited.ok() ? absl::StrCat("exit status ", *exited) : std::string(exited.status().message()))
+                << "; set $BROWSER): open " << (*server)->url() << " yourself" << std::endl;
     }
   }
   while (!ctrl_c.interrupted()) std::this_thread::sleep_for(std::chrono::milliseconds(200));

@@ -249,6 +249,7 @@ int Up(const UpFlags& f, const CLI::App& cmd, GlobalOptions& global) {
       Say(absl::StrCat("try: kennelctl -c ", cluster.address(), " autoscale; kennelctl -c ", cluster.address(),
                        " bench --model ", job.model_name(), " --rate 200; Ctrl-C stops everything"));
     }
+    Say(absl::StrCat("the web console: kennelctl -c ", cluster.address(), " ui (then http://127.0.0.1:7080/)"));
     std::signal(SIGINT, [](int) { g_stop = 1; });
     std::signal(SIGTERM, [](int) { g_stop = 1; });
     while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));

@@ -169,8 +169,12 @@ TEST_F(KennelctlTest, AnUnreachableCoordinatorIsSaidAlikeByEveryCommand) {
 }
 
 // `kennelctl ui` on port 0 against `coordinator`: the process and its port.
-std::pair<std::unique_ptr<Process>, int> StartConsole(const std::string& coordinator, const std::string& log) {
-  auto ui = Process::Start({BuildDir() + "/cli/kennelctl", "-c", coordinator, "ui", "--port", "0"}, log);
+std::pair<std::unique_ptr<Process>, int> StartConsole(const std::string& coordinator, const std::string& log,
+                                                      const std::vector<std::string>& extra = {},
+                                                      const std::vector<std::string>& env = {}) {
+  std::vector<std::string> argv = {BuildDir() + "/cli/kennelctl", "-c", coordinator, "ui", "--port", "0"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  auto ui = Process::Start(argv, log, env);
   EXPECT_TRUE(ui.ok()) << ui.status();
   if (!ui.ok()) return {nullptr, 0};
   auto line = (*ui)->WaitForLine("Kennel console at http://127.0.0.1:", absl::Seconds(30));
@@ -250,6 +254,21 @@ TEST_F(KennelctlTest, TheConsoleSaysWhenTheCoordinatorIsUnreachable) {
   EXPECT_EQ(error["code"], "UNAVAILABLE");
   EXPECT_EQ(error["peer"], "coordinator");
   EXPECT_NE(error["message"].get<std::string>().find("cannot reach the coordinator at 127.0.0.1:1"), std::string::npos);
+}
+
+// --open hands the URL to $BROWSER (found on $PATH like a shell would).
+TEST_F(KennelctlTest, TheConsoleOpensItsPageInTheUsersBrowser) {
+  const std::string bin = dir_ + "/browser-bin", opened = dir_ + "/opened.txt";
+  fs::create_directories(bin);
+  ASSERT_TRUE(core::WriteFileAtomic(bin + "/fake-browser", absl::StrCat("#!/bin/sh\necho \"$1\" > ", opened, "\n")).ok());
+  fs::permissions(bin + "/fake-browser", fs::perms::owner_all);
+  const char* path = std::getenv("PATH");
+  auto [ui, port] = StartConsole(coordinator_address_, dir_ + "/ui-open.log", {"--open"},
+                                 {"BROWSER=fake-browser", absl::StrCat("PATH=", bin, ":", path != nullptr ? path : "/usr/bin:/bin")});
+  ASSERT_NE(ui, nullptr);
+  ASSERT_TRUE(core::testing::Eventually([&] { return fs::exists(opened) && fs::file_size(opened) > 0; },
+                                        absl::Seconds(30))) << ui->Log();
+  EXPECT_EQ(*core::ReadFile(opened), absl::StrCat("http://127.0.0.1:", port, "/\n"));
 }
 
 TEST_F(KennelctlTest, ClassifyJsonKeepsZeroValues) {

@@ -460,6 +460,17 @@ def main():
             coordinator_calls = sum(v for k, v in delta.items() if k != "GetServingStats")
             log(f"cost of {hash_} open: {coordinator_calls / seconds:.2f} coordinator calls/s, "
                 f"{delta.get('GetServingStats', 0) / seconds:.2f} inference-node calls/s ({delta} in {seconds:.1f} s)")
+        # A tab in the background polls nothing.
+        console_tab = browser.driver.current_window_handle
+        browser.driver.switch_to.new_window("tab")
+        time.sleep(1)
+        before = json.loads(http_request(port, "GET", "/api/console")[2])["calls"]
+        time.sleep(6)
+        after = json.loads(http_request(port, "GET", "/api/console")[2])["calls"]
+        log(f"background tab: {sum(after.values()) - sum(before.values())} calls in 6 s")
+        check(after == before, f"a hidden console kept polling: {before} -> {after}")
+        browser.driver.close()
+        browser.driver.switch_to.window(console_tab)
         browser.go("#/jobs/" + running_id)
         eventually(lambda: charts(browser.driver).get("chart-loss", {}).get("labels", 0) > 0, 30, "the running job again")
         browser.console_errors()

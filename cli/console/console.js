@@ -137,15 +137,20 @@ async function getJson(path) {
   }
 }
 
-// A coordinator that is down, restarting (its calls end CANCELLED as it stops) or too slow.
+// What a view cannot change by waiting: said in place of the view. Any other failure (the
+// coordinator down, restarting — its calls end CANCELLED as it stops —, slow, or failing) is
+// taken as passing: a banner over the last data read, and the next poll tries again.
+const VIEW_PROBLEMS = new Set(['PERMISSION_DENIED', 'UNAUTHENTICATED', 'NOT_FOUND', 'INVALID_ARGUMENT',
+                               'FAILED_PRECONDITION']);
 const OUTAGE = new Set(['UNAVAILABLE', 'DEADLINE_EXCEEDED', 'CANCELLED']);
 
 function showBanner(error) {
   if (!state.downSince) state.downSince = new Date();
   const who = error.peer === 'console' ? 'The console' : 'The coordinator';
+  const what = OUTAGE.has(error.code) ? ' is unreachable since ' + state.downSince.toLocaleTimeString() + ': '
+                                      : ' is failing since ' + state.downSince.toLocaleTimeString() + ' (' + error.code + '): ';
   const kept = state.lastOk ? ' Showing what was read at ' + state.lastOk.toLocaleTimeString() + '.' : '';
-  banner.textContent = who + ' is unreachable since ' + state.downSince.toLocaleTimeString() + ': ' +
-      error.message + '.' + kept + ' Retrying every ' + POLL_MS / 1000 + ' s.';
+  banner.textContent = who + what + error.message + '.' + kept + ' Retrying every ' + POLL_MS / 1000 + ' s.';
   banner.hidden = false;
 }
 
@@ -183,7 +188,7 @@ async function poll() {
     const results = await Promise.all(mounted.paths.map(getJson));
     if (mounted !== state.mounted) return;  // The route changed meanwhile.
     const failed = results.find((r) => !r.ok);
-    if (failed && OUTAGE.has(failed.error.code) && failed.error.peer !== 'inference node') {
+    if (failed && !VIEW_PROBLEMS.has(failed.error.code)) {
       showBanner(failed.error);  // Keep what is on screen.
       return;
     }
