@@ -147,93 +147,71 @@ class ConsoleServer::Impl {
     res.set_content(body.dump(), "application/json");
   }
 
-  void Count(const std::string& method) {
+  void Count(const char* method) {
     absl::MutexLock lock(&mu_);
     ++calls_[method];
   }
 
-  // One coordinator call: the answer as JSON, or false with the error written to `res`.
-  template <typename Response, typename Call>
-  bool CallCoordinator(const std::string& method, Call call, Response* response, httplib::Response& res) {
+  // One Admin call (`rpc`, counted as `method`): true with `response` filled, or false with the
+  // error written to `res`.
+  template <typename Request, typename Response>
+  bool Call(const char* method,
+            grpc::Status (v1::Admin::Stub::*rpc)(grpc::ClientContext*, const Request&, Response*),
+            const Request& request, Response* response, httplib::Response& res) {
     Count(method);
     auto context = Context(kCoordinatorDeadlineS);
-    const grpc::Status status = call(context.get(), response);
+    const grpc::Status status = (admin_.get()->*rpc)(context.get(), request, response);
     if (status.ok()) return true;
     Reply(res, {{"error", ErrorJson(status, Peer::kCoordinator, options_.coordinator)}},
           HttpStatusFor(status.error_code()));
     return false;
   }
 
+  // An Admin call whose answer is the page's answer, as it is.
+  template <typename Request, typename Response>
+  void Relay(const char* method,
+             grpc::Status (v1::Admin::Stub::*rpc)(grpc::ClientContext*, const Request&, Response*),
+             const Request& request, httplib::Response& res) {
+    Response response;
+    if (Call(method, rpc, request, &response, res)) Reply(res, Stamped(ProtoToJson(response)));
+  }
+
   bool ClusterStatus(v1::ClusterStatus* status, httplib::Response& res) {
-    return CallCoordinator(
-        "GetClusterStatus",
-        [&](grpc::ClientContext* c, v1::ClusterStatus* r) {
-          return admin_->GetClusterStatus(c, v1::GetClusterStatusRequest(), r);
-        },
-        status, res);
+    return Call("GetClusterStatus", &v1::Admin::Stub::GetClusterStatus, v1::GetClusterStatusRequest(), status, res);
   }
 
   void Cluster(httplib::Response& res) {
-    v1::ClusterStatus status;
-    if (ClusterStatus(&status, res)) Reply(res, Stamped(ProtoToJson(status)));
+    Relay("GetClusterStatus", &v1::Admin::Stub::GetClusterStatus, v1::GetClusterStatusRequest(), res);
   }
 
   void Jobs(httplib::Response& res) {
     v1::ListJobsRequest request;
     request.set_limit(200);
-    v1::ListJobsResponse response;
-    if (CallCoordinator(
-            "ListJobs", [&](grpc::ClientContext* c, v1::ListJobsResponse* r) { return admin_->ListJobs(c, request, r); },
-            &response, res)) {
-      Reply(res, Stamped(ProtoToJson(response)));
-    }
+    Relay("ListJobs", &v1::Admin::Stub::ListJobs, request, res);
   }
 
   void Job(const std::string& id, httplib::Response& res) {
     v1::GetJobRequest request;
     request.set_job_id(id);
-    v1::JobStatus response;
-    if (CallCoordinator(
-            "GetJob", [&](grpc::ClientContext* c, v1::JobStatus* r) { return admin_->GetJob(c, request, r); },
-            &response, res)) {
-      Reply(res, Stamped(ProtoToJson(response)));
-    }
+    Relay("GetJob", &v1::Admin::Stub::GetJob, request, res);
   }
 
   void Tunings(httplib::Response& res) {
     v1::ListTuningsRequest request;
     request.set_limit(200);
-    v1::ListTuningsResponse response;
-    if (CallCoordinator(
-            "ListTunings",
-            [&](grpc::ClientContext* c, v1::ListTuningsResponse* r) { return admin_->ListTunings(c, request, r); },
-            &response, res)) {
-      Reply(res, Stamped(ProtoToJson(response)));
-    }
+    Relay("ListTunings", &v1::Admin::Stub::ListTunings, request, res);
   }
 
   void Tuning(const std::string& id, httplib::Response& res) {
     v1::GetTuningRequest request;
     request.set_tuning_id(id);
-    v1::TuningStatus response;
-    if (CallCoordinator(
-            "GetTuning", [&](grpc::ClientContext* c, v1::TuningStatus* r) { return admin_->GetTuning(c, request, r); },
-            &response, res)) {
-      Reply(res, Stamped(ProtoToJson(response)));
-    }
+    Relay("GetTuning", &v1::Admin::Stub::GetTuning, request, res);
   }
 
   // The versions, and the nodes that serve each (from the cluster's inference nodes).
   void Models(httplib::Response& res) {
     v1::ListModelsResponse models;
-    if (!CallCoordinator(
-            "ListModels",
-            [&](grpc::ClientContext* c, v1::ListModelsResponse* r) {
-              return admin_->ListModels(c, v1::ListModelsRequest(), r);
-            },
-            &models, res)) {
-      return;
-    }
+    if (!Call("ListModels", &v1::Admin::Stub::ListModels, v1::ListModelsRequest(), &models, res)) return;
     v1::ClusterStatus status;
     if (!ClusterStatus(&status, res)) return;
     nlohmann::json body = ProtoToJson(models);
