@@ -77,8 +77,9 @@ class ConsoleServer::Impl {
   }
 
   absl::Status Listen() {
-    // httplib's default also sets SO_REUSEPORT, which lets a second server (another user's
-    // process too) bind the same port beside this one: only SO_REUSEADDR, for a quick restart.
+    // httplib's default also sets SO_REUSEPORT, which lets a second server of the same user
+    // bind the same port beside this one (a second kennelctl ui would start "fine" and take
+    // half the connections): only SO_REUSEADDR, for a quick restart.
     http_.set_socket_options([](socket_t sock) {
       int yes = 1;
       setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
@@ -107,6 +108,11 @@ class ConsoleServer::Impl {
     http_.Get("/api/models", [this](const httplib::Request&, httplib::Response& res) { Models(res); });
     http_.Get("/api/serving", [this](const httplib::Request&, httplib::Response& res) { Serving(res); });
     http_.Get("/api/console", [this](const httplib::Request&, httplib::Response& res) { Console(res); });
+    http_.Get(R"(/api/.*)", [](const httplib::Request& req, httplib::Response& res) {
+      Reply(res, {{"error", {{"code", "NOT_FOUND"}, {"message", absl::StrCat("the console has no ", req.path)},
+                             {"peer", "console"}}}},
+            404);
+    });
     http_.Get(R"(/.*)", [](const httplib::Request& req, httplib::Response& res) {
       const ConsoleAsset* asset = FindConsoleAsset(req.path == "/" ? "/index.html" : req.path);
       if (asset == nullptr) {

@@ -226,6 +226,12 @@ TEST_F(KennelctlTest, TheConsoleServesItsPageAndTheClusterAndOnlyReads) {
   ASSERT_TRUE(missing);
   EXPECT_EQ(missing->status, 404) << missing->body;
   EXPECT_EQ(nlohmann::json::parse(missing->body)["error"]["code"], "NOT_FOUND") << missing->body;
+  for (const char* path : {"/api/nothing", "/api/jobs/a%20b"}) {
+    auto none = http.Get(path);
+    ASSERT_TRUE(none);
+    EXPECT_EQ(none->status, 404) << path;
+    EXPECT_EQ(nlohmann::json::parse(none->body)["error"]["code"], "NOT_FOUND") << none->body;
+  }
 
   httplib::Headers foreign = {{"Host", "attacker.example"}};
   auto rebound = http.Get("/api/cluster", foreign);

@@ -360,6 +360,13 @@ def main():
         browser.go("#/jobs")
         eventually(lambda: finished["id"] in browser.text("jobs") and running_id in browser.text("jobs"), 30, "the jobs list")
         browser.expect_clean("jobs view")
+        # A job that does not exist is said in place of the view (no banner: waiting will not help).
+        browser.go("#/jobs/job-404")
+        missing = eventually(lambda: browser.driver.find_element("id", "problem").is_displayed()
+                             and browser.text("problem"), 30, "the missing job's message")
+        check("NOT_FOUND" in missing and "job-404" in missing, f"missing job says: {missing!r}")
+        check(not browser.driver.find_element("id", "banner").is_displayed(), "a banner for a missing job")
+        browser.driver.get_log("browser")  # The 404 is logged as a failed load.
         browser.go("#/jobs/" + finished["id"])
         epochs = finished["epochs"]
 

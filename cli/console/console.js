@@ -126,15 +126,22 @@ function destroyCharts() {
 // {ok, body} or {ok: false, error: {code, message, peer}}; a console that does not answer is
 // an error too.
 async function getJson(path) {
+  let response;
   try {
-    const response = await fetch(path, {cache: 'no-store'});
-    const body = await response.json();
-    if (response.ok) return {ok: true, body};
-    return {ok: false, error: body.error || {code: 'UNKNOWN', message: 'HTTP ' + response.status}};
+    response = await fetch(path, {cache: 'no-store'});
   } catch (e) {
     return {ok: false, error: {code: 'UNAVAILABLE', peer: 'console',
                                message: 'kennelctl ui is not answering (was it stopped?): ' + e.message}};
   }
+  let body = null;
+  try {
+    body = await response.json();
+  } catch (e) {
+    // Not JSON: not an answer of this console's API.
+  }
+  if (response.ok && body) return {ok: true, body};
+  return {ok: false, error: (body && body.error) ||
+      {code: 'UNKNOWN', peer: 'console', message: path + ' answered HTTP ' + response.status + ' without a reason'}};
 }
 
 // What a view cannot change by waiting: said in place of the view. Any other failure (the
