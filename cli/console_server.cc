@@ -65,6 +65,13 @@ nlohmann::json ErrorJson(const grpc::Status& status, Peer peer, const std::strin
           {"address", address}};
 }
 
+// The cluster's autoscaled models as the page reads them (the rest of the status is not sent).
+nlohmann::json AutoscalingJson(const v1::ClusterStatus& status) {
+  nlohmann::json models = nlohmann::json::array();
+  for (const v1::AutoscaleStatus& model : status.autoscaling()) models.push_back(ProtoToJson(model));
+  return models;
+}
+
 }  // namespace
 
 class ConsoleServer::Impl {
@@ -231,7 +238,7 @@ class ConsoleServer::Impl {
                        {"state", v1::NodeState_Name(node.state())}});
     }
     body["inference_nodes"] = std::move(nodes);
-    body["autoscaling"] = ProtoToJson(status)["autoscaling"];
+    body["autoscaling"] = AutoscalingJson(status);
     Reply(res, Stamped(std::move(body)));
   }
 
@@ -260,14 +267,14 @@ class ConsoleServer::Impl {
       }
       nodes.push_back(std::move(entry));
     }
-    Reply(res, Stamped({{"nodes", std::move(nodes)}, {"autoscaling", ProtoToJson(status)["autoscaling"]}}));
+    Reply(res, Stamped({{"nodes", std::move(nodes)}, {"autoscaling", AutoscalingJson(status)}}));
   }
 
   grpc::Status NodeStats(const std::string& address, v1::ServingStats* stats) {
     v1::Inference::Stub* stub = nullptr;
     {
+      Count("GetServingStats");
       absl::MutexLock lock(&mu_);
-      ++calls_["GetServingStats"];
       auto& slot = nodes_[address];
       if (slot == nullptr) {
         auto channel = InferenceChannel(address);

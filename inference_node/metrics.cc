@@ -39,9 +39,10 @@ std::string FormatMetricValue(double value) {
 
 void Histogram::Render(const std::string& name, const std::string& labels, std::string* out) const {
   const std::string sep = labels.empty() ? "" : ",";
+  const std::vector<int64_t> counts = Counts();
   int64_t cumulative = 0;
   for (size_t i = 0; i <= bounds_.size(); ++i) {
-    cumulative += buckets_[i].load(std::memory_order_relaxed);
+    cumulative += counts[i];
     const std::string le = i < bounds_.size() ? FormatMetricValue(bounds_[i]) : "+Inf";
     absl::StrAppend(out, name, "_bucket{", labels, sep, "le=\"", le, "\"} ", cumulative, "\n");
   }
@@ -168,14 +169,21 @@ void Metrics::SetQueueDepth(std::function<int()> depth) {
   depth_ = std::move(depth);
 }
 
+std::vector<std::pair<std::string, int64_t>> Metrics::AnswersByCode() const {
+  std::vector<std::pair<std::string, int64_t>> answers;
+  for (int c = 0; c < kCodes; ++c) {
+    const int64_t n = requests_[c].load(std::memory_order_relaxed);
+    if (n > 0 || c == 0) answers.emplace_back(absl::StatusCodeToString(static_cast<absl::StatusCode>(c)), n);
+  }
+  return answers;
+}
+
 std::string Metrics::Render() {
   std::string out;
   out += "# HELP kennel_requests_total Classification requests answered, by gRPC status code.\n";
   out += "# TYPE kennel_requests_total counter\n";
-  for (int c = 0; c < kCodes; ++c) {
-    const int64_t n = requests_[c].load(std::memory_order_relaxed);
-    if (n > 0 || c == 0) absl::StrAppend(&out, "kennel_requests_total{code=\"",
-                                     absl::StatusCodeToString(static_cast<absl::StatusCode>(c)), "\"} ", n, "\n");
+  for (const auto& [code, n] : AnswersByCode()) {
+    absl::StrAppend(&out, "kennel_requests_total{code=\"", code, "\"} ", n, "\n");
   }
   out += "# HELP kennel_stage_seconds Server-side latency by stage.\n# TYPE kennel_stage_seconds histogram\n";
   queue_.Render("kennel_stage_seconds", "stage=\"queue\"", &out);
@@ -204,12 +212,7 @@ std::string Metrics::Render() {
 
 v1::ServingStats Metrics::Stats() {
   v1::ServingStats stats;
-  for (int c = 0; c < kCodes; ++c) {
-    const int64_t n = requests_[c].load(std::memory_order_relaxed);
-    if (n > 0 || c == 0) {
-      (*stats.mutable_requests_by_code())[absl::StatusCodeToString(static_cast<absl::StatusCode>(c))] = n;
-    }
-  }
+  for (const auto& [code, n] : AnswersByCode()) (*stats.mutable_requests_by_code())[code] = n;
   for (double bound : batch_.bounds()) stats.add_batch_size_bounds(static_cast<int32_t>(bound));
   for (int64_t n : batch_.Counts()) stats.add_batch_size_counts(n);
   absl::MutexLock lock(&mu_);

@@ -16,6 +16,7 @@
 #include <atomic>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -69,6 +70,9 @@ class Metrics {
 
  private:
   static constexpr int kCodes = 17;
+  // (code name, answers) for every code answered at least once, and OK always, in code order:
+  // what /metrics and Stats report.
+  std::vector<std::pair<std::string, int64_t>> AnswersByCode() const;
   std::array<std::atomic<int64_t>, kCodes> requests_{};
   Histogram queue_, preprocess_, inference_, total_, batch_;
   absl::Mutex mu_;
